@@ -139,7 +139,9 @@ def input_priors(R: Sequence[Tensor], scales: Scales, mode: Mode = "bilinear") -
     return P
 
 
-def accumulate(f_hat: Tensor | None, f_resi_i: Tensor, i: int, scales: Scales, mode: Mode = "bilinear"):
+def accumulate(
+    f_hat: Tensor | None, f_resi_i: Tensor, i: int, scales: Scales, mode: Mode = "bilinear"
+) -> tuple[Tensor, Tensor | None]:
     """Algorithm 3 (lines 9-12): add scale i's residual; return (f_hat, prior of scale i+1 or None after the last)."""
     up = Up(f_resi_i, scales.full, mode)
     f_hat = up if f_hat is None else f_hat + up  # line 9 (f_hat starts at 0, line 2)
@@ -157,9 +159,14 @@ def cascade_priors(targets: Sequence[Tensor], scales: Scales, mode: Mode = "bili
 
 
 class Factorization(Protocol):
-    name: str
-    scales: Scales
-    mode: Mode
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def scales(self) -> Scales: ...
+
+    @property
+    def mode(self) -> Mode: ...
 
     def targets(self, image: Tensor, encode: Encoder, factor: int) -> list[Tensor]:
         """Per-scale training targets of an image batch ([B,3,H,H] in [-1,1]); ``encode`` maps images to latents."""
