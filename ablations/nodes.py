@@ -1,0 +1,264 @@
+"""What each kind of graph node does: a thin layer from a node's resolved config to the msf engine (harness).
+
+Every function has the signature ``fn(node, run_dir, deps, log) -> metrics`` where ``deps`` maps a dependency's role
+(autoencoder, classifier, cache, train0, train1, ...) to its run folder; the caller writes metrics.json last.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ablations.graph import Node
+from msf import autoencoder as ae_lib
+from msf.cache import TargetCache, build_cache
+from msf.classifier import accuracy, load_classifier, save_classifier, train_classifier
+from msf.data import build_dataset
+from msf.evaluate import (
+    device_description,
+    generate,
+    median_seconds,
+    sample_seeds,
+    sampling_gflops,
+    time_sampling,
+)
+from msf.factorize import Up, make_factorization, make_scales
+from msf.flops import count_forward_flops
+from msf.metrics import (
+    ReferenceKey,
+    cached_reference,
+    class_labels_for,
+    compute_metrics,
+    embedded_extractor,
+    extract_features,
+    inception_extractor,
+    to_uint8,
+)
+from msf.pipeline import MSFModel
+from msf.train import TrainConfig, load_stage, train
+
+Log = Callable[[str], None]
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _dataset(data: dict[str, Any], split: str):
+    length = data["train_size"] if split == "train" else data["ref_size"]
+    return build_dataset(data["name"], data["root"], split, data["image_size"], data["num_classes"], data["seed"],
+                         length if data["name"] == "embedded" else None)
+
+
+def load_autoencoder(config: dict[str, Any], deps: dict[str, str]) -> ae_lib.Autoencoder:
+    """The node's autoencoder: trained small KL (from its node), the pretrained VAE (local path) or pixels."""
+    kind = config["autoencoder"]["kind"]
+    if kind == "pixel":
+        return ae_lib.PixelAutoencoder()
+    if kind == "pretrained":
+        return ae_lib.load_pretrained_vae(config["autoencoder"]["path"])
+    return ae_lib.load_autoencoder(Path(deps["autoencoder"]) / "autoencoder")
+
+
+def node_autoencoder(node: Node, run_dir: Path, deps: dict[str, str], log: Log) -> dict[str, Any]:
+    """Train the embedded preset's small AutoencoderKL and report its held-out reconstruction PSNR."""
+    c = node.config["autoencoder"]
+    t0 = time.time()
+    ae = ae_lib.train_small_autoencoder(
+        _dataset(node.config["data"], "train"), ae_lib.SmallAEConfig(
+            block_out_channels=tuple(c["block_out_channels"]), latent_channels=c["latent_channels"],
+            steps=c["steps"], batch_size=c["batch_size"], lr=c["lr"]),
+        torch.Generator().manual_seed(node.config["data"]["seed"]), log=log)
+    seconds = time.time() - t0
+    ae_lib.save_autoencoder(ae, run_dir / "autoencoder")
+    images, _ = _dataset(node.config["data"], "ref").make_batch(list(range(256)))
+    psnr = ae_lib.reconstruction_psnr(ae, images)
+    log(f"autoencoder: {seconds:.0f}s, held-out PSNR {psnr:.2f} dB")
+    return {"psnr_ref_db": psnr, "train_seconds": seconds, "factor": ae.factor, "channels": ae.channels}
+
+
+def node_classifier(node: Node, run_dir: Path, deps: dict[str, str], log: Log) -> dict[str, Any]:
+    """Train the embedded feature extractor on the train split; report its held-out accuracy (target >= 95%)."""
+    data = node.config["data"]
+    train_set, ref_set = _dataset(data, "train"), _dataset(data, "ref")
+
+    def batch_fn(g: torch.Generator):
+        return train_set.make_batch(torch.randint(len(train_set), (128,), generator=g).tolist())
+
+    model = train_classifier(batch_fn, data["num_classes"], node.config["steps"], torch.Generator().manual_seed(data["seed"]), log)
+    images, labels = ref_set.make_batch(list(range(len(ref_set))))
+    acc = accuracy(model, images, labels)
+    save_classifier(model, run_dir / "classifier.safetensors", {"accuracy_ref": f"{acc:.4f}"})
+    log(f"classifier held-out accuracy {acc:.4f}")
+    return {"accuracy_ref": acc}
+
+
+def _factorization(config: dict[str, Any], factor: int):
+    full = config["data"]["image_size"] // factor
+    return make_factorization(config["factorization"], make_scales(config["scales"], full), config["mode"])
+
+
+def node_cache(node: Node, run_dir: Path, deps: dict[str, str], log: Log) -> dict[str, Any]:
+    """Pre-extract every training image's per-scale targets (Algorithm 1) into a resumable memory-mapped store."""
+    ae = load_autoencoder(node.config, deps)
+    t0 = time.time()
+    cache = build_cache(run_dir / "cache", _dataset(node.config["data"], "train"), ae,
+                        _factorization(node.config, ae.factor), batch_size=256, shard_size=4096, log=log)
+    return {"items": len(cache), "seconds": time.time() - t0}
+
+
+def node_train(node: Node, run_dir: Path, deps: dict[str, str], log: Log) -> dict[str, Any]:
+    """Train one stage (or the single-scale DiT) on the cached targets with teacher forcing (Algorithm 2, Eq. 5)."""
+    c, t = node.config, node.config["train"]
+    cache = TargetCache(Path(deps["cache"]) / "cache")
+    factor = c["data"]["image_size"] // c["scales"][-1]
+    m = c["stage_model"]
+    cfg = TrainConfig(
+        stage=c["stage"], model="DiT-S/2",
+        model_overrides={"depth": m["depth"], "hidden_size": m["hidden_size"], "num_heads": m["num_heads"],
+                         "patch_size": m["patch_size"], "prior_mode": c["prior_mode"]},
+        num_classes=c["data"]["num_classes"], batch_size=t["batch_size"], steps=t["steps"], lr=t["lr"],
+        warmup_steps=t["warmup_steps"], weight_decay=t["weight_decay"], ema_decay=t["ema_decay"],
+        grad_clip=t["grad_clip"], label_dropout=t["label_dropout"], time_dist=t["time_dist"], seed=t["seed"],
+        tf32=t["tf32"], ckpt_every=t["ckpt_every"], log_every=max(t["steps"] // 20, 1),
+    )
+    return train(cfg, cache, _factorization(c, factor), run_dir, log)
+
+
+def _stages(config: dict[str, Any], deps: dict[str, str], device: torch.device) -> list[torch.nn.Module]:
+    n = len([k for k in deps if k.startswith("train")])
+    return [load_stage(Path(deps[f"train{i}"]), device) for i in range(n)]
+
+
+def node_eval(node: Node, run_dir: Path, deps: dict[str, str], log: Log) -> dict[str, Any]:
+    """One eval point: N samples (Algorithm 3 + decode) -> FID/IS/precision/recall, time per 64 images, GFLOPs."""
+    c, s, e = node.config, node.config["sample"], node.config["eval"]
+    device = _device(c["device"])
+    dtype = torch.bfloat16 if e["dtype"] == "bfloat16" and device.type == "cuda" else torch.float32
+    ae = load_autoencoder(c, deps)
+    train_cfg = json.loads((Path(deps["train0"]) / "config.json").read_text())["config"]
+    fac = _factorization(train_cfg, ae.factor)
+    stages = _stages(c, deps, device)
+    msf = MSFModel(stages, fac, ae.channels, c["data"]["num_classes"]).to(device).eval()
+    decode = ae.to(device).decode if hasattr(ae, "to") else ae.decode
+
+    # ---- features: the embedded classifier or Inception, and the reference statistics (cached)
+    if e["world"] == "embedded":
+        extractor = embedded_extractor(Path(deps["classifier"]) / "classifier.safetensors", device)
+    else:
+        extractor = inception_extractor(device, e["inception_weights"])
+    ref_set = _dataset(c["data"], "ref")
+    key = ReferenceKey(dataset=getattr(ref_set, "key", c["data"]["name"]), split="ref", extractor=extractor.label,
+                       n=len(ref_set))
+
+    def ref_features() -> torch.Tensor:
+        images, _ = ref_set.make_batch(list(range(len(ref_set))))
+        return extract_features(images, extractor, e["batch_size"], device)
+
+    reference = cached_reference(Path(node.run_dir).parent / "_refstats", key, ref_features)
+
+    # ---- samples: labels spread evenly over the classes, one seed per sample
+    n = e["n_samples"]
+    labels = class_labels_for(n, c["data"]["num_classes"])
+    images = generate(msf, decode, labels, sample_seeds(c["seed"], n), s["steps"], s["cfg"], s["solver"], device,
+                      e["batch_size"], dtype, log)
+    metrics = compute_metrics(images, reference, extractor, e["batch_size"], device)
+    k = 8
+    grid = torch.stack([images[labels == y][:k] for y in range(c["data"]["num_classes"])])  # [classes, k, 3, H, W]
+    np.save(run_dir / "grid.npy", grid.permute(0, 1, 3, 4, 2).numpy())
+
+    # ---- compute: counted GFLOPs per image and (for the first seed) time per 64 images
+    gflops = []
+    for st, h in zip(stages, fac.scales.sizes, strict=True):
+        x = torch.zeros(1, ae.channels, h, h, device=device)
+        prior = x if st.prior_channels else None
+        gflops.append(count_forward_flops(st, x, torch.zeros(1, device=device),
+                                          torch.zeros(1, dtype=torch.long, device=device), prior) / 1e9)
+    timing: dict[str, Any] = {"sample_time_per_64_s": None}
+    if c["seed"] == e["seeds"][0]:
+        timing = time_sampling(msf, decode, s["steps"], s["cfg"], s["solver"], device, dtype,
+                               batch=64 if device.type == "cuda" else 16, repeats=3 if device.type == "cuda" else 1)
+    return {
+        **metrics, **timing,
+        "model": c["model"], "preset": c["preset"], "dataset": c["data"]["name"], "n_samples": n,
+        "seed": c["seed"], "factorization": fac.name, "scales": list(fac.scales.sizes), "steps": s["steps"],
+        "cfg": s["cfg"], "cfg_convention": "dit: v_u + w (v_c - v_u), w=1 no guidance", "solver": s["solver"],
+        "params_m": sum(p.numel() for p in msf.parameters()) / 1e6,
+        "gflops_per_image": sampling_gflops(gflops, s["steps"], s["cfg"], s["solver"]),
+        "device": timing.get("device", str(device)), "dtype": str(dtype).replace("torch.", ""),
+    }
+
+
+def node_recon(node: Node, run_dir: Path, deps: dict[str, str], log: Log) -> dict[str, Any]:
+    """Fig. 2: decode the accumulated latent after each scale; PSNR of each partial reconstruction vs the image."""
+    c = node.config
+    ae = load_autoencoder(c, deps)
+    fac = _factorization(c, ae.factor)
+    images, _ = _dataset(c["data"], "ref").make_batch(list(range(64)))
+    x = images.float() / 127.5 - 1.0
+    with torch.no_grad():
+        targets = fac.targets(x, ae.encode, ae.factor)
+        state, partial = None, []
+        for i, f_i in enumerate(targets):
+            state, _ = fac.step(state, f_i, i)
+            partial.append(ae.decode(Up(state, fac.scales.full, fac.mode)).clamp(-1, 1))
+    psnr = [float(10 * torch.log10(4.0 / ((p - x) ** 2).mean())) for p in partial]
+    np.save(run_dir / "decomposition.npy",
+            torch.stack([to_uint8(p[:4]) for p in partial], 1).permute(0, 1, 3, 4, 2).numpy())
+    log(f"{fac.name}: PSNR per scale {[round(p, 2) for p in psnr]}")
+    return {"factorization": fac.name, "scales": list(fac.scales.sizes), "psnr_per_scale": psnr,
+            "psnr_full": psnr[-1]}
+
+
+def node_speed(node: Node, run_dir: Path, deps: dict[str, str], log: Log) -> dict[str, Any]:
+    """MSF (100x2 + 50 steps) vs DiT-XL/2 (250x2) at the paper's sizes, random weights: counted FLOPs per image and
+    time per image = measured median forward time x forward passes (batch 64 on CUDA, 2 on CPU)."""
+    from baselines.dit import dit_xl2
+    from msf.dit import build_dit
+
+    device = _device(node.config["device"])
+    dtype = torch.bfloat16 if node.config["dtype"] == "bfloat16" and device.type == "cuda" else torch.float32
+    batch = 64 if device.type == "cuda" else 2
+    plans = {  # model -> [(network, latent size, prior?, forward passes per image)]
+        "DiT-XL/2": [(dit_xl2(), 32, False, 250 * 2)],
+        "MSF": [(build_dit("MSF-stage1", input_size=24, learn_sigma=False), 24, False, 100 * 2),
+                (build_dit("MSF-stage2", input_size=32, learn_sigma=False, prior_channels=4), 32, True, 50)],
+    }
+    rows = {}
+    for model, parts in plans.items():
+        tflops, seconds, params = 0.0, 0.0, 0.0
+        for net, h, has_prior, passes in parts:
+            net = net.to(device).eval()
+            x = torch.randn(batch, 4, h, h, device=device)
+            args = (x, torch.rand(batch, device=device) * (1000 if model == "DiT-XL/2" else 1),
+                    torch.zeros(batch, dtype=torch.long, device=device), x if has_prior else None)
+            tflops += count_forward_flops(net, *(a[:1] if a is not None else None for a in args)) * passes / 1e12
+            with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+                seconds += median_seconds(lambda n=net, a=args: n(*a), device, repeats=3) / batch * passes
+            params += sum(p.numel() for p in net.parameters()) / 1e6
+            log(f"{model}: forward at {h}x{h} timed, {passes} passes per image")
+        rows[model] = {"params_m": params, "tflops_per_image": tflops, "sec_per_image": seconds}
+    return {"model": "MSF vs DiT-XL/2", "rows": rows, "speedup": rows["DiT-XL/2"]["sec_per_image"]
+            / rows["MSF"]["sec_per_image"], "flop_ratio": rows["DiT-XL/2"]["tflops_per_image"]
+            / rows["MSF"]["tflops_per_image"], "batch": batch, "device": device_description(device),
+            "dtype": str(dtype).replace("torch.", ""), "method": "median forward time x passes (not a full sample)",
+            "switches": {"sdpa": True, "compile": False, "cuda_graphs": False}}
+
+
+NODE_FUNCTIONS: dict[str, Callable[[Node, Path, dict[str, str], Log], dict[str, Any]]] = {
+    "autoencoder": node_autoencoder,
+    "classifier": node_classifier,
+    "cache": node_cache,
+    "train": node_train,
+    "eval": node_eval,
+    "recon": node_recon,
+    "speed": node_speed,
+}

@@ -1,0 +1,89 @@
+"""Run an ablation sweep: ``python ablations/run.py sweep=NAME [preset=NAME] [key=value ...] [--dry-run]`` (harness).
+
+Plans the sweep's job graph (autoencoder -> target cache -> trainings -> eval points), runs what is not done yet with
+the chosen launcher, and builds the sweep's report. Bad input is one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ablations.config import PRESETS_DIR, SWEEPS_DIR, ConfigError, all_keys, available, load_sweep, resolve  # noqa: E402
+from ablations.graph import plan, plan_summary  # noqa: E402
+
+USAGE = """usage: python ablations/run.py sweep=NAME [preset=NAME] [key=value ...] [--dry-run] [--help]
+
+sweeps:  {sweeps}
+presets: {presets}  (default: tiny)
+keys:    {keys}
+
+Values are YAML: sample.cfg=[1.4,1.0] train.lr=3e-4 data.root=/datasets/imagenet launcher=slurm.
+--dry-run prints the planned jobs (done / todo) and exits without running anything."""
+
+
+def usage() -> str:
+    descr = []
+    for name in available(SWEEPS_DIR):
+        sweep, _ = load_sweep(name, "tiny")
+        descr.append(f"\n  {name:14s} {sweep.description}")
+    return USAGE.format(
+        sweeps="".join(descr), presets=", ".join(available(PRESETS_DIR)), keys=" ".join(all_keys())
+    )
+
+
+def parse_args(argv: list[str]) -> tuple[list[tuple[str, str]], bool]:
+    pairs, dry = [], False
+    for arg in argv:
+        if arg == "--dry-run":
+            dry = True
+        elif arg.startswith("-"):
+            raise ConfigError(f"unknown option {arg!r} (options: --dry-run, --help)")
+        elif "=" not in arg:
+            raise ConfigError(f"expected key=value, got {arg!r}")
+        else:
+            k, v = arg.split("=", 1)
+            pairs.append((k.strip(), v))
+    return pairs, dry
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        print(usage())
+        return 0
+    try:
+        pairs, dry = parse_args(argv)
+        cfg, sweep = resolve(pairs)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    graph = plan(cfg, sweep)
+    rows = plan_summary(graph)
+    if dry:
+        print(f"sweep {sweep.name} (preset {cfg.preset}, launcher {cfg.launcher}): {sweep.description}")
+        for r in rows:
+            print(f"  {r['status']:5s} {r['kind']:12s} {r['run_dir']}")
+        todo = sum(r["status"] == "todo" for r in rows)
+        print(f"{len(rows)} node(s): {len(rows) - todo} done, {todo} to run")
+        return 0
+    from ablations.launch import run_graph
+    from reports.build import build_report
+
+    results = run_graph(cfg, graph)
+    failed = [r for r in results if r["status"] != "done"]
+    out = Path(cfg.runs_dir) / cfg.preset / "reports" / sweep.name
+    runs = [n.run_dir for n in graph if (Path(n.run_dir) / "metrics.json").exists()]
+    build_report(runs, out, title=f"{sweep.name}: {sweep.description} (preset {cfg.preset})")
+    print(f"report: {out / 'report.md'} and {out / 'report.html'}")
+    if failed:
+        print(f"{len(failed)} node(s) failed or were skipped; see the logs above", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
