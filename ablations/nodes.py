@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from msf.cache import TargetCache, build_cache
 
 from ablations.graph import Node
 from msf import autoencoder as ae_lib
-from msf.cache import TargetCache, build_cache
-from msf.classifier import accuracy, load_classifier, save_classifier, train_classifier
+from msf.classifier import accuracy, save_classifier, train_classifier
 from msf.data import build_dataset
 from msf.evaluate import (
     device_description,
@@ -93,7 +93,8 @@ def node_classifier(node: Node, run_dir: Path, deps: dict[str, str], log: Log) -
     def batch_fn(g: torch.Generator):
         return train_set.make_batch(torch.randint(len(train_set), (128,), generator=g).tolist())
 
-    model = train_classifier(batch_fn, data["num_classes"], node.config["steps"], torch.Generator().manual_seed(data["seed"]), log)
+    g = torch.Generator().manual_seed(data["seed"])
+    model = train_classifier(batch_fn, data["num_classes"], node.config["steps"], g, log)
     images, labels = ref_set.make_batch(list(range(len(ref_set))))
     acc = accuracy(model, images, labels)
     save_classifier(model, run_dir / "classifier.safetensors", {"accuracy_ref": f"{acc:.4f}"})
