@@ -129,6 +129,7 @@ class Config:
     launcher: str = "inprocess"  # inprocess (submitit debug executor) | local (subprocesses) | slurm
     runs_dir: str = "runs"
     device: str = "auto"  # auto | cpu | cuda
+    cpu_threads: int = 0  # torch intra-op threads per job (0: torch's default); 1 avoids thrashing on a busy CPU
     data: DataConfig = field(default_factory=DataConfig)
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     msf: MSFConfig = field(default_factory=MSFConfig)

@@ -26,8 +26,13 @@ from ablations.graph import Graph, Node, dep_dirs, execute
 class NodeJob(submitit.helpers.Checkpointable):
     """The callable submitted for one node; on preemption/timeout submitit requeues it with the same arguments."""
 
-    def __call__(self, node: Node, deps: dict[str, str], catch: bool) -> dict[str, Any]:
+    def __call__(self, node: Node, deps: dict[str, str], catch: bool, threads: int = 0) -> dict[str, Any]:
+        import torch
+
         from ablations.nodes import NODE_FUNCTIONS  # imported in the job's process
+
+        if threads > 0:
+            torch.set_num_threads(threads)
 
         if node.kind == "train" and "SLURM_JOB_ID" in os.environ:
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
@@ -97,7 +102,7 @@ def run_graph(cfg: Config, g: Graph) -> list[dict[str, Any]]:
             rows.append({"node": node.name, "status": "skipped", "error": "a dependency failed"})
             continue
         progress.show(f"running {node.name}")
-        job = _executor(cfg, folder, node.kind).submit(NodeJob(), node, dep_dirs(g, node), True)
+        job = _executor(cfg, folder, node.kind).submit(NodeJob(), node, dep_dirs(g, node), True, cfg.cpu_threads)
         result = job.result()
         status[node.key] = result["status"]
         if result["status"] == "done":
@@ -122,7 +127,7 @@ def _run_slurm(cfg: Config, g: Graph, todo: list[Node], folder: Path, progress: 
         ex = _executor(cfg, folder, node.kind)
         ex.update_parameters(slurm_additional_parameters={**ex.parameters.get("additional_parameters", {}),
                                                           **after([node])})
-        jobs[node.key] = ex.submit(NodeJob(), node, dep_dirs(g, node), False)
+        jobs[node.key] = ex.submit(NodeJob(), node, dep_dirs(g, node), False, cfg.cpu_threads)
         progress.show(f"submitted {node.name} as job {jobs[node.key].job_id}")
     evals = [n for n in todo if n.kind == "eval"]
     if evals:
@@ -130,7 +135,7 @@ def _run_slurm(cfg: Config, g: Graph, todo: list[Node], folder: Path, progress: 
         ex.update_parameters(slurm_additional_parameters={**ex.parameters.get("additional_parameters", {}),
                                                           **after(evals)})
         with ex.batch():
-            array = [ex.submit(NodeJob(), n, dep_dirs(g, n), False) for n in evals]
+            array = [ex.submit(NodeJob(), n, dep_dirs(g, n), False, cfg.cpu_threads) for n in evals]
         for n, job in zip(evals, array, strict=True):
             jobs[n.key] = job
         progress.show(f"submitted {len(evals)} eval point(s) as array {array[0].job_id.split('_')[0]}")

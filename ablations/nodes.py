@@ -79,8 +79,10 @@ def node_autoencoder(node: Node, run_dir: Path, deps: dict[str, str], log: Log) 
         torch.Generator().manual_seed(node.config["data"]["seed"]), log=log)
     seconds = time.time() - t0
     ae_lib.save_autoencoder(ae, run_dir / "autoencoder")
-    images, _ = _dataset(node.config["data"], "ref").make_batch(list(range(256)))
-    psnr = ae_lib.reconstruction_psnr(ae, images)
+    ref = _dataset(node.config["data"], "ref")
+    x = ref.make_batch(list(range(min(256, len(ref)))))[0].float() / 127.5 - 1.0  # [B, 3, H, W] in [-1, 1]
+    with torch.no_grad():
+        psnr = ae_lib.psnr(((ae.decode(ae.encode(x)).clamp(-1, 1) - x) ** 2).mean().item())
     log(f"autoencoder: {seconds:.0f}s, held-out PSNR {psnr:.2f} dB")
     return {"psnr_ref_db": psnr, "train_seconds": seconds, "factor": ae.factor, "channels": ae.channels}
 
@@ -91,7 +93,7 @@ def node_classifier(node: Node, run_dir: Path, deps: dict[str, str], log: Log) -
     train_set, ref_set = _dataset(data, "train"), _dataset(data, "ref")
 
     def batch_fn(g: torch.Generator):
-        return train_set.make_batch(torch.randint(len(train_set), (128,), generator=g).tolist())
+        return train_set.make_batch(torch.randint(len(train_set), (64,), generator=g).tolist())
 
     g = torch.Generator().manual_seed(data["seed"])
     model = train_classifier(batch_fn, data["num_classes"], node.config["steps"], g, log)
@@ -162,7 +164,7 @@ def node_eval(node: Node, run_dir: Path, deps: dict[str, str], log: Log) -> dict
 
     def ref_features() -> torch.Tensor:
         images, _ = ref_set.make_batch(list(range(len(ref_set))))
-        return extract_features(images, extractor, e["batch_size"], device)
+        return extract_features(images, extractor, e["batch_size"], device).features
 
     reference = cached_reference(Path(node.run_dir).parent / "_refstats", key, ref_features)
 
