@@ -36,7 +36,9 @@ def target_velocity(x1: Tensor, z0: Tensor) -> Tensor:
     return x1 - z0
 
 
-def flow_loss(model: nn.Module, x1: Tensor, t: Tensor, z0: Tensor, y: Tensor, prior: Tensor | None = None) -> Tensor:
+def flow_loss(
+    model: Callable[..., Tensor], x1: Tensor, t: Tensor, z0: Tensor, y: Tensor, prior: Tensor | None = None
+) -> Tensor:
     """Eq. 5: per-sample loss [B] = mean over non-batch dims of ||x1 - z0 - v_theta(z_t, t | y, prior)||^2."""
     z_t = interpolate(x1, z0, t)  # [B, C, h, w]
     v = model(z_t, t, y, prior=prior)  # [B, C, h, w]

@@ -1,0 +1,593 @@
+"""One training loop for a stage of an MSF model or the single-scale flow DiT (Sec. 3.3 Eq. 5, Sec. 4.1; harness).
+
+Stage i regresses the rectified-flow velocity of its target x1 = f_resi^{h_i} (Algorithm 1, read from the target
+cache) given the teacher-forced input prior f_hat_{h_i} (Algorithm 2, computed from the cached targets of the coarser
+scales). The stages are independent jobs, as in the paper (400k and 250k iterations); a single-scale DiT is the same
+code with one scale. The loop reads top to bottom in :func:`train`, nanoGPT-style.
+
+Randomness never comes from a global generator. Every random draw is a pure function of the step, so resuming needs
+only the step number:
+
+* data order: a permutation per epoch from a generator seeded by (seed, epoch), each global batch split by rank;
+* time t, noise z0 and the label-dropout mask of step s on rank r: one CPU generator seeded by (seed, s, r);
+* weight initialisation: a generator seeded by the seed alone, identical on every rank.
+
+A checkpoint is ``checkpoints/step_XXXXXXXX.safetensors`` (model, EMA and flattened optimizer tensors) plus a JSON
+manifest written last (step, sha256 of the tensors file, optimizer hyper-parameters, torch's CPU RNG state, resolved
+config). The final EMA weights go to ``ema.safetensors`` with ``model.json`` (the DiT constructor kwargs), which is
+all :func:`load_stage` needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import safetensors.torch
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from msf.dit import DIT_CONFIGS, DiT
+from msf.factorize import Factorization
+from msf.flow import TimeDist, flow_loss, sample_time
+
+Log = Callable[[str], None]
+RESUMABLE_CHANGES = ("steps", "ckpt_every", "keep_last", "log_every", "compile")  # config keys a resume may change
+DATA_STREAM, STEP_STREAM, INIT_STREAM = 0, 1, 2
+T_SCALE = 1000.0  # flow time t in [0, 1] -> the DiT frequency range of t in [0, 1000) (msf/dit.py)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed: unreadable, corrupt, or written by a different configuration."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss or the gradient norm became NaN/inf; the run stops and keeps its last good checkpoint."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one stage's training (harness; paper values in Sec. 4.1: lr 3e-4, global batch 2560).
+
+    Args:
+        stage: scale index i of the stage to train (0 = base scale, no prior).
+        model: DiT size name from msf/dit.py's DIT_CONFIGS (e.g. "MSF-stage1", "DiT-XL/2").
+        model_overrides: extra DiT constructor kwargs (e.g. depth, hidden_size, prior_mode); the latent shape,
+            prior channels, class count and flow time scale are set from the data and cannot be overridden.
+        num_classes: class count of the dataset (the null class for CFG is num_classes).
+        batch_size: global batch over all ranks (divisible by the world size).
+        steps: total optimizer steps.
+        lr: AdamW learning rate after warm-up (constant afterwards, as DiT).
+        warmup_steps: linear warm-up from 0 to lr over this many steps (0: none).
+        weight_decay, betas: AdamW settings.
+        ema_decay: EMA decay per step (DiT: 0.9999).
+        grad_clip: max global gradient norm (None: no clipping; the norm is still logged).
+        label_dropout: probability of replacing a label by the null class (CFG training, DiT: 0.1).
+        time_dist: distribution of t ("uniform" as Eq. 5, or "logit_normal").
+        seed: seed of the data order, the noise/time/dropout draws and the weight initialisation.
+        device: "auto" (CUDA when available), "cpu" or "cuda".
+        bf16: bfloat16 autocast of the forward pass on CUDA (CPU runs stay float32).
+        tf32: allow TF32 matmuls/convolutions on CUDA (sets torch.backends flags for the process).
+        ckpt_every: checkpoint period in steps (the last step is always checkpointed).
+        keep_last: number of checkpoints kept.
+        log_every: period of the plain progress lines.
+        compile: torch.compile the model.
+        fused_adamw: fused AdamW kernel (None: on CUDA only).
+    """
+
+    stage: int = 0
+    model: str = "DiT-S/2"
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    num_classes: int = 1000
+    batch_size: int = 256
+    steps: int = 1000
+    lr: float = 3e-4
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    ema_decay: float = 0.9999
+    grad_clip: float | None = 1.0  # not stated in the paper
+    label_dropout: float = 0.1
+    time_dist: TimeDist = "uniform"
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool = True
+    tf32: bool = True
+    ckpt_every: int = 1000
+    keep_last: int = 2
+    log_every: int = 100
+    compile: bool = False
+    fused_adamw: bool | None = None
+
+    def __post_init__(self) -> None:
+        checks = {
+            "stage must be >= 0": self.stage >= 0,
+            "batch_size must be >= 1": self.batch_size >= 1,
+            "steps must be >= 0": self.steps >= 0,
+            "lr must be > 0": self.lr > 0,
+            "warmup_steps must be >= 0": self.warmup_steps >= 0,
+            "ema_decay must be in [0, 1]": 0 <= self.ema_decay <= 1,
+            "grad_clip must be > 0 or None": self.grad_clip is None or self.grad_clip > 0,
+            "label_dropout must be in [0, 1)": 0 <= self.label_dropout < 1,
+            "ckpt_every, keep_last and log_every must be >= 1": min(self.ckpt_every, self.keep_last, self.log_every)
+            >= 1,
+            "device must be auto, cpu or cuda": self.device in ("auto", "cpu", "cuda"),
+            "time_dist must be uniform or logit_normal": self.time_dist in ("uniform", "logit_normal"),
+        }
+        bad = [message for message, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"invalid TrainConfig: {'; '.join(bad)}")
+
+    def to_json(self) -> dict[str, Any]:
+        """The resolved config as plain JSON data (harness)."""
+        return json.loads(json.dumps(asdict(self)))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Distributed setup: torchrun (or submitit on SLURM) environment -> process group.
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in a data-parallel job (harness)."""
+
+    rank: int
+    world: int
+    device: torch.device
+
+
+@contextlib.contextmanager
+def distributed(device: str) -> Iterator[Dist]:
+    """Join the job given by RANK/WORLD_SIZE/LOCAL_RANK (torchrun or submitit); gloo on CPU, NCCL on GPU (harness)."""
+    if "SUBMITIT_EXECUTOR" in os.environ and "RANK" not in os.environ:
+        from submitit.helpers import TorchDistributedEnvironment
+
+        TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if use_cuda and not torch.cuda.is_available():
+        raise ValueError("device='cuda' but CUDA is not available")
+    dev = torch.device("cpu")
+    if use_cuda:  # one GPU per process; LOCAL_RANK modulo the visible count also covers one-GPU-per-task SLURM jobs
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+        torch.cuda.set_device(dev)
+    owner = world > 1 and not dist.is_initialized()
+    if owner:
+        dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world)
+    try:
+        yield Dist(rank, world, dev)
+    finally:
+        if owner:
+            dist.destroy_process_group()
+
+
+def mean_over_ranks(x: Tensor, world: int) -> Tensor:
+    """The average of a tensor over all ranks (identity for one process) (harness)."""
+    if world > 1:
+        x = x.clone()
+        dist.all_reduce(x)
+        x /= world
+    return x
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Data: teacher-forced pairs of one stage and the step's random draws, each a pure function of (seed, step, rank).
+
+
+class TargetSource(Protocol):
+    """Per-scale cached targets (e.g. msf/cache.py's TargetCache): ``batch(indices) -> (targets per scale, labels)``."""
+
+    def __len__(self) -> int: ...
+
+    def batch(self, indices: Sequence[int]) -> tuple[list[Tensor], Tensor]: ...
+
+
+@dataclass
+class Batch:
+    """One rank's share of a training step: x1 [b,C,h,h], prior [b,C,h,h] or None, y [b], t [b], z0, drop [b]."""
+
+    x1: Tensor
+    prior: Tensor | None
+    y: Tensor
+    t: Tensor
+    z0: Tensor
+    drop: Tensor
+
+    def to(self, device: torch.device) -> Batch:
+        """Move every tensor to ``device`` (harness)."""
+        move = functools.partial(Tensor.to, device=device, non_blocking=True)
+        prior = None if self.prior is None else move(self.prior)
+        return Batch(move(self.x1), prior, move(self.y), move(self.t), move(self.z0), move(self.drop))
+
+
+def generator(seed: int, *key: int) -> torch.Generator:
+    """A CPU generator seeded by a hash of (seed, *key): one independent stream per key (harness)."""
+    digest = hashlib.blake2b(repr((seed, *key)).encode(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
+
+
+@functools.lru_cache(maxsize=2)
+def epoch_order(seed: int, epoch: int, n: int) -> Tensor:
+    """The data order of one epoch, a permutation of range(n) seeded by (seed, epoch) (harness)."""
+    return torch.randperm(n, generator=generator(seed, DATA_STREAM, epoch))
+
+
+def rank_indices(step: int, cfg: TrainConfig, n: int, rank: int, world: int) -> list[int]:
+    """Dataset indices of step ``step``'s global batch (drop-last epochs) that belong to ``rank`` (harness)."""
+    epoch, j = divmod(step, n // cfg.batch_size)
+    b = cfg.batch_size // world
+    start = j * cfg.batch_size + rank * b
+    return epoch_order(cfg.seed, epoch, n)[start : start + b].tolist()
+
+
+def make_batch(
+    step: int, cfg: TrainConfig, source: TargetSource, factorization: Factorization, rank: int, world: int
+) -> Batch:
+    """Algorithm 2 (teacher forcing): stage i's target and prior, plus Eq. 5's t, z0 and the CFG label-dropout mask."""
+    targets, y = source.batch(rank_indices(step, cfg, len(source), rank, world))
+    x1 = targets[cfg.stage]  # [b, C, h_i, h_i]
+    prior = factorization.priors(targets)[cfg.stage]  # [b, C, h_i, h_i] or None at scale 0
+    g = generator(cfg.seed, STEP_STREAM, step, rank)
+    t = sample_time(x1.shape[0], g, cfg.time_dist)  # [b]
+    z0 = torch.randn(x1.shape, generator=g)  # [b, C, h_i, h_i]
+    drop = torch.rand(x1.shape[0], generator=g) < cfg.label_dropout  # [b] bool: label -> null class
+    return Batch(x1.float(), None if prior is None else prior.float(), y.long(), t, z0, drop)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Model, EMA and learning rate.
+
+
+def stage_kwargs(cfg: TrainConfig, factorization: Factorization, channels: int) -> dict[str, Any]:
+    """DiT constructor kwargs of stage i (Sec. 4.1): size-table entry, overrides, then the stage's latent shape."""
+    if cfg.model not in DIT_CONFIGS:
+        raise ValueError(f"unknown DiT size {cfg.model!r}; expected one of {', '.join(DIT_CONFIGS)}")
+    if cfg.stage >= len(factorization.scales):
+        raise ValueError(f"stage {cfg.stage} does not exist: the factorization has {len(factorization.scales)} scales")
+    shape = dict(
+        input_size=factorization.scales.sizes[cfg.stage],
+        in_channels=channels,
+        prior_channels=channels if cfg.stage > 0 else 0,
+        num_classes=cfg.num_classes,
+        class_dropout_prob=cfg.label_dropout,  # > 0 creates the null-class row used by CFG
+        learn_sigma=False,  # a velocity has no variance
+        t_scale=T_SCALE,
+    )
+    return {**DIT_CONFIGS[cfg.model], **cfg.model_overrides, **shape}
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """EMA of the weights (DiT train.py's update_ema): theta_ema <- decay * theta_ema + (1 - decay) * theta."""
+    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+        e.mul_(decay).add_(p.detach(), alpha=1 - decay)
+
+
+def learning_rate(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up to cfg.lr over cfg.warmup_steps, then constant (DiT and Sec. 4.1 use a constant lr) (harness)."""
+    return cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The training loop.
+
+
+def train(
+    cfg: TrainConfig, source: TargetSource, factorization: Factorization, run_dir: Path, log: Log = print
+) -> dict[str, Any]:
+    """Train stage cfg.stage with Eq. 5 on Algorithm 2's teacher-forced priors (Sec. 3.3, 4.1); resumes from run_dir.
+
+    Args:
+        cfg: the stage's hyper-parameters.
+        source: per-scale cached targets and labels (all scales; the priors are built from the coarser ones).
+        factorization: the factorization the targets came from (its ``priors`` and ``scales``).
+        run_dir: the run folder: checkpoints/, stats.jsonl, and at the end ema.safetensors + model.json.
+        log: where human-readable lines go (rank 0 only).
+
+    Returns:
+        The train metrics of the run-folder schema (the caller writes metrics.json from rank 0).
+
+    Raises:
+        NonFiniteLossError: the loss or gradient norm became NaN/inf (the last good checkpoint is kept).
+        CheckpointError: the latest checkpoint is unreadable, corrupt, or from a different configuration.
+    """
+    run_dir = Path(run_dir)
+    ckpt_dir, stats_path = run_dir / "checkpoints", run_dir / "stats.jsonl"
+    with distributed(cfg.device) as env, ThreadPoolExecutor(max_workers=1) as loader:
+        main = env.rank == 0
+        log = log if main else lambda _: None
+        if cfg.batch_size % env.world or len(source) < cfg.batch_size:
+            raise ValueError(f"batch_size {cfg.batch_size}: needs a multiple of {env.world} ranks, <= {len(source)}")
+        cuda = env.device.type == "cuda"
+        if cuda:  # numerics of the matmuls: an explicit option
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.tf32
+        run_dir.mkdir(parents=True, exist_ok=True)
+
+        # ---- the stage model (identical initialisation on every rank), its EMA, and AdamW
+        kwargs = stage_kwargs(cfg, factorization, channels=source.batch([0])[0][cfg.stage].shape[1])
+        raw_model = DiT(**kwargs, generator=generator(cfg.seed, INIT_STREAM)).to(env.device)
+        ema = copy.deepcopy(raw_model).requires_grad_(False).eval()
+        fused = cuda if cfg.fused_adamw is None else cfg.fused_adamw
+        params = [p for p in raw_model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, fused=fused)
+        log(f"stage {cfg.stage}: {cfg.model} {kwargs}, {count_params(raw_model) / 1e6:.2f}M parameters")
+
+        # ---- resume from the latest checkpoint (a bad one is an error, never a silent fresh start)
+        step, latest = 0, latest_checkpoint(ckpt_dir)
+        if latest is not None:
+            step = load_checkpoint(latest, raw_model, ema, opt, cfg, kwargs, len(source))
+            log(f"resumed from {latest} at step {step}")
+        if main:
+            truncate_stats(stats_path, step)  # drop lines logged after the checkpoint by a killed run
+
+        # ---- wrappers: compile, then data parallel (gradients averaged over ranks)
+        model: nn.Module = torch.compile(raw_model) if cfg.compile else raw_model  # type: ignore[assignment]
+        if env.world > 1:
+            model = DistributedDataParallel(model, device_ids=[env.device.index] if cuda else None)
+        model.train()
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and cfg.bf16)
+        fetch = lambda s: loader.submit(make_batch, s, cfg, source, factorization, env.rank, env.world)  # noqa: E731
+        tty = main and sys.stderr.isatty()
+        times: list[tuple[float, float]] = []  # (step seconds, data-wait seconds) of this process
+        pending = fetch(step) if step < cfg.steps else None
+        while pending is not None:
+            t0 = time.perf_counter()
+            # -- data: this step's batch was prepared by the loader thread during the previous step
+            batch = pending.result().to(env.device)
+            pending = fetch(step + 1) if step + 1 < cfg.steps else None
+            data_wait = time.perf_counter() - t0
+            lr = learning_rate(step, cfg)
+            for group in opt.param_groups:
+                group["lr"] = lr
+
+            # -- forward: Eq. 5's velocity regression; dropped labels are replaced by the null class (CFG)
+            with autocast:
+                v_model = functools.partial(model, force_drop_ids=batch.drop)
+                loss = flow_loss(v_model, batch.x1, batch.t, batch.z0, batch.y, batch.prior).mean()
+            loss_value = mean_over_ranks(loss.detach().float(), env.world).item()
+            if not math.isfinite(loss_value):
+                raise NonFiniteLossError(f"loss is {loss_value} at step {step + 1}; last good checkpoint: {latest}")
+
+            # -- backward, gradient clipping, AdamW, EMA
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = nn.utils.clip_grad_norm_(params, cfg.grad_clip or math.inf).item()
+            if not math.isfinite(grad_norm):
+                raise NonFiniteLossError(f"gradient norm is {grad_norm} at step {step + 1}; last good: {latest}")
+            opt.step()
+            ema_update(ema, raw_model, cfg.ema_decay)
+            step += 1
+
+            # -- stats, progress, checkpoint
+            dt = time.perf_counter() - t0
+            times.append((dt, data_wait))
+            stats = dict(step=step, loss=loss_value, lr=lr, grad_norm=grad_norm, img_per_s=cfg.batch_size / dt)
+            line = f"step {step}/{cfg.steps} loss {loss_value:.4f} lr {lr:.2e} grad {grad_norm:.3f} "
+            line += f"{stats['img_per_s']:.1f} img/s data {100 * data_wait / dt:.1f}%"
+            if main:
+                append_jsonl(stats_path, {**stats, "data_wait_s": data_wait})
+                if tty:
+                    sys.stderr.write(f"\r{line}\x1b[K" + ("\n" if step == cfg.steps else ""))
+                if step % cfg.log_every == 0 or step == cfg.steps:
+                    log(line)
+            if step % cfg.ckpt_every == 0 or step == cfg.steps:
+                if main:
+                    latest = save_checkpoint(ckpt_dir, step, raw_model, ema, opt, cfg, kwargs, len(source))
+                    prune_checkpoints(ckpt_dir, cfg.keep_last)
+                else:
+                    latest = ckpt_dir / manifest_name(step)
+
+        # ---- the deliverable: final EMA weights and the constructor kwargs that rebuild the model
+        if main:
+            save_stage(run_dir, ema, kwargs)
+        if env.world > 1:
+            dist.barrier()  # rank 0's files are complete before anyone returns
+        return train_metrics(cfg, factorization, read_jsonl(stats_path), raw_model, times)
+
+
+def train_metrics(
+    cfg: TrainConfig,
+    factorization: Factorization,
+    stats: list[dict],
+    model: nn.Module,
+    times: list[tuple[float, float]],
+) -> dict[str, Any]:
+    """The run-folder schema's train metrics (final_loss_ema100: EMA of the loss with decay 1 - 1/100) (harness)."""
+    losses = [s["loss"] for s in stats]
+    smooth = functools.reduce(lambda m, x: 0.99 * m + 0.01 * x, losses[1:], losses[0]) if losses else None
+    timed = times[1:] or times  # the first step of a process includes start-up (no prefetch yet)
+    step_s = sum(dt for dt, _ in timed)
+    return {
+        "kind": "train",
+        "model": "msf" if len(factorization.scales) > 1 else "dit_flow",
+        "stage": cfg.stage,
+        "factorization": factorization.name,
+        "num_stages": len(factorization.scales),
+        "scale_size": factorization.scales.sizes[cfg.stage],
+        "steps": cfg.steps,
+        "final_loss": losses[-1] if losses else None,
+        "final_loss_ema100": smooth,
+        "params_m": count_params(model) / 1e6,
+        "sec_per_step": step_s / len(timed) if timed else None,
+        "data_wait_frac": sum(w for _, w in timed) / step_s if timed else None,
+    }
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters (the frozen sin-cos position table included, as DiT counts) (harness)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Files: stats.jsonl, checkpoints (safetensors + JSON manifest, atomic), the final stage.
+
+
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """Write ``path`` via ``write(tmp)``, fsync, then os.replace, so readers never see a partial file (harness)."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Atomic JSON write (harness)."""
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1)))
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    """Append one JSON line and flush it (other processes poll the file) (harness)."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The complete JSON lines of a file (a torn last line from a killed writer is skipped) (harness)."""
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            records.append(json.loads(line))
+    return records
+
+
+def truncate_stats(path: Path, step: int) -> None:
+    """Keep only the stats lines of steps <= ``step`` (the resumed run re-logs the rest) (harness)."""
+    kept = [r for r in read_jsonl(path) if r["step"] <= step]
+    atomic_write(path, lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in kept)))
+
+
+def manifest_name(step: int) -> str:
+    """The manifest file of the checkpoint after ``step`` steps (harness)."""
+    return f"step_{step:08d}.json"
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes (harness)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 24), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_checkpoint(
+    ckpt_dir: Path,
+    step: int,
+    model: nn.Module,
+    ema: nn.Module,
+    opt: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    kwargs: dict,
+    data_len: int,
+) -> Path:
+    """Tensors to safetensors, then the JSON manifest that names them (written last); returns the manifest (harness)."""
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    optim = opt.state_dict()
+    tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
+    tensors |= {f"ema/{k}": v for k, v in ema.state_dict().items()}
+    tensors |= {f"optim/{i}/{k}": v for i, s in optim["state"].items() for k, v in s.items()}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    tensors_path = ckpt_dir / f"step_{step:08d}.safetensors"
+    atomic_write(tensors_path, lambda tmp: safetensors.torch.save_file(tensors, str(tmp)))
+    manifest = {
+        "step": step,
+        "tensors": tensors_path.name,
+        "sha256": file_sha256(tensors_path),
+        "param_groups": optim["param_groups"],
+        "torch_cpu_rng": torch.get_rng_state().tolist(),
+        "config": cfg.to_json(),
+        "model_kwargs": kwargs,
+        "data_len": data_len,
+    }
+    path = ckpt_dir / manifest_name(step)
+    write_json(path, manifest)
+    return path
+
+
+def latest_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The manifest of the newest checkpoint, or None when there is none (harness)."""
+    manifests = sorted(ckpt_dir.glob("step_*.json")) if ckpt_dir.is_dir() else []
+    return manifests[-1] if manifests else None
+
+
+def prune_checkpoints(ckpt_dir: Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` checkpoints (manifest first, so no half-deleted one looks valid) (harness)."""
+    for manifest in sorted(ckpt_dir.glob("step_*.json"))[:-keep]:
+        manifest.unlink()
+        manifest.with_suffix(".safetensors").unlink(missing_ok=True)
+
+
+def load_checkpoint(
+    path: Path,
+    model: nn.Module,
+    ema: nn.Module,
+    opt: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    kwargs: dict,
+    data_len: int,
+) -> int:
+    """Harness: restore model, EMA, optimizer and RNG state from a manifest; return its step.
+
+    Raises:
+        CheckpointError: unreadable or corrupt files, or a checkpoint of a different config, model or dataset.
+    """
+    try:
+        manifest = json.loads(path.read_text())
+        tensors_path = path.parent / manifest["tensors"]
+        if file_sha256(tensors_path) != manifest["sha256"]:
+            raise CheckpointError(f"checkpoint {tensors_path} is corrupt (sha256 differs from {path.name})")
+        tensors = safetensors.torch.load_file(str(tensors_path))
+    except (OSError, KeyError, ValueError, safetensors.SafetensorError) as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
+    old, new = manifest["config"], cfg.to_json()
+    changed = sorted(k for k in old.keys() | new.keys() if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k))
+    if changed:
+        diffs = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+        raise CheckpointError(f"checkpoint {path} was written with a different config ({diffs})")
+    if manifest["model_kwargs"] != json.loads(json.dumps(kwargs)) or manifest["data_len"] != data_len:
+        raise CheckpointError(f"checkpoint {path} was written for a different model or dataset size")
+    part = lambda prefix: {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}  # noqa: E731
+    state: dict[int, dict[str, Tensor]] = {}
+    for key, value in part("optim/").items():
+        i, name = key.split("/")
+        state.setdefault(int(i), {})[name] = value
+    try:
+        model.load_state_dict(part("model/"))
+        ema.load_state_dict(part("ema/"))
+        opt.load_state_dict({"state": state, "param_groups": manifest["param_groups"]})
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"checkpoint {path} does not fit the model: {e}") from e
+    torch.set_rng_state(torch.tensor(manifest["torch_cpu_rng"], dtype=torch.uint8))
+    return int(manifest["step"])
+
+
+def save_stage(run_dir: Path, ema: nn.Module, kwargs: dict) -> None:
+    """The final EMA weights (ema.safetensors) and the DiT constructor kwargs (model.json) (harness)."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in ema.state_dict().items()}
+    atomic_write(run_dir / "ema.safetensors", lambda tmp: safetensors.torch.save_file(tensors, str(tmp)))
+    write_json(run_dir / "model.json", kwargs)
+
+
+def load_stage(run_dir: Path, device: torch.device | str = "cpu") -> DiT:
+    """Rebuild a trained stage's EMA model from ema.safetensors + model.json (no unpickling), in eval mode (harness)."""
+    run_dir = Path(run_dir)
+    model = DiT(**json.loads((run_dir / "model.json").read_text()))
+    model.load_state_dict(safetensors.torch.load_file(str(run_dir / "ema.safetensors")))
+    return model.to(device).eval()
