@@ -384,8 +384,10 @@ def validate(cfg: Config, sweep: Sweep) -> None:
         raise ConfigError(f"eval.inception_weights={cfg.eval.inception_weights!r} does not exist")
     if "dit_xl2" in sweep.models and not cfg.baseline.dit_xl2_checkpoint:
         raise ConfigError("this sweep needs baseline.dit_xl2_checkpoint=PATH (the official DiT-XL-2-256x256.pt)")
-    if "dit_xl2" in sweep.models and not Path(str(cfg.baseline.dit_xl2_checkpoint)).exists():
-        raise ConfigError(f"baseline.dit_xl2_checkpoint={cfg.baseline.dit_xl2_checkpoint!r} does not exist")
+    for key, path in (("baseline.dit_xl2_checkpoint", cfg.baseline.dit_xl2_checkpoint),
+                      ("eval.reference_npz", cfg.eval.reference_npz)):
+        if path and not Path(path).exists():
+            raise ConfigError(f"{key}={path!r} does not exist")
     if cfg.launcher == "slurm" and shutil.which("sbatch") is None:
         raise ConfigError("launcher=slurm but no sbatch on PATH: run on a SLURM login node or use launcher=local")
     if len(cfg.train.steps) < 1 or any(s < 1 for s in cfg.train.steps):

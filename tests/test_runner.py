@@ -1,0 +1,124 @@
+"""The ablation runner: command line, planning, skip-what-is-done, locks, and a smoke sweep end to end (harness)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ablations.config import resolve
+from ablations.graph import NodeLocked, execute, node_lock, plan
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN = [sys.executable, str(ROOT / "ablations" / "run.py")]
+SMOKE = ["preset=smoke", "cpu_threads=1"]
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([*RUN, *args], capture_output=True, text=True, cwd=cwd, timeout=900)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["sweep=nope"], "unknown sweep 'nope'; valid sweeps: cfg_scale0"),
+        (["sweep=cfg_scale0", "preset=huge"], "unknown preset 'huge'; valid presets: imagenet256, smoke, tiny"),
+        (["sweep=cfg_scale0", "train.lrr=1"], "unknown key 'train.lrr'; did you mean 'train.lr'?"),
+        (["sweep=cfg_scale0", "train.lr=abc"], "train.lr: expected a number, got 'abc'"),
+        (["sweep=cfg_scale0", "msf.scales=[8,6]"], "strictly increasing"),
+        (["sweep=cfg_scale0", "data.image_size=36"], "not divisible by the autoencoder factor 4 times the patch size"),
+        (["sweep=cfg_scale0", "sample.steps=[0,50]"], "at least 1 step"),
+        (["sweep=cfg_scale0", "sample.cfg=[-1,1]"], "guidance scales must be >= 0"),
+        (["sweep=cfg_scale0", "preset=imagenet256"], "data.root=None does not exist"),
+        (["sweep=cfg_scale0", "preset=imagenet256", "data.root=/"], "autoencoder.kind=pretrained needs"),
+        (["sweep=main", "baseline.dit_xl2_checkpoint=/nope.pt"], "/nope.pt' does not exist"),
+        (["sweep=cfg_scale0", "--bogus"], "unknown option '--bogus'"),
+        (["cfg_scale0"], "expected key=value"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message):
+    r = run_cli(*args, f"runs_dir={tmp_path / 'runs'}", cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_slurm_without_sbatch_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    r = subprocess.run([*RUN, "sweep=cfg_scale0", "launcher=slurm"], capture_output=True, text=True, cwd=tmp_path,
+                       env={**os.environ, "PATH": "/nonexistent"})
+    assert r.returncode == 2 and "no sbatch on PATH" in r.stderr
+
+
+def test_help_lists_sweeps_presets_and_keys(tmp_path):
+    r = run_cli("--help", cwd=tmp_path)
+    assert r.returncode == 0
+    for word in ("cfg_scale0", "steps_scale1", "factorization", "imagenet256", "smoke", "train.lr", "sample.cfg"):
+        assert word in r.stdout
+
+
+def test_tables_2_to_5_share_their_trainings():
+    """The CFG and step sweeps evaluate the same trained stages: same train keys, so nothing is trained twice."""
+    keys = {}
+    for sweep in ("cfg_scale0", "cfg_scale1", "steps_scale0", "steps_scale1"):
+        cfg, s = resolve([("sweep", sweep)])
+        keys[sweep] = sorted(n.key for n in plan(cfg, s) if n.kind == "train")
+    assert len(set(map(tuple, keys.values()))) == 1 and len(keys["cfg_scale0"]) == 2
+
+
+def test_paper_grid_values():
+    """Tables 2-5's grid values are the paper's."""
+    grids = {}
+    for sweep in ("cfg_scale0", "cfg_scale1", "steps_scale0", "steps_scale1"):
+        _, s = resolve([("sweep", sweep)])
+        grids[sweep] = s.points
+    assert [p["sample.cfg"][0] for p in grids["cfg_scale0"]] == [1.0, 1.1, 1.2, 1.3, 1.4, 1.5]
+    assert [p["sample.cfg"][1] for p in grids["cfg_scale1"]] == [1.0, 1.1, 1.2, 1.3, 1.4]
+    assert [p["sample.steps"][0] for p in grids["steps_scale0"]] == [25, 50, 100, 125, 200]
+    assert [p["sample.steps"][1] for p in grids["steps_scale1"]] == [10, 20, 30, 40, 50, 100]
+
+
+def test_lock_prevents_two_writers(tmp_path):
+    cfg, s = resolve([("sweep", "cfg_scale0"), ("preset", "smoke"), ("runs_dir", str(tmp_path))])
+    node = next(iter(plan(cfg, s)))
+    with node_lock(Path(node.run_dir)):
+        with pytest.raises(NodeLocked, match="being written by another runner"):
+            execute(node, {}, lambda *a: {})
+
+
+def test_smoke_sweep_end_to_end_then_nothing_recomputed(tmp_path):
+    """The whole graph on the smoke preset; a second run recomputes nothing; a lost node is redone alone."""
+    runs = tmp_path / "runs"
+    dry = run_cli("sweep=cfg_scale1", *SMOKE, f"runs_dir={runs}", "--dry-run", cwd=tmp_path)
+    assert dry.returncode == 0 and "0 done" in dry.stdout and not runs.exists()
+
+    first = run_cli("sweep=cfg_scale1", *SMOKE, f"runs_dir={runs}", cwd=tmp_path)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    folders = sorted(p for p in (runs / "smoke").iterdir() if (p / "metrics.json").exists())
+    kinds = [json.loads((p / "config.json").read_text())["kind"] for p in folders]
+    assert sorted(set(kinds)) == ["autoencoder", "cache", "classifier", "eval", "train"]
+    for p in folders:  # every run folder describes itself
+        assert (p / "config.json").exists() and (p / "log.txt").exists()
+    evals = [p for p, k in zip(folders, kinds, strict=True) if k == "eval"]
+    m = json.loads((evals[0] / "metrics.json").read_text())
+    assert m["world"] == "embedded" and m["n_samples"] == 32 and m["fid"] > 0
+    report = runs / "smoke" / "reports" / "cfg_scale1" / "report.md"
+    assert report.exists() and "Table 3" in report.read_text()
+
+    stamps = {p: (p / "metrics.json").stat().st_mtime_ns for p in folders}
+    t0 = time.time()
+    again = run_cli("sweep=cfg_scale1", *SMOKE, f"runs_dir={runs}", cwd=tmp_path)
+    assert again.returncode == 0 and "0 node(s) to run" in again.stdout
+    assert time.time() - t0 < 60
+    assert stamps == {p: (p / "metrics.json").stat().st_mtime_ns for p in folders}  # nothing rewritten
+
+    lost = evals[-1]
+    shutil.rmtree(lost)
+    redo = run_cli("sweep=cfg_scale1", *SMOKE, f"runs_dir={runs}", cwd=tmp_path)
+    assert redo.returncode == 0 and "1 node(s) to run" in redo.stdout
+    assert (lost / "metrics.json").exists()
+    assert all(stamps[p] == (p / "metrics.json").stat().st_mtime_ns for p in folders if p != lost)
