@@ -58,11 +58,13 @@ def _executor(cfg: Config, folder: Path, kind: str) -> submitit.Executor:
     s = cfg.slurm
     gpus = s.gpus_per_node if kind == "train" else min(1, s.gpus_per_node)
     extra = {k: v for k, v in {"account": s.account, "qos": s.qos, "constraint": s.constraint}.items() if v}
+    params: dict[str, Any] = {"slurm_partition": s.partition} if s.partition else {}
+    if gpus:
+        params["gpus_per_node"] = gpus  # omitted on CPU-only clusters without GPU GRES
     ex.update_parameters(
-        slurm_partition=s.partition,
+        **params,
         nodes=s.nodes if kind == "train" else 1,
         tasks_per_node=max(gpus, 1),
-        gpus_per_node=gpus,
         cpus_per_task=s.cpus_per_task,
         mem_gb=s.mem_gb,
         timeout_min=s.timeout_min,
