@@ -291,7 +291,7 @@ def load_sweep(name: str, preset: str) -> tuple[Sweep, dict[str, Any]]:
         description=raw.get("description", ""),
         table=str(raw.get("table", "")),
         points=points,
-        models=list(raw.get("models", ["msf"])),
+        models=sorted({p.get("model", "msf") for p in points} | set(raw.get("models", []))),
         recon=bool(raw.get("recon", False)),
         speed=bool(raw.get("speed", False)),
     )

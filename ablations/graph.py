@@ -139,7 +139,8 @@ def plan(cfg: Config, sweep: Sweep) -> Graph:
                 f"{model}-{pcfg.msf.factorization if model == 'msf' else 'single'}"
                 f"-steps{'_'.join(map(str, pcfg.sample.steps))}-cfg{'_'.join(map(str, pcfg.sample.cfg))}-seed{seed}",
                 {"model": model, "preset": cfg.preset, "sample": to_dict(pcfg.sample), "eval": to_dict(pcfg.eval),
-                 "seed": seed, "data": _data(pcfg), **ae, "device": cfg.device},
+                 "seed": seed, "data": _data(pcfg), **ae, "device": cfg.device,
+                 **({"checkpoint": cfg.baseline.dit_xl2_checkpoint} if model == "dit_xl2" else {})},
                 ae_deps + clf_deps + stages,
             )
     if sweep.recon:

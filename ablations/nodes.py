@@ -14,16 +14,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from msf.cache import TargetCache, build_cache
 
 from ablations.graph import Node
 from msf import autoencoder as ae_lib
+from msf.cache import TargetCache, build_cache
 from msf.classifier import accuracy, save_classifier, train_classifier
 from msf.data import build_dataset
 from msf.evaluate import (
     device_description,
     generate,
     median_seconds,
+    msf_sampler,
     sample_seeds,
     sampling_gflops,
     time_sampling,
@@ -38,6 +39,7 @@ from msf.metrics import (
     embedded_extractor,
     extract_features,
     inception_extractor,
+    load_adm_reference,
     to_uint8,
 )
 from msf.pipeline import MSFModel
@@ -141,17 +143,40 @@ def _stages(config: dict[str, Any], deps: dict[str, str], device: torch.device) 
     return [load_stage(Path(deps[f"train{i}"]), device) for i in range(n)]
 
 
+def _latent_sampler(c: dict[str, Any], deps: dict[str, str], channels: int, device: torch.device):
+    """(sampler, per-scale forward GFLOPs, parameters in M, factorization name, scales) of the eval's model."""
+    s = c["sample"]
+    if c["model"] == "dit_xl2":  # the official pretrained baseline: 250-step DDPM, guidance on 3 channels
+        from baselines.dit import dit_xl2, load_official_checkpoint, sample_ddpm
+
+        net = load_official_checkpoint(c["checkpoint"], dit_xl2()).to(device).eval()
+        x = torch.zeros(1, 4, 32, 32, device=device)
+        gflops = [count_forward_flops(net, x, torch.zeros(1, device=device),
+                                      torch.zeros(1, dtype=torch.long, device=device)) / 1e9]
+        sampler = lambda y, seeds: sample_ddpm(net, y, seeds, s["cfg"][0], s["steps"][0])  # noqa: E731
+        return sampler, gflops, sum(p.numel() for p in net.parameters()) / 1e6, "none (DDPM)", [32]
+    train_cfg = json.loads((Path(deps["train0"]) / "config.json").read_text())["config"]
+    fac = _factorization(train_cfg, c["data"]["image_size"] // train_cfg["scales"][-1])
+    stages = [load_stage(Path(deps[f"train{i}"]), device) for i in range(len(fac.scales))]
+    msf = MSFModel(stages, fac, channels, c["data"]["num_classes"]).to(device).eval()
+    gflops = []
+    for st, h in zip(stages, fac.scales.sizes, strict=True):
+        x = torch.zeros(1, channels, h, h, device=device)
+        gflops.append(count_forward_flops(st, x, torch.zeros(1, device=device),
+                                          torch.zeros(1, dtype=torch.long, device=device),
+                                          x if st.prior_channels else None) / 1e9)
+    sampler = msf_sampler(msf, s["steps"], s["cfg"], s["solver"], device)
+    return sampler, gflops, sum(p.numel() for p in msf.parameters()) / 1e6, fac.name, list(fac.scales.sizes)
+
+
 def node_eval(node: Node, run_dir: Path, deps: dict[str, str], log: Log) -> dict[str, Any]:
     """One eval point: N samples (Algorithm 3 + decode) -> FID/IS/precision/recall, time per 64 images, GFLOPs."""
     c, s, e = node.config, node.config["sample"], node.config["eval"]
     device = _device(c["device"])
     dtype = torch.bfloat16 if e["dtype"] == "bfloat16" and device.type == "cuda" else torch.float32
     ae = load_autoencoder(c, deps)
-    train_cfg = json.loads((Path(deps["train0"]) / "config.json").read_text())["config"]
-    fac = _factorization(train_cfg, ae.factor)
-    stages = _stages(c, deps, device)
-    msf = MSFModel(stages, fac, ae.channels, c["data"]["num_classes"]).to(device).eval()
     decode = ae.to(device).decode if hasattr(ae, "to") else ae.decode
+    sampler, gflops, params_m, fac_name, scales = _latent_sampler(c, deps, ae.channels, device)
 
     # ---- features: the embedded classifier or Inception, and the reference statistics (cached)
     if e["world"] == "embedded":
@@ -166,36 +191,31 @@ def node_eval(node: Node, run_dir: Path, deps: dict[str, str], log: Log) -> dict
         images, _ = ref_set.make_batch(list(range(len(ref_set))))
         return extract_features(images, extractor, e["batch_size"], device).features
 
-    reference = cached_reference(Path(node.run_dir).parent / "_refstats", key, ref_features)
+    if e["reference_npz"]:  # the paper's protocol: ADM's ImageNet reference batch
+        reference = load_adm_reference(e["reference_npz"], extractor, e["batch_size"], device)
+    else:
+        reference = cached_reference(Path(node.run_dir).parent / "_refstats", key, ref_features)
 
     # ---- samples: labels spread evenly over the classes, one seed per sample
-    n = e["n_samples"]
-    labels = class_labels_for(n, c["data"]["num_classes"])
-    images = generate(msf, decode, labels, sample_seeds(c["seed"], n), s["steps"], s["cfg"], s["solver"], device,
-                      e["batch_size"], dtype, log)
+    n, num_classes = e["n_samples"], c["data"]["num_classes"]
+    labels = class_labels_for(n, num_classes)
+    images = generate(sampler, decode, labels, sample_seeds(c["seed"], n), device, e["batch_size"], dtype, log)
     metrics = compute_metrics(images, reference, extractor, e["batch_size"], device)
-    k = 8
-    grid = torch.stack([images[labels == y][:k] for y in range(c["data"]["num_classes"])])  # [classes, k, 3, H, W]
+    grid = torch.stack([images[labels == y][:8] for y in range(min(num_classes, 16))])  # [classes, 8, 3, H, W]
     np.save(run_dir / "grid.npy", grid.permute(0, 1, 3, 4, 2).numpy())
 
-    # ---- compute: counted GFLOPs per image and (for the first seed) time per 64 images
-    gflops = []
-    for st, h in zip(stages, fac.scales.sizes, strict=True):
-        x = torch.zeros(1, ae.channels, h, h, device=device)
-        prior = x if st.prior_channels else None
-        gflops.append(count_forward_flops(st, x, torch.zeros(1, device=device),
-                                          torch.zeros(1, dtype=torch.long, device=device), prior) / 1e9)
+    # ---- compute: counted GFLOPs per image and (for the first seed only) time per 64 images
     timing: dict[str, Any] = {"sample_time_per_64_s": None}
     if c["seed"] == e["seeds"][0]:
-        timing = time_sampling(msf, decode, s["steps"], s["cfg"], s["solver"], device, dtype,
-                               batch=64 if device.type == "cuda" else 16, repeats=3 if device.type == "cuda" else 1)
+        cpu = device.type == "cpu"
+        timing = time_sampling(sampler, decode, num_classes, device, dtype, batch=16 if cpu else 64,
+                               repeats=1 if cpu else 3)
     return {
         **metrics, **timing,
         "model": c["model"], "preset": c["preset"], "dataset": c["data"]["name"], "n_samples": n,
-        "seed": c["seed"], "factorization": fac.name, "scales": list(fac.scales.sizes), "steps": s["steps"],
+        "seed": c["seed"], "factorization": fac_name, "scales": scales, "steps": s["steps"],
         "cfg": s["cfg"], "cfg_convention": "dit: v_u + w (v_c - v_u), w=1 no guidance", "solver": s["solver"],
-        "params_m": sum(p.numel() for p in msf.parameters()) / 1e6,
-        "gflops_per_image": sampling_gflops(gflops, s["steps"], s["cfg"], s["solver"]),
+        "params_m": params_m, "gflops_per_image": sampling_gflops(gflops, s["steps"], s["cfg"], s["solver"]),
         "device": timing.get("device", str(device)), "dtype": str(dtype).replace("torch.", ""),
     }
 

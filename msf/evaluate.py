@@ -28,38 +28,41 @@ def sample_seeds(seed: int, n: int) -> list[int]:
     return [seed * SEED_STRIDE + j for j in range(n)]
 
 
+LatentSampler = Callable[[Tensor, Sequence[int]], Tensor]  # (labels [B], seeds) -> latents [B, C, h, w]
+
+
+def msf_sampler(msf: MSFModel, steps: Sequence[int], cfg: Sequence[float], solver: str, device: torch.device):
+    """Algorithm 3 as a latent sampler (labels, seeds) -> f_hat, for :func:`generate` and :func:`time_sampling`."""
+    return lambda y, seeds: sample(msf, y, seeds, steps, cfg, solver, device)
+
+
 @torch.no_grad()
 def generate(
-    msf: MSFModel,
+    sample_latents: LatentSampler,
     decode: Callable[[Tensor], Tensor],
     labels: Tensor,
     seeds: Sequence[int],
-    steps: Sequence[int],
-    cfg: Sequence[float],
-    solver: str,
     device: torch.device,
     batch_size: int,
     dtype: torch.dtype = torch.float32,
     log: Callable[[str], None] = print,
 ) -> Tensor:
-    """Algorithm 3 then line 14 (decode) in batches: uint8 images [N, 3, H, W].
+    """Sample latents then decode (Algorithm 3 line 14) in batches: uint8 images [N, 3, H, W].
 
     Args:
-        msf: the stage models (on ``device``, eval mode) and their factorization.
+        sample_latents: (labels on ``device``, per-sample seeds) -> latents, e.g. :func:`msf_sampler`.
         decode: the autoencoder's decoder, latent -> image in [-1, 1].
         labels: [N] class labels; seeds: N per-sample seeds.
-        steps, cfg, solver: per-scale sampling settings (Table 1: 100/50 steps, CFG 1.4/1.0).
         device: where sampling runs; batch_size: samples per batch (does not change the result).
-        dtype: sampling dtype; bf16 runs under autocast on CUDA with a float32 ODE state.
+        dtype: bf16 runs the networks under autocast on CUDA (ODE state and decoding stay float32).
     """
     out = []
     t0 = time.time()
     for start in range(0, len(labels), batch_size):
         y = labels[start : start + batch_size].to(device)
-        s = seeds[start : start + batch_size]
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32 and device.type == "cuda"):
-            f_hat = sample(msf, y, s, steps, cfg, solver, device)  # [B, C, h_N, h_N]
-            images = decode(f_hat.float())  # [B, 3, H, W] in [-1, 1]
+            latents = sample_latents(y, seeds[start : start + batch_size])  # [B, C, h_N, h_N]
+        images = decode(latents.float())  # [B, 3, H, W] in [-1, 1]
         out.append(to_uint8(images.float()).cpu())
         done = start + len(y)
         log(f"sampled {done}/{len(labels)} ({done / max(time.time() - t0, 1e-9):.1f} img/s)")
@@ -90,22 +93,20 @@ def median_seconds(fn: Callable[[], Any], device: torch.device, repeats: int = 3
 
 
 def time_sampling(
-    msf: MSFModel,
+    sample_latents: LatentSampler,
     decode: Callable[[Tensor], Tensor],
-    steps: Sequence[int],
-    cfg: Sequence[float],
-    solver: str,
+    num_classes: int,
     device: torch.device,
     dtype: torch.dtype,
     batch: int = 64,
     repeats: int = 3,
 ) -> dict[str, Any]:
-    """Table 1's time column: seconds to sample and decode one batch of ``batch`` images (median of repeats)."""
-    labels = class_labels_for(batch, msf.num_classes)
+    """Table 1's time column: seconds to sample and decode 64 images (median of repeats of one batch, scaled)."""
+    labels = class_labels_for(batch, num_classes)
     seeds = list(range(batch))
 
     def run() -> None:
-        generate(msf, decode, labels, seeds, steps, cfg, solver, device, batch, dtype, log=lambda _: None)
+        generate(sample_latents, decode, labels, seeds, device, batch, dtype, log=lambda _: None)
 
     seconds = median_seconds(run, device, repeats=repeats, warmup=1)
     return {"sample_time_per_64_s": seconds * 64 / batch, "timing_batch": batch, "timing_repeats": repeats,

@@ -1,0 +1,320 @@
+"""Image datasets of the harness: the embedded procedural set, class-per-folder trees (ImageNet) and CIFAR-10.
+
+Every dataset returns ``(uint8 [3, H, W] tensor, label)`` items and has a batch API ``make_batch(indices) ->
+(uint8 [B, 3, H, W], int64 [B])`` plus a ``key`` string that names its content (used by the target cache).
+Convert to the model range with :func:`to_float` ([-1, 1], the shared image convention).
+
+The embedded dataset (harness, standing in for ImageNet in Sec. 4 experiments that must run offline) is procedural:
+image i is a pure function of (dataset seed, i). Its classes are (coarse family) x (fine texture):
+
+* coarse family ``label // 2``: a shape layout (disc, square, bar, ring, diamond) in a colour family (hue);
+* fine texture ``TEXTURES[label % 5]``: a zero-mean pattern of period 4 (in 32-px units) inside the shape.
+
+So classes ``2k`` and ``2k + 1`` share their coarse structure and differ only in texture, and classes ``c`` and
+``c + 5`` share their texture and differ only in coarse structure. A period-4 zero-mean texture averages out under a
+4x box downsample, so a generator that gets only the low-resolution base right cannot produce the right class.
+Nuisance per image: position, size, hue/saturation/value jitter, background colour and gradient, texture phase and
+amplitude.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset
+
+SPLITS = ("train", "ref")
+DATASETS = ("embedded", "imagefolder", "cifar10")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
+
+
+def to_float(images: Tensor) -> Tensor:
+    """uint8 [B,3,H,W] in [0,255] -> float32 [B,3,H,W] in [-1,1] (harness; the shared image convention)."""
+    return images.to(torch.float32) / 127.5 - 1.0
+
+
+def to_uint8(images: Tensor) -> Tensor:
+    """float [B,3,H,W] in [-1,1] -> uint8 [B,3,H,W], rounded to nearest (harness)."""
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+class ImageDataset(Dataset):
+    """Base of the harness datasets: items ``(uint8 [3,H,W], label)``, ``make_batch`` and a content ``key``."""
+
+    key: str
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        raise NotImplementedError
+
+    def make_batch(self, indices: Sequence[int] | Tensor) -> tuple[Tensor, Tensor]:
+        """Stack items into (uint8 [B,3,H,W], int64 [B]) (harness)."""
+        items = [self[int(i)] for i in indices]
+        return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items], dtype=torch.int64)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Embedded procedural dataset.
+
+TEXTURES = ("stripes_h", "stripes_v", "checker", "diagonal", "dots")
+SHAPES = ("disc", "square", "bar", "ring", "diamond")
+REF_OFFSET = 1 << 40  # global index of ref item 0: the train and ref index ranges never meet
+MAX_CLASSES = 20  # 10 coarse families; beyond that the golden-angle hues crowd below the hue jitter
+DEFAULT_LENGTH = {"train": 50_000, "ref": 10_000}
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_NUM_PARAMS = 13  # nuisance uniforms per image (render_embedded reads u[:, 0..12])
+
+
+def _splitmix64(z: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser on uint64 arrays (harness: a counter-based hash, so image i needs only (seed, i))."""
+    z = z + _GOLDEN
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def hash_uniform(seed: int, index: np.ndarray, n: int) -> Tensor:
+    """Uniforms in [0,1) of shape [B, n], a pure function of (seed, index[b], j) (harness)."""
+    key = _splitmix64(np.array([seed], dtype=np.uint64))  # [1]
+    per_image = _splitmix64(key ^ index.astype(np.uint64))  # [B]
+    z = _splitmix64(per_image[:, None] + np.arange(n, dtype=np.uint64)[None, :] * _GOLDEN)  # [B, n]
+    return torch.from_numpy((z >> np.uint64(11)).astype(np.float64) * 2.0**-53).to(torch.float32)
+
+
+def hsv_to_rgb(h: Tensor, s: Tensor, v: Tensor) -> Tensor:
+    """HSV in [0,1] (each [B]) -> RGB in [0,1] [B, 3] (harness; the standard piecewise-linear formula)."""
+    n = torch.tensor([5.0, 3.0, 1.0])  # R, G, B
+    k = (n[None, :] + 6.0 * h[:, None]) % 6.0  # [B, 3]
+    return v[:, None] - v[:, None] * s[:, None] * (torch.minimum(k, 4.0 - k).clamp(0.0, 1.0))
+
+
+def _shape_distance(dx: Tensor, dy: Tensor) -> Tensor:
+    """Normalised distance of every shape in SHAPES, < 1 inside: [B, 1, H, W] each -> [B, 5, H, W] (harness)."""
+    r = torch.sqrt(dx**2 + dy**2)
+    return torch.cat(
+        [
+            r,  # disc
+            torch.maximum(dx.abs(), dy.abs()) * 1.1,  # square (area close to the disc's)
+            torch.maximum(dx.abs() / 1.5, dy.abs() / 0.6),  # horizontal bar
+            (r - 0.7).abs() / 0.3,  # ring
+            (dx.abs() + dy.abs()) / 1.3,  # diamond
+        ],
+        dim=1,
+    )
+
+
+def _textures(ix: Tensor, iy: Tensor) -> Tensor:
+    """Zero-mean period-4 patterns of TEXTURES on integer cell coordinates [B,1,H,W] -> [B, 5, H, W] (harness)."""
+    ix, iy = torch.broadcast_tensors(ix, iy)
+    on_x, on_y = (ix % 4) < 2, (iy % 4) < 2
+    signed = [
+        on_y,  # horizontal stripes
+        on_x,  # vertical stripes
+        on_x ^ on_y,  # 2x2 checker
+        ((ix + iy) % 4) < 2,  # diagonal stripes
+    ]
+    dots = (on_x & on_y).float()  # a 2x2 dot every 4x4 cell: mean 1/4
+    return torch.cat([2.0 * b.float() - 1.0 for b in signed] + [(dots - 0.25) / 0.75], dim=1)
+
+
+def render_embedded(labels: Tensor, u: Tensor, size: int) -> Tensor:
+    """Draw embedded images from labels [B] and nuisance uniforms u [B, 13] -> float [B, 3, size, size] in [-1, 1].
+
+    Harness: the embedded dataset's generator (see the module docstring for the class design).
+    """
+    B, unit = labels.shape[0], size // 32  # texture cell size in pixels (1 at 32 px, 2 at 64 px)
+    family, texture = labels // 2, labels % len(TEXTURES)
+    col = lambda j: u[:, j].view(B, 1, 1, 1)  # noqa: E731  (one nuisance parameter as [B,1,1,1])
+    grid = (torch.arange(size, dtype=torch.float32) + 0.5) / size  # pixel centres in (0, 1)
+    x, y = grid.view(1, 1, 1, size), grid.view(1, 1, size, 1)
+    # Coarse structure: a shape of the family's layout at a jittered position and size.
+    radius = 0.22 + 0.1 * col(2)  # [B,1,1,1], in image widths
+    dx, dy = (x - 0.5 - 0.3 * (col(0) - 0.5)) / radius, (y - 0.5 - 0.3 * (col(1) - 0.5)) / radius
+    dist = _shape_distance(dx, dy).gather(1, (family % len(SHAPES)).view(B, 1, 1, 1).expand(B, 1, size, size))
+    mask = torch.sigmoid((1.0 - dist) * radius * 96.0)  # soft edge: 10-90% rise over about 1.5 32-px pixels
+    # Colours: the family's hue (golden-angle spaced) with jitter; a dull background with a linear gradient.
+    hue = (family.float() * 0.381966 + 0.08 * (u[:, 3] - 0.5)) % 1.0
+    fg = hsv_to_rgb(hue, 0.55 + 0.3 * u[:, 4], 0.6 + 0.3 * u[:, 5]).view(B, 3, 1, 1)
+    bg = hsv_to_rgb(u[:, 6], torch.full((B,), 0.3), 0.15 + 0.3 * u[:, 7]).view(B, 3, 1, 1)
+    angle = 2 * math.pi * col(8)
+    gradient = 0.3 * col(9) * ((x - 0.5) * torch.cos(angle) + (y - 0.5) * torch.sin(angle))
+    # Fine texture: the class's zero-mean period-4 pattern, random phase and amplitude, inside the shape only.
+    cells = torch.arange(size) // unit
+    ix = cells.view(1, 1, 1, size) + (4 * u[:, 10]).long().view(B, 1, 1, 1)
+    iy = cells.view(1, 1, size, 1) + (4 * u[:, 11]).long().view(B, 1, 1, 1)
+    pattern = _textures(ix, iy).gather(1, texture.view(B, 1, 1, 1).expand(B, 1, size, size))
+    amplitude = 0.18 + 0.07 * col(12)
+    background = 0.75 * (2 * bg - 1) + gradient
+    foreground = 0.75 * (2 * fg - 1) + amplitude * pattern
+    return (background * (1 - mask) + foreground * mask).clamp(-1.0, 1.0)
+
+
+class EmbeddedDataset(ImageDataset):
+    """The embedded procedural dataset (harness): item i of a split is a pure function of (seed, split, i).
+
+    Args:
+        split: "train" (global indices 0..length-1) or "ref" (held out: global indices REF_OFFSET + i).
+        size: image side, 32 or 64 (64 draws the same pictures at twice the resolution).
+        num_classes: 2..20; item i has label i % num_classes (balanced).
+        seed: dataset seed.
+        length: number of items (default 50,000 train / 10,000 ref).
+    """
+
+    def __init__(
+        self, split: str = "train", size: int = 32, num_classes: int = 10, seed: int = 0, length: int | None = None
+    ):
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+        if size not in (32, 64):
+            raise ValueError(f"embedded image size must be 32 or 64, got {size}")
+        if not 2 <= num_classes <= MAX_CLASSES:
+            raise ValueError(f"embedded num_classes must be in [2, {MAX_CLASSES}], got {num_classes}")
+        if not 0 <= seed < 2**63:
+            raise ValueError(f"embedded seed must be in [0, 2**63), got {seed}")
+        length = DEFAULT_LENGTH[split] if length is None else length
+        if not 0 < length <= REF_OFFSET:
+            raise ValueError(f"embedded length must be in [1, {REF_OFFSET}], got {length}")
+        self.split, self.size, self.num_classes, self.seed, self.length = split, size, num_classes, seed, length
+        self.offset = 0 if split == "train" else REF_OFFSET
+        self.key = f"embedded:split={split},size={size},classes={num_classes},seed={seed},length={length}"
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        images, labels = self.make_batch([index])
+        return images[0], int(labels[0])
+
+    def make_batch(self, indices: Sequence[int] | Tensor) -> tuple[Tensor, Tensor]:
+        """Vectorised generation of items ``indices`` -> (uint8 [B,3,H,W], int64 [B]) (harness)."""
+        index = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if index.size and (index.min() < 0 or index.max() >= self.length):
+            raise IndexError(f"embedded {self.split} index out of range [0, {self.length}): {index.tolist()[:8]}")
+        labels = torch.from_numpy(index % self.num_classes)
+        u = hash_uniform(self.seed, index + self.offset, _NUM_PARAMS)
+        return to_uint8(render_embedded(labels, u, self.size)), labels
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Class-per-folder trees (ImageNet train layout) with ADM's centre crop, and CIFAR-10.
+
+
+def center_crop_arr(pil_image: Image.Image, image_size: int) -> Image.Image:
+    """ADM's centre crop (DiT's train.py): BOX-halve while min side >= 2*size, BICUBIC to size, crop (Sec. 4.1)."""
+    while min(*pil_image.size) >= 2 * image_size:
+        w, h = pil_image.size
+        pil_image = pil_image.resize((w // 2, h // 2), resample=Image.Resampling.BOX)
+    w, h = pil_image.size
+    scale = image_size / min(w, h)
+    pil_image = pil_image.resize((round(w * scale), round(h * scale)), resample=Image.Resampling.BICUBIC)
+    arr = np.array(pil_image)
+    crop_y, crop_x = (arr.shape[0] - image_size) // 2, (arr.shape[1] - image_size) // 2
+    return Image.fromarray(arr[crop_y : crop_y + image_size, crop_x : crop_x + image_size])
+
+
+def pil_to_tensor(pil_image: Image.Image) -> Tensor:
+    """PIL image -> uint8 [3, H, W] RGB tensor (harness)."""
+    return torch.from_numpy(np.array(pil_image.convert("RGB"))).permute(2, 0, 1).contiguous()
+
+
+class ImageFolderDataset(ImageDataset):
+    """Any class-per-folder tree (e.g. ImageNet train), ADM centre-cropped to ``image_size`` (Sec. 4.1, harness).
+
+    Labels are the sorted class-folder names' ranks; images are found recursively inside each class folder.
+    Raises FileNotFoundError for a missing root and ValueError for a tree without class folders or images.
+    """
+
+    def __init__(self, root: str | Path, image_size: int):
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"image folder {root} does not exist (expected class-per-folder subdirectories)")
+        self.classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+        if not self.classes:
+            raise ValueError(f"image folder {root} has no class subdirectories")
+        self.samples = [
+            (path, label)
+            for label, name in enumerate(self.classes)
+            for path in sorted((root / name).rglob("*"))
+            if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
+        ]
+        if not self.samples:
+            raise ValueError(f"image folder {root} has no images ({', '.join(IMAGE_EXTENSIONS)}) in its class folders")
+        self.root, self.image_size = root, image_size
+        listing = "\n".join(f"{p.relative_to(root)}\t{y}" for p, y in self.samples).encode()
+        self.key = f"imagefolder:{root.resolve()},size={image_size},files={hashlib.sha256(listing).hexdigest()[:16]}"
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        path, label = self.samples[index]
+        with Image.open(path) as image:
+            return pil_to_tensor(center_crop_arr(image.convert("RGB"), self.image_size)), label
+
+
+class CIFAR10Dataset(ImageDataset):
+    """CIFAR-10 from local files via torchvision (split "train" = train, "ref" = test), ADM-cropped to image_size.
+
+    The network is closed: nothing is downloaded. Raises FileNotFoundError naming where the files must go.
+    """
+
+    def __init__(self, root: str | Path, split: str = "train", image_size: int = 32):
+        from torchvision.datasets import CIFAR10
+
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+        root = Path(root)
+        if not (root / CIFAR10.base_folder).is_dir():
+            raise FileNotFoundError(
+                f"CIFAR-10 not found: expected {root / CIFAR10.base_folder} (extract {CIFAR10.url} into {root}); "
+                "this harness never downloads"
+            )
+        self.data = CIFAR10(str(root), train=split == "train", download=False)
+        self.image_size = image_size
+        self.key = f"cifar10:{root.resolve()},split={split},size={image_size}"
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        image = Image.fromarray(self.data.data[index])
+        return pil_to_tensor(center_crop_arr(image, self.image_size)), int(self.data.targets[index])
+
+
+def build_dataset(
+    name: str,
+    root: str | Path | None = None,
+    split: str = "train",
+    image_size: int = 32,
+    num_classes: int = 10,
+    seed: int = 0,
+    length: int | None = None,
+) -> ImageDataset:
+    """Build a dataset by name (harness).
+
+    Args:
+        name: "embedded", "imagefolder" or "cifar10".
+        root: data folder (imagefolder: the class-per-folder tree of this split; cifar10: the folder holding
+            cifar-10-batches-py; embedded: unused).
+        split: "train" or "ref" (embedded and cifar10; an imagefolder's split is chosen by its root).
+        image_size: output side in pixels.
+        num_classes, seed, length: embedded only.
+    """
+    if name == "embedded":
+        return EmbeddedDataset(split, image_size, num_classes, seed, length)
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+    if root is None:
+        raise ValueError(f"dataset {name!r} needs a root folder")
+    if name == "imagefolder":
+        return ImageFolderDataset(root, image_size)
+    return CIFAR10Dataset(root, split, image_size)
