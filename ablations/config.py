@@ -42,11 +42,11 @@ class DataConfig:
 class AutoencoderConfig:
     kind: str = "small_kl"  # small_kl (trained by the harness) | pretrained (diffusers AutoencoderKL) | pixel
     path: str | None = None  # pretrained: a local folder or a hub name already in the local cache
-    block_out_channels: list[int] = field(default_factory=lambda: [32, 64, 64])
+    block_out_channels: list[int] = field(default_factory=lambda: [16, 32, 32])
     latent_channels: int = 4
     steps: int = 1500
-    batch_size: int = 64
-    lr: float = 1e-3
+    batch_size: int = 16
+    lr: float = 2e-3
 
 
 @dataclass

@@ -165,12 +165,14 @@ class SmallAEConfig:
     ``LPIPSWithDiscriminator`` with the perceptual and adversarial terms dropped (kl_weight 1e-6 is SD's value).
     """
 
-    block_out_channels: tuple[int, ...] = (32, 64, 64)  # f = 2 ** (len - 1) = 4
+    # Defaults measured on the 32-px embedded set (1 thread of a shared 2-core CPU, ~0.13 s/step): 0.24M params,
+    # 1500 steps in 189 s, held-out PSNR 24.6 dB (colours and shapes right; period-4 textures mostly blurred).
+    block_out_channels: tuple[int, ...] = (16, 32, 32)  # f = 2 ** (len - 1) = 4
     layers_per_block: int = 1
     latent_channels: int = 4
-    norm_num_groups: int = 16
-    steps: int = 400
-    batch_size: int = 64
+    norm_num_groups: int = 8
+    steps: int = 1500
+    batch_size: int = 16  # more small steps beat fewer large ones at a fixed time budget (measured)
     lr: float = 2e-3
     weight_decay: float = 0.0
     kl_weight: float = 1e-6
@@ -216,6 +218,8 @@ def train_small_autoencoder(
 
     Deterministic on CPU given the generator (init, batches and posterior samples all come from it).
     """
+    if config.steps < 1 or config.batch_size < 1:
+        raise ValueError(f"small AE needs steps >= 1 and batch_size >= 1, got {config.steps} and {config.batch_size}")
     image_size = dataset.make_batch([0])[0].shape[-1]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))

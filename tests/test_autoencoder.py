@@ -141,6 +141,6 @@ def test_small_autoencoder_learns_to_reconstruct():
     x = to_float(EmbeddedDataset("ref", length=64).make_batch(range(64))[0])
     trained = psnr((ae.decode(ae.encode(x)).clamp(-1, 1) - x).pow(2).mean().item())
     best_constant = psnr((x - x.mean(dim=(0, 2, 3), keepdim=True)).pow(2).mean().item())  # per-channel mean image
-    # After 40 steps of batch 8 the tiny AE beats the best constant image (measured +0.8 dB; deterministic on CPU);
+    # After 40 steps of batch 8 the tiny AE beats the best constant image (measured +1.3 dB; deterministic on CPU);
     # an untrained or wrongly trained AE (no step, wrong sign, detached graph) is far below it.
-    assert trained > best_constant + 0.3
+    assert trained > best_constant + 0.5
