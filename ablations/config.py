@@ -99,6 +99,8 @@ class EvalConfig:
     reference_npz: str | None = None  # ADM's VIRTUAL_imagenet256_labeled.npz
     dtype: str = "float32"  # sampling dtype on CUDA: float32 | bfloat16
     classifier_steps: int = 1500  # training steps of the embedded feature extractor (world=embedded)
+    bootstrap: int = 0  # >0: a 95% bootstrap interval of FID over this many resamples of the generated samples
+    save_npz: bool = False  # write samples.npz (ADM's format: uint8 NHWC under arr_0) for ADM's TF evaluator
 
 
 @dataclass

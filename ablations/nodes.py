@@ -33,13 +33,15 @@ from msf.factorize import Up, make_factorization, make_scales
 from msf.flops import count_forward_flops
 from msf.metrics import (
     ReferenceKey,
+    bootstrap_fid,
     cached_reference,
     class_labels_for,
-    compute_metrics,
     embedded_extractor,
     extract_features,
     inception_extractor,
     load_adm_reference,
+    metrics_from_features,
+    save_adm_npz,
     to_uint8,
 )
 from msf.pipeline import MSFModel
@@ -200,7 +202,13 @@ def node_eval(node: Node, run_dir: Path, deps: dict[str, str], log: Log) -> dict
     n, num_classes = e["n_samples"], c["data"]["num_classes"]
     labels = class_labels_for(n, num_classes)
     images = generate(sampler, decode, labels, sample_seeds(c["seed"], n), device, e["batch_size"], dtype, log)
-    metrics = compute_metrics(images, reference, extractor, e["batch_size"], device)
+    fake = extract_features(images, extractor, e["batch_size"], device)
+    metrics = metrics_from_features(fake, reference, extractor, device=device)
+    if e["bootstrap"] > 0:
+        g = torch.Generator().manual_seed(c["seed"])
+        metrics["fid_bootstrap_95"] = list(bootstrap_fid(fake.features, reference, e["bootstrap"], g))
+    if e["save_npz"]:
+        save_adm_npz(run_dir / "samples.npz", images.permute(0, 2, 3, 1).numpy())
     grid = torch.stack([images[labels == y][:8] for y in range(min(num_classes, 16))])  # [classes, 8, 3, H, W]
     np.save(run_dir / "grid.npy", grid.permute(0, 1, 3, 4, 2).numpy())
 
@@ -216,7 +224,7 @@ def node_eval(node: Node, run_dir: Path, deps: dict[str, str], log: Log) -> dict
         "seed": c["seed"], "factorization": fac_name, "scales": scales, "steps": s["steps"],
         "cfg": s["cfg"], "cfg_convention": "dit: v_u + w (v_c - v_u), w=1 no guidance", "solver": s["solver"],
         "params_m": params_m, "gflops_per_image": sampling_gflops(gflops, s["steps"], s["cfg"], s["solver"]),
-        "device": timing.get("device", str(device)), "dtype": str(dtype).replace("torch.", ""),
+        "device": device_description(device), "dtype": str(dtype).replace("torch.", ""),
     }
 
 

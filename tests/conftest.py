@@ -6,7 +6,12 @@
 
 import os
 
+import torch
 from hypothesis import HealthCheck, settings
+
+# The networks in the tests are tiny: one intra-op thread is as fast as two on a quiet 2-core machine and avoids the
+# thread thrashing (up to 100x slower) seen when other processes share the cores. Subprocesses set their own.
+torch.set_num_threads(1)
 
 settings.register_profile(
     "ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True

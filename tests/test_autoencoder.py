@@ -20,16 +20,6 @@ from msf.autoencoder import (
 )
 from msf.data import EmbeddedDataset, to_float
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions run faster on one thread than on two threads of a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 TINY = SmallAEConfig(block_out_channels=(8, 16), norm_num_groups=4, steps=40, batch_size=8, scale_batch=32)
 
 

@@ -13,15 +13,6 @@ from msf.data import EmbeddedDataset, to_float
 from msf.factorize import make_factorization, make_scales
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions run faster on one thread than on two threads of a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_ae(seed: int = 0) -> KLAutoencoder:
     """A random f=2 AutoencoderKL (32-px images -> 16x16x4 latents) with a non-default scaling factor."""
     with torch.random.fork_rng(devices=[]):

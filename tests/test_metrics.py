@@ -74,15 +74,6 @@ def time_limit(seconds: int):
         signal.signal(signal.SIGALRM, previous)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The networks here are tiny: one thread avoids intra-op synchronisation that dominates on a loaded 2-core box."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def classifier() -> EmbeddedClassifier:
     """An untrained, fixed-seed tiny classifier (4 classes, 32-d features): a deterministic feature network."""

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ablations.config import resolve
@@ -15,7 +16,7 @@ from ablations.graph import NodeLocked, execute, node_lock, plan
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = [sys.executable, str(ROOT / "ablations" / "run.py")]
-SMOKE = ["preset=smoke", "cpu_threads=1"]
+SMOKE = ["preset=smoke", "cpu_threads=1", "eval.save_npz=true", "eval.bootstrap=20"]
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -106,6 +107,10 @@ def test_smoke_sweep_end_to_end_then_nothing_recomputed(tmp_path):
     evals = [p for p, k in zip(folders, kinds, strict=True) if k == "eval"]
     m = json.loads((evals[0] / "metrics.json").read_text())
     assert m["world"] == "embedded" and m["n_samples"] == 32 and m["fid"] > 0
+    lo, hi = m["fid_bootstrap_95"]
+    assert 0 < lo < hi
+    with np.load(evals[0] / "samples.npz") as z:  # ADM's sample-batch format
+        assert z["arr_0"].dtype == np.uint8 and z["arr_0"].shape == (32, 32, 32, 3)
     report = runs / "smoke" / "reports" / "cfg_scale1" / "report.md"
     assert report.exists() and "Table 3" in report.read_text()
 
