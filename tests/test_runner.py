@@ -127,3 +127,13 @@ def test_smoke_sweep_end_to_end_then_nothing_recomputed(tmp_path):
     assert redo.returncode == 0 and "1 node(s) to run" in redo.stdout
     assert (lost / "metrics.json").exists()
     assert all(stamps[p] == (p / "metrics.json").stat().st_mtime_ns for p in folders if p != lost)
+
+
+def test_local_launcher_runs_the_graph_in_subprocesses(tmp_path):
+    """launcher=local: submitit's LocalExecutor, one subprocess per node, same run folders as in process."""
+    runs = tmp_path / "runs"
+    r = run_cli("sweep=cfg_scale1", "preset=smoke", "cpu_threads=1", "launcher=local", "sample.steps=[3,2]",
+                f"runs_dir={runs}", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    done = list((runs / "smoke").glob("*/metrics.json"))
+    assert len(done) == 10 and any((runs / "smoke" / "_submitit").glob("*_log.out"))
