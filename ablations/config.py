@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import importlib.util
 import itertools
 import shutil
 import typing
@@ -98,6 +99,8 @@ class EvalConfig:
     inception_weights: str | None = None  # local pt file for offline clusters
     reference_npz: str | None = None  # ADM's VIRTUAL_imagenet256_labeled.npz
     dtype: str = "float32"  # sampling dtype on CUDA: float32 | bfloat16
+    attention: str = "auto"  # auto (xformers on CUDA when installed, else SDPA) | sdpa | xformers
+    compile: str = "none"  # torch.compile: none | default | max-autotune | reduce-overhead (adds CUDA graphs)
     classifier_steps: int = 1500  # training steps of the embedded feature extractor (world=embedded)
     bootstrap: int = 0  # >0: a 95% bootstrap interval of FID over this many resamples of the generated samples
     save_npz: bool = False  # write samples.npz (ADM's format: uint8 NHWC under arr_0) for ADM's TF evaluator
@@ -328,6 +331,7 @@ def resolve(argv_pairs: list[tuple[str, str]]) -> tuple[Config, Sweep]:
 
 def validate(cfg: Config, sweep: Sweep) -> None:
     """Checks that can be made before anything runs (each a one-line ConfigError)."""
+    from msf.evaluate import COMPILE_MODES
     from msf.factorize import FACTORIZATIONS, MODES, ScaleSpecError, make_scales
 
     choices = {
@@ -341,6 +345,8 @@ def validate(cfg: Config, sweep: Sweep) -> None:
         "sample.solver": (cfg.sample.solver, ("euler", "heun")),
         "eval.world": (cfg.eval.world, ("embedded", "inception")),
         "eval.dtype": (cfg.eval.dtype, ("float32", "bfloat16")),
+        "eval.attention": (cfg.eval.attention, ("auto", "sdpa", "xformers")),
+        "eval.compile": (cfg.eval.compile, COMPILE_MODES),
         "train.time_dist": (cfg.train.time_dist, ("uniform", "logit_normal")),
     }
     for key, (value, valid) in choices.items():
@@ -390,6 +396,10 @@ def validate(cfg: Config, sweep: Sweep) -> None:
                       ("eval.reference_npz", cfg.eval.reference_npz)):
         if path and not Path(path).exists():
             raise ConfigError(f"{key}={path!r} does not exist")
+    if cfg.eval.compile == "reduce-overhead" and cfg.device == "cpu":
+        raise ConfigError("eval.compile=reduce-overhead captures CUDA graphs: it needs device=cuda (or auto on a GPU)")
+    if cfg.eval.attention == "xformers" and importlib.util.find_spec("xformers") is None:
+        raise ConfigError("eval.attention=xformers but xformers is not installed (pip install -e '.[gpu]')")
     if cfg.launcher == "slurm" and shutil.which("sbatch") is None:
         raise ConfigError("launcher=slurm but no sbatch on PATH: run on a SLURM login node or use launcher=local")
     if len(cfg.train.steps) < 1 or any(s < 1 for s in cfg.train.steps):

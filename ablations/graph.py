@@ -148,7 +148,9 @@ def plan(cfg: Config, sweep: Sweep) -> Graph:
             g.add("recon", fac, {"factorization": fac, "scales": cfg.msf.scales, "mode": cfg.msf.mode,
                                  "data": _data(cfg), **ae}, ae_deps)
     if sweep.speed:
-        g.add("speed", "msf-vs-dit_xl2", {"device": cfg.device, "dtype": cfg.eval.dtype})
+        for model in ("dit_xl2", "msf"):
+            g.add("speed", model, {"model": model, "device": cfg.device, "dtype": cfg.eval.dtype,
+                                   "attention": cfg.eval.attention, "compile": cfg.eval.compile})
     return g
 
 

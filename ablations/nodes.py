@@ -20,7 +20,9 @@ from msf import autoencoder as ae_lib
 from msf.cache import TargetCache, build_cache
 from msf.classifier import accuracy, save_classifier, train_classifier
 from msf.data import build_dataset
+from msf.dit import set_attention
 from msf.evaluate import (
+    compiled,
     device_description,
     generate,
     median_seconds,
@@ -147,20 +149,24 @@ def _stages(config: dict[str, Any], deps: dict[str, str], device: torch.device) 
 
 def _latent_sampler(c: dict[str, Any], deps: dict[str, str], channels: int, device: torch.device):
     """(sampler, per-scale forward GFLOPs, parameters in M, factorization name, scales) of the eval's model."""
-    s = c["sample"]
+    s, e = c["sample"], c["eval"]
     if c["model"] == "dit_xl2":  # the official pretrained baseline: 250-step DDPM, guidance on 3 channels
         from baselines.dit import dit_xl2, load_official_checkpoint, sample_ddpm
 
-        net = load_official_checkpoint(c["checkpoint"], dit_xl2()).to(device).eval()
+        net = set_attention(load_official_checkpoint(c["checkpoint"], dit_xl2()), e["attention"]).to(device).eval()
         x = torch.zeros(1, 4, 32, 32, device=device)
         gflops = [count_forward_flops(net, x, torch.zeros(1, device=device),
                                       torch.zeros(1, dtype=torch.long, device=device)) / 1e9]
-        sampler = lambda y, seeds: sample_ddpm(net, y, seeds, s["cfg"][0], s["steps"][0])  # noqa: E731
+        fast = compiled(net, e["compile"], device)
+        sampler = lambda y, seeds: sample_ddpm(fast, y, seeds, s["cfg"][0], s["steps"][0])  # noqa: E731
         return sampler, gflops, sum(p.numel() for p in net.parameters()) / 1e6, "none (DDPM)", [32]
     train_cfg = json.loads((Path(deps["train0"]) / "config.json").read_text())["config"]
     fac = _factorization(train_cfg, c["data"]["image_size"] // train_cfg["scales"][-1])
     stages = [load_stage(Path(deps[f"train{i}"]), device) for i in range(len(fac.scales))]
-    msf = MSFModel(stages, fac, channels, c["data"]["num_classes"]).to(device).eval()
+    for st in stages:
+        set_attention(st, e["attention"])
+    fast_stages = [compiled(st, e["compile"], device) for st in stages]
+    msf = MSFModel(fast_stages, fac, channels, c["data"]["num_classes"]).to(device).eval()
     gflops = []
     for st, h in zip(stages, fac.scales.sizes, strict=True):
         x = torch.zeros(1, channels, h, h, device=device)
@@ -225,6 +231,7 @@ def node_eval(node: Node, run_dir: Path, deps: dict[str, str], log: Log) -> dict
         "cfg": s["cfg"], "cfg_convention": "dit: v_u + w (v_c - v_u), w=1 no guidance", "solver": s["solver"],
         "params_m": params_m, "gflops_per_image": sampling_gflops(gflops, s["steps"], s["cfg"], s["solver"]),
         "device": device_description(device), "dtype": str(dtype).replace("torch.", ""),
+        "switches": {"attention": e["attention"], "compile": e["compile"]},
     }
 
 
@@ -249,39 +256,41 @@ def node_recon(node: Node, run_dir: Path, deps: dict[str, str], log: Log) -> dic
             "psnr_full": psnr[-1]}
 
 
+SPEED_PLANS = {  # model -> [(size-table name, latent size, has a prior, forward passes per image)] (Table 1, Sec. 4.2)
+    "dit_xl2": [("DiT-XL/2", 32, False, 250 * 2)],
+    "msf": [("MSF-stage1", 24, False, 100 * 2), ("MSF-stage2", 32, True, 50)],
+}
+
+
 def node_speed(node: Node, run_dir: Path, deps: dict[str, str], log: Log) -> dict[str, Any]:
-    """MSF (100x2 + 50 steps) vs DiT-XL/2 (250x2) at the paper's sizes, random weights: counted FLOPs per image and
-    time per image = measured median forward time x forward passes (batch 64 on CUDA, 2 on CPU)."""
+    """One model at the paper's sizes and steps (MSF 100x2 + 50, DiT-XL/2 250x2), random weights: counted FLOPs per
+    image and time per image = median forward time x forward passes (batch 64 on CUDA, 2 on CPU) (Table 1 'Time')."""
     from baselines.dit import dit_xl2
     from msf.dit import build_dit
 
-    device = _device(node.config["device"])
+    model, device = node.config["model"], _device(node.config["device"])
     dtype = torch.bfloat16 if node.config["dtype"] == "bfloat16" and device.type == "cuda" else torch.float32
     batch = 64 if device.type == "cuda" else 2
-    plans = {  # model -> [(network, latent size, prior?, forward passes per image)]
-        "DiT-XL/2": [(dit_xl2(), 32, False, 250 * 2)],
-        "MSF": [(build_dit("MSF-stage1", input_size=24, learn_sigma=False), 24, False, 100 * 2),
-                (build_dit("MSF-stage2", input_size=32, learn_sigma=False, prior_channels=4), 32, True, 50)],
-    }
-    rows = {}
-    for model, parts in plans.items():
-        tflops, seconds, params = 0.0, 0.0, 0.0
-        for net, h, has_prior, passes in parts:
-            net = net.to(device).eval()
-            x = torch.randn(batch, 4, h, h, device=device)
-            args = (x, torch.rand(batch, device=device) * (1000 if model == "DiT-XL/2" else 1),
-                    torch.zeros(batch, dtype=torch.long, device=device), x if has_prior else None)
-            tflops += count_forward_flops(net, *(a[:1] if a is not None else None for a in args)) * passes / 1e12
-            with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-                seconds += median_seconds(lambda n=net, a=args: n(*a), device, repeats=3) / batch * passes
-            params += sum(p.numel() for p in net.parameters()) / 1e6
-            log(f"{model}: forward at {h}x{h} timed, {passes} passes per image")
-        rows[model] = {"params_m": params, "tflops_per_image": tflops, "sec_per_image": seconds}
-    return {"model": "MSF vs DiT-XL/2", "rows": rows, "speedup": rows["DiT-XL/2"]["sec_per_image"]
-            / rows["MSF"]["sec_per_image"], "flop_ratio": rows["DiT-XL/2"]["tflops_per_image"]
-            / rows["MSF"]["tflops_per_image"], "batch": batch, "device": device_description(device),
+    gflops, seconds, params = [], 0.0, 0.0
+    for size, h, has_prior, passes in SPEED_PLANS[model]:
+        built = dit_xl2() if size == "DiT-XL/2" else build_dit(size, input_size=h, learn_sigma=False,
+                                                                 prior_channels=4 if has_prior else 0)
+        net = set_attention(built, node.config["attention"]).to(device).eval()
+        x = torch.randn(batch, 4, h, h, device=device)
+        args = (x, torch.rand(batch, device=device), torch.zeros(batch, dtype=torch.long, device=device),
+                x if has_prior else None)
+        gflops.append(count_forward_flops(net, *(a[:1] if a is not None else None for a in args)) / 1e9)
+        with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            fast = compiled(net, node.config["compile"], device)
+            seconds += median_seconds(lambda n=fast, a=args: n(*a), device, repeats=3) / batch * passes
+        params += sum(p.numel() for p in net.parameters()) / 1e6
+        log(f"{model}: {size} forward at {h}x{h} timed, {passes} passes per image")
+    counts = [plan[3] for plan in SPEED_PLANS[model]]
+    return {"model": model, "params_m": params, "gflops_per_forward": gflops,
+            "tflops_per_image": sum(g * n for g, n in zip(gflops, counts, strict=True)) / 1e3,
+            "sec_per_image": seconds, "batch": batch, "device": device_description(device),
             "dtype": str(dtype).replace("torch.", ""), "method": "median forward time x passes (not a full sample)",
-            "switches": {"sdpa": True, "compile": False, "cuda_graphs": False}}
+            "switches": {"attention": node.config["attention"], "compile": node.config["compile"]}}
 
 
 NODE_FUNCTIONS: dict[str, Callable[[Node, Path, dict[str, str], Log], dict[str, Any]]] = {

@@ -134,6 +134,24 @@ class LabelEmbedder(nn.Module):
 # Transformer parts.
 
 
+def check_backend(backend: str) -> AttnBackend:
+    """A valid attention backend name, or a one-line error (harness)."""
+    if backend not in ("auto", "sdpa", "xformers"):
+        raise ValueError(f"unknown attention backend {backend!r}; expected auto, sdpa or xformers")
+    if backend == "xformers" and _xformers_attention is None:
+        raise ValueError("attn='xformers' but xformers is not importable; install the 'gpu' extra or use sdpa")
+    return backend  # type: ignore[return-value]
+
+
+def set_attention(model: nn.Module, backend: str) -> nn.Module:
+    """Select the attention kernel of every block of a built model, e.g. one loaded from a checkpoint (harness)."""
+    check_backend(backend)
+    for m in model.modules():
+        if isinstance(m, Attention):
+            m.backend = backend  # type: ignore[assignment]
+    return model
+
+
 class Attention(nn.Module):
     """Multi-head self-attention softmax(q k^T / sqrt(d)) v with fused qkv (timm Attention, as DiT)."""
 
@@ -141,12 +159,8 @@ class Attention(nn.Module):
         super().__init__()
         if hidden_size % num_heads:
             raise ValueError(f"hidden size {hidden_size} is not divisible by num_heads {num_heads}")
-        if backend not in ("auto", "sdpa", "xformers"):
-            raise ValueError(f"unknown attention backend {backend!r}; expected auto, sdpa or xformers")
-        if backend == "xformers" and _xformers_attention is None:
-            raise ValueError("attn='xformers' but xformers is not importable; install the 'gpu' extra or use sdpa")
         self.num_heads = num_heads
-        self.backend = backend
+        self.backend = check_backend(backend)
         self.qkv = nn.Linear(hidden_size, 3 * hidden_size)
         self.proj = nn.Linear(hidden_size, hidden_size)
 

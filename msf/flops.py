@@ -3,8 +3,9 @@
 ``python -m msf.flops`` prints the table. Counting rules:
 
 - FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` on the meta device (shapes only: no memory, no
-  weights): every matmul and convolution counts 2 x MACs, including attention's two batched matmuls (on the meta
-  device SDPA decomposes into bmm; the fused CPU kernel would not be counted). Norms, activations, softmax and
+  weights) or on real tensors: every matmul and convolution counts 2 x MACs, including attention's two batched
+  matmuls (on the meta device SDPA decomposes into bmm; torch counts its fused CUDA kernels, and this module registers
+  the same formula for the fused CPU kernel, which torch leaves uncounted). Norms, activations, softmax and
   additions are not counted, as in DiT's fvcore numbers. DiT-XL/2 gives 237.2 GFLOPs = 2 x 118.6 GMACs, i.e. the
   "118.6 Gflops" of the DiT paper, which counts multiply-accumulates.
 - A step with classifier-free guidance costs two forward passes (conditional and null class): DiT-XL/2 250 x 2;
@@ -27,7 +28,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, flop_registry, register_flop_formula, sdpa_flop_count
 
 from msf.dit import DiT, build_dit
 
@@ -37,6 +38,15 @@ MODELS: list[tuple[str, str, dict[str, Any], int, int]] = [
     ("MSF stage 1 (192 px)", "MSF-stage1", dict(input_size=24, learn_sigma=False), 100, 2),
     ("MSF stage 2 (256 px)", "MSF-stage2", dict(input_size=32, learn_sigma=False, prior_channels=4), 50, 1),
 ]
+
+
+_SDPA_CPU = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+if _SDPA_CPU not in flop_registry:  # torch counts the CUDA SDPA kernels but not the CPU one: same formula
+
+    @register_flop_formula(_SDPA_CPU, get_raw=True)
+    def _sdpa_cpu_flops(query: Tensor, key: Tensor, value: Tensor, *args: Any, **kwargs: Any) -> int:
+        """2 x MACs of q k^T and (softmax) v, as torch's formula for the CUDA kernels (harness)."""
+        return sdpa_flop_count(query.shape, key.shape, value.shape)
 
 
 def count_forward_flops(model: nn.Module, *inputs: Any) -> int:

@@ -433,6 +433,62 @@ def factorization_tables(runs: Sequence[Run], groups: Sequence[Group]) -> tuple[
     return recon, fid, best
 
 
+def _base_and_rest(g: Group) -> tuple[Any, ...] | None:
+    """(cfg, steps) of the base scale and of the residual scales when every residual scale shares them (harness)."""
+    cfg, steps = g.setting["cfg"] or [], g.setting["steps"] or []
+    if len(cfg) != len(steps) or len(cfg) < 2 or len({*map(_key, cfg[1:])}) > 1 or len(set(steps[1:])) > 1:
+        return None
+    return _key(cfg[0]), steps[0], _key(cfg[1]), steps[1]
+
+
+def resolution_table(groups: Sequence[Group]) -> Table:
+    """Scale resolutions compared: base size and scale count at an otherwise equal setting (Sec. 3.1, 4.1) (harness).
+
+    Groups differing only in their scales (the per-scale CFG and steps written as base / every residual scale) form a
+    series; the series with the most scale lists is shown.
+    """
+    series: dict[tuple[Any, ...], dict[tuple[int, ...], Group]] = defaultdict(dict)
+    for g in groups:
+        pattern = _base_and_rest(g)
+        if g.setting["model"] == "msf" and pattern is not None:
+            rest = tuple(_frozen(v) for k, v in g.setting.items() if k not in ("scales", "cfg", "steps"))
+            series[(*rest, *pattern)][tuple(g.setting["scales"])] = g
+    best = max((s for s in series.values() if len(s) >= 2), key=len, default={})
+    rows = [
+        [
+            slash(scales),
+            str(len(scales)),
+            f"{scales[0] / scales[-1]:.3g}",
+            fmt_stat(g.stat("fid"), "fid"),
+            fmt_stat(g.stat("is_mean"), "is_mean"),
+            fmt(_mean(g.stat("params_m")), "params_m"),
+            fmt(_mean(g.stat("gflops_per_image")), "gflops"),
+            str(len(g.runs)),
+        ]
+        for scales, g in sorted(best.items(), key=lambda kv: (len(kv[0]), kv[0]))
+    ]
+    caption = f"No published numbers (the paper uses a 192 px base for 256 px). No series: all {MISSING}."
+    if best:
+        g0 = next(iter(best.values()))
+        cfg0, steps0, cfg1, steps1 = _base_and_rest(g0) or ()
+        caption = (
+            f"No published numbers (the paper uses a 192 px base for 256 px). Fixed: {g0.setting['factorization']}, "
+            f"base scale cfg {cfg0} and {steps0} steps, every residual scale cfg {cfg1} and {steps1} steps. "
+            f"{describe(list(best.values()))}"
+        )
+    header = [
+        "Scales (latent sizes)",
+        "Scales",
+        "Base / full",
+        "FID ours",
+        "IS ours",
+        "Params (M)",
+        "GFLOPs/img",
+        "Seeds",
+    ]
+    return Table("Table R1", "Scale resolutions: base size and number of scales (Sec. 3.1)", caption, header, rows)
+
+
 def speed_table(runs: Sequence[Run]) -> Table:
     """Forward cost and sampling speed per model from speed nodes (Table 1 'Time', Sec. 4.2)."""
     rows = []
@@ -860,7 +916,15 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, title: str
         for i, s in enumerate(found or [{}]):
             sweep_tables.append(sweep_table(sw, s, f"Table {sw.table}" + ("" if i == 0 else chr(ord("a") + i))))
     recon_t, fact_t, fact = factorization_tables(runs, groups)
-    tables = [table1(groups), *sweep_tables, fact_t, recon_t, speed_table(runs), train_table(runs)]
+    tables = [
+        table1(groups),
+        *sweep_tables,
+        fact_t,
+        recon_t,
+        resolution_table(groups),
+        speed_table(runs),
+        train_table(runs),
+    ]
 
     wanted: dict[str, tuple[Plot | None, str]] = {
         "fig_cfg": (plot_sweeps("fig_cfg", SWEEPS[:2], series, out), "no MSF eval for Tables 2-3"),

@@ -8,7 +8,7 @@ import pytest
 import torch
 from diffusers import DiTTransformer2DModel
 
-from msf.dit import DIT_CONFIGS, DiT, build_dit
+from msf.dit import DIT_CONFIGS, DiT, build_dit, set_attention
 from msf.dit import Attention as DiTAttention
 
 # A tiny model shared by most tests: 8x8x4 latents, patch 2 (16 tokens), width 64, 4 heads, 10 classes.
@@ -239,6 +239,14 @@ def test_sdpa_matches_explicit_attention():
     w = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(16), dim=-1)
     ref = attn.proj((w @ v).transpose(1, 2).reshape(2, 16, 64))
     torch.testing.assert_close(attn(x), ref, rtol=1e-12, atol=1e-12)  # float64, same math in another order
+
+
+def test_set_attention_switches_every_block_and_checks_the_name():
+    model = DiT(input_size=4, patch_size=2, in_channels=4, hidden_size=32, depth=3, num_heads=2, num_classes=3)
+    assert set_attention(model, "sdpa") is model
+    assert {b.attn.backend for b in model.blocks} == {"sdpa"}
+    with pytest.raises(ValueError, match="unknown attention backend 'flash'"):
+        set_attention(model, "flash")
 
 
 def test_xformers_backend_refuses_cpu():

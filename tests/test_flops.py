@@ -34,6 +34,14 @@ def test_flops_per_block_closed_form(input_size, D, heads):
     assert f[4] - f[2] == 2 * per_block
 
 
+def test_real_cpu_tensors_count_the_same_as_the_meta_device():
+    """SDPA's fused CPU kernel is counted (torch alone would drop attention's 4 T^2 D per block on CPU)."""
+    kw = dict(input_size=8, hidden_size=64, num_heads=4, depth=2, num_classes=10)
+    model = DiT(**kw).eval()
+    x, t, y = torch.zeros(1, 4, 8, 8), torch.zeros(1), torch.zeros(1, dtype=torch.long)
+    assert count_forward_flops(model, x, t, y) == meta_flops(**{k: v for k, v in kw.items() if k != "num_classes"})
+
+
 def test_flops_scale_with_batch():
     kw = dict(input_size=8, hidden_size=64, num_heads=4, depth=2)
     assert meta_flops(batch=3, **kw) == 3 * meta_flops(**kw)

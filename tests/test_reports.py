@@ -11,6 +11,7 @@ import math
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import _runfolders as rf  # tests/ is on sys.path under pytest's default import mode
@@ -457,3 +458,137 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
     bad = rf.write_run(tmp_path / "b", "recon", "recon-float", recon, decomposition=np.zeros((1, 2, 4, 4, 3)))
     with pytest.raises(ValueError, match="expected uint8"):
         build_report([bad], tmp_path / "out")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The report from real run folders: every sweep of the smoke preset run by the runner into one runs folder
+
+ROOT = Path(__file__).resolve().parents[1]
+SWEEP_NAMES = sorted(p.stem for p in (ROOT / "ablations" / "sweeps").glob("*.yaml"))
+# Tables 2-5 of the sweeps as run: (varied key, its index, the other index's value, the fixed key and its value)
+REAL_SWEEPS = {
+    "Table 2": ("cfg", 0, 1.0, "steps", [100, 50]),
+    "Table 3": ("cfg", 1, 1.4, "steps", [100, 50]),
+    "Table 4": ("steps", 0, 50, "cfg", [1.4, 1.0]),
+    "Table 5": ("steps", 1, 100, "cfg", [1.4, 1.0]),
+}
+
+
+@pytest.fixture(scope="module")
+def smoke_sweeps(tmp_path_factory):
+    """`python ablations/run.py sweep=NAME preset=smoke` for every sweep (shared nodes run once), then one report."""
+    base = tmp_path_factory.mktemp("smoke-sweeps")
+    runs = base / "runs"
+    for sweep in SWEEP_NAMES:
+        cmd = [sys.executable, str(ROOT / "ablations" / "run.py"), f"sweep={sweep}", "preset=smoke", "cpu_threads=1",
+               f"runs_dir={runs}"]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=base)
+        assert r.returncode == 0, f"sweep={sweep}: {r.stdout[-2000:]}{r.stderr[-2000:]}"
+    result = build_report([runs / "smoke"], base / "report")
+    return runs / "smoke", result, Path(result["markdown"]).read_text(encoding="utf-8")
+
+
+def test_every_sweep_of_the_smoke_preset_reports_every_table_and_figure(smoke_sweeps):
+    root, result, md = smoke_sweeps
+    for sweep in SWEEP_NAMES:  # each sweep's own report, built by the runner at its end
+        assert {p.name for p in (root / "reports" / sweep).iterdir()} >= {"report.md", "report.html"}
+    tables = ["Table 1", "Table 2", "Table 3", "Table 4", "Table 5", "Table F1", "Table F2", "Table R1", "Table S1",
+              "Table T1", "Claims"]
+    assert result["tables"] == tables  # one series per sweep table: no 'Table 2b'
+    for table_id in tables:
+        df = parse_md_table(md, table_id)
+        assert len(df) > 0 and not (df == MISSING).all(axis=None), table_id
+    assert result["missing_figures"] == {}
+    assert {"fig_cfg", "fig_steps", "fig_loss", "fig_decomposition", "fig_compute"} <= set(result["figures"])
+    assert any(name.startswith("fig_grid") for name in result["figures"])
+    for path in result["figures"].values():
+        with Image.open(path) as im:
+            assert im.format == "PNG" and len(im.getcolors(1 << 24) or []) > 2  # drawn, not a blank canvas
+    assert result["runs"] == len(list(root.glob("*/config.json")))
+
+
+@pytest.mark.parametrize("table_id", sorted(REAL_SWEEPS))
+def test_real_sweep_tables_parse_back_to_their_run_folders(smoke_sweeps, table_id):
+    root, _, md = smoke_sweeps
+    key, index, other_value, fixed_key, fixed = REAL_SWEEPS[table_id]
+    df = parse_md_table(md, table_id)
+    df = df.set_index(df.columns[0])
+    for column in df.columns:  # the sweeps use the paper's grids: every column is measured
+        setting = [other_value, other_value]
+        setting[index] = int(column) if key == "steps" else float(column)
+        found = metrics_where(root, kind="eval", model="msf", factorization="residual", scales=[4, 8],
+                              **{key: setting, fixed_key: fixed})
+        assert found, (table_id, column)
+        assert_cell_matches(df.loc["ours FID", column], [m["fid"] for m in found])
+        assert df.loc["ours seeds", column] == str(len(found))
+
+
+def test_real_table1_factorization_resolution_speed_and_train_tables_parse_back(smoke_sweeps):
+    root, _, md = smoke_sweeps
+    t1 = parse_md_table(md, "Table 1")
+    for cfg0, row_name in ((1.4, "MSF(cfg=1.4)"), (1.5, "MSF(cfg=1.5)")):
+        row = t1[(t1["Model"] == row_name) & t1["Setting"].str.contains("steps 100/50")].iloc[0]
+        found = metrics_where(root, kind="eval", model="msf", factorization="residual", scales=[4, 8],
+                              steps=[100, 50], cfg=[cfg0, 1.0])
+        assert_cell_matches(row["FID ours"], [m["fid"] for m in found])
+    flow = t1[t1["Model"] == "dit_flow (ours)"].iloc[0]
+    assert_cell_matches(flow["FID ours"], [m["fid"] for m in metrics_where(root, kind="eval", model="dit_flow")])
+
+    fid = parse_md_table(md, "Table F2").set_index("Factorization")
+    recon = parse_md_table(md, "Table F1").set_index("Factorization")
+    for name in ("residual", "residual_latent_base", "latent_resize", "image_resize"):
+        found = metrics_where(root, kind="eval", model="msf", factorization=name, scales=[4, 8], steps=[100, 50],
+                              cfg=[1.4, 1.0])
+        assert_cell_matches(fid.loc[name, "FID ours"], [m["fid"] for m in found])
+        (m,) = metrics_where(root, kind="recon", factorization=name)
+        assert float(recon.loc[name, "PSNR full"]) == pytest.approx(m["psnr_full"], abs=0.005)
+
+    res = parse_md_table(md, "Table R1").set_index("Scales (latent sizes)")
+    assert list(res.index) == ["4/8", "2/4/8"]  # the smoke preset's resolutions sweep
+    for scales, cfg, steps in (([4, 8], [1.4, 1.0], [3, 2]), ([2, 4, 8], [1.4, 1.0, 1.0], [3, 2, 2])):
+        found = metrics_where(root, kind="eval", model="msf", scales=scales, cfg=cfg, steps=steps)
+        assert_cell_matches(res.loc[slash_text(scales), "FID ours"], [m["fid"] for m in found])
+        assert float(res.loc[slash_text(scales), "GFLOPs/img"]) == pytest.approx(found[0]["gflops_per_image"], rel=5e-3)
+
+    speed = parse_md_table(md, "Table S1").set_index("Model")
+    (m,) = metrics_where(root, kind="speed")
+    for model, row in m["rows"].items():
+        assert float(speed.loc[model, "TFLOPs/img"]) == pytest.approx(row["tflops_per_image"], rel=5e-3)
+    train = parse_md_table(md, "Table T1")
+    assert len(train) == len(metrics_where(root, kind="train"))
+
+
+def slash_text(values: list[int]) -> str:
+    """[2, 4, 8] -> '2/4/8', as the report writes per-scale settings."""
+    return "/".join(map(str, values))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The committed small-scale reproduction (reports/tiny): its tables regenerate exactly from its committed metadata
+
+PUBLISHED = ROOT / "reports" / "tiny"
+
+
+def md_tables(md: str) -> dict[str, str]:
+    """Every table block of report.md ('**Table X.** title. caption' and its pipe rows), by table id."""
+    blocks: dict[str, str] = {}
+    current = None
+    for block in md.split("\n\n"):
+        match = re.match(r"\*\*(.+?)\.\*\*", block)
+        if match:
+            current = match.group(1)
+            blocks[current] = block
+        elif block.startswith("|") and current is not None:
+            blocks[current] += "\n\n" + block
+            current = None
+    return blocks
+
+
+def test_committed_report_tables_regenerate_from_committed_metadata(tmp_path):
+    assert (PUBLISHED / "report.md").is_file(), "the committed reproduction is missing (reports/tiny)"
+    for path in (PUBLISHED / "runs").rglob("*"):  # metadata only: no checkpoints, caches or sample arrays
+        assert path.is_dir() or path.name in ("config.json", "metrics.json", "stats.jsonl"), path
+    rebuilt = build_report([PUBLISHED / "runs"], tmp_path)
+    committed = md_tables((PUBLISHED / "report.md").read_text(encoding="utf-8"))
+    assert set(committed) >= {"Table 1", "Table 2", "Table 3", "Table 4", "Table 5", "Table R1", "Claims"}
+    assert md_tables(Path(rebuilt["markdown"]).read_text(encoding="utf-8")) == committed

@@ -37,6 +37,8 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         (["sweep=cfg_scale0", "preset=imagenet256"], "data.root=None does not exist"),
         (["sweep=cfg_scale0", "preset=imagenet256", "data.root=/"], "autoencoder.kind=pretrained needs"),
         (["sweep=main", "baseline.dit_xl2_checkpoint=/nope.pt"], "/nope.pt' does not exist"),
+        (["sweep=cfg_scale0", "eval.compile=fast"], "eval.compile='fast' is not one of: none, default"),
+        (["sweep=cfg_scale0", "device=cpu", "eval.compile=reduce-overhead"], "needs device=cuda"),
         (["sweep=cfg_scale0", "--bogus"], "unknown option '--bogus'"),
         (["cfg_scale0"], "expected key=value"),
     ],
