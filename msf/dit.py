@@ -10,6 +10,13 @@ Choices the MSF paper leaves open (Sec. 4.1 gives only depth and width per stage
 - Patch size 2 for both stages (as DiT-XL/2, the baseline they are compared with).
 - 16 heads at widths 1152 and 1280, i.e. head dimension 72 (as DiT-XL) and 80.
 - MLP ratio 4, adaLN-Zero conditioning on t + y, learn_sigma=False for the flow stages (a velocity has no variance).
+- ``conditioning="tdln"`` (an option; adaLN-Zero stays the default) replaces adaLN-Zero by DiMR's Time-Dependent
+  LayerNorm (Liu et al. 2024, Sec. 3.3, code qihao067/DiMR): every LayerNorm's scale and shift are learned functions
+  of t, gamma(t), beta(t) = p1 + sigmoid(w tau + b) (p0 - p1) per channel, with no MLP, no gates and no timestep
+  embedder. The class label enters as DiMR's Transformer branch does: its embedding (null class included) is an extra
+  first token, attended to by the patch tokens and dropped before the final layer. The TD-LN time is DiMR's
+  tau = log_snr / 4 = 2 n / 1000 - 1 in [-1, 1] with n = t * t_scale (its ``train.py``); the direction of time is
+  irrelevant (w and b are learned), as it is for the frequency embedding. LayerNorm eps stays DiT's 1e-6.
 - The input prior (Algorithm 2/3) enters through ``prior_mode``: ``"concat"`` (default) stacks it with x along
   channels before the patch embedding (x_embedder takes in_channels + prior_channels); ``"add"`` embeds it with a
   separate zero-initialised ``prior_embedder`` and adds its tokens to x's, so a fresh model ignores the prior.
@@ -38,7 +45,9 @@ except ImportError:
 
 AttnBackend = Literal["auto", "sdpa", "xformers"]
 PriorMode = Literal["concat", "add"]
+Conditioning = Literal["adaln_zero", "tdln"]
 FREQ_DIM = 256  # size of the sinusoidal timestep embedding (official DiT)
+NUM_TIMESTEPS = 1000  # the DDPM timestep range that t * t_scale spans (DiT, DiMR)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -155,13 +164,13 @@ def set_attention(model: nn.Module, backend: str) -> nn.Module:
 class Attention(nn.Module):
     """Multi-head self-attention softmax(q k^T / sqrt(d)) v with fused qkv (timm Attention, as DiT)."""
 
-    def __init__(self, hidden_size: int, num_heads: int, backend: AttnBackend = "auto") -> None:
+    def __init__(self, hidden_size: int, num_heads: int, backend: AttnBackend = "auto", qkv_bias: bool = True) -> None:
         super().__init__()
         if hidden_size % num_heads:
             raise ValueError(f"hidden size {hidden_size} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
         self.backend = check_backend(backend)
-        self.qkv = nn.Linear(hidden_size, 3 * hidden_size)
+        self.qkv = nn.Linear(hidden_size, 3 * hidden_size, bias=qkv_bias)  # DiT: bias; DiMR: none
         self.proj = nn.Linear(hidden_size, hidden_size)
 
     def use_xformers(self, x: Tensor) -> bool:
@@ -235,11 +244,94 @@ class FinalLayer(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# Time-Dependent LayerNorm (DiMR Sec. 3.3): the conditioning="tdln" option, also used by baselines/dimr.py.
+
+
+def td_time(t: Tensor, t_scale: float) -> Tensor:
+    """TD-LN time tau = 2 n / 1000 - 1 in [-1, 1] for n = t * t_scale (DiMR train.py: log_snr = 8 n/1000 - 4, /4)."""
+    return 2 * t.float() * t_scale / NUM_TIMESTEPS - 1  # [B]
+
+
+class TimeDependent(nn.Module):
+    """K per-channel vectors p(tau) = p1 + sigmoid(w tau + b) * (p0 - p1) (DiMR's time-dependent parameters)."""
+
+    def __init__(self, init: Tensor) -> None:
+        super().__init__()
+        self.p0 = nn.Parameter(init.clone())  # [K, D]; p0 = p1 at init: a time-independent start
+        self.p1 = nn.Parameter(init.clone())
+        self.w = nn.Parameter(torch.ones_like(init))  # DiMR: w = 1 + nodecay_weight (0 at init), b = 0
+        self.b = nn.Parameter(torch.zeros_like(init))
+
+    def forward(self, tau: Tensor) -> Tensor:
+        """[B] -> [B, K, D] (DiMR TimeDependentParameter)."""
+        s = torch.sigmoid(self.w * tau[:, None, None].to(self.w.dtype) + self.b)  # [B, K, D]
+        return self.p1 + s * (self.p0 - self.p1)
+
+
+class TDLayerNorm(nn.Module):
+    """LayerNorm over the last dim with time-dependent scale gamma(tau) and shift beta(tau) (DiMR TD-LN, Sec. 3.3)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.affine = TimeDependent(torch.stack([torch.ones(dim), torch.zeros(dim)]))  # [2, D]: gamma, beta
+
+    def forward(self, x: Tensor, tau: Tensor) -> Tensor:
+        """x [B, N, D], tau [B] -> [B, N, D]: LN(x) * gamma(tau) + beta(tau) (DiMR TD-LN)."""
+        gamma, beta = self.affine(tau).split(1, dim=1)  # [B, 1, D] each
+        return torch.addcmul(beta, gamma, F.layer_norm(x, x.shape[-1:], eps=self.eps))
+
+
+class TDBlock(nn.Module):
+    """Transformer block conditioned by TD-LN only: x + attn(TDLN(x)), then x + mlp(TDLN(x)) (DiMR Fig. 4 right)."""
+
+    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float, attn: AttnBackend) -> None:
+        super().__init__()
+        self.norm1 = TDLayerNorm(hidden_size)
+        self.attn = Attention(hidden_size, num_heads, attn)
+        self.norm2 = TDLayerNorm(hidden_size)
+        self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio))
+
+    def forward(self, x: Tensor, tau: Tensor) -> Tensor:
+        """x [B, T, D], tau [B] -> [B, T, D] (DiMR TD-LN block)."""
+        x = x + self.attn(self.norm1(x, tau))
+        return x + self.mlp(self.norm2(x, tau))
+
+
+class TDFinalLayer(nn.Module):
+    """TD-LN + linear to p*p*C_out values per token (DiT FinalLayer with TD-LN in place of adaLN)."""
+
+    def __init__(self, hidden_size: int, patch_size: int, out_channels: int) -> None:
+        super().__init__()
+        self.norm_final = TDLayerNorm(hidden_size)
+        self.linear = nn.Linear(hidden_size, patch_size * patch_size * out_channels)
+
+    def forward(self, x: Tensor, tau: Tensor) -> Tensor:
+        """x [B, T, D], tau [B] -> [B, T, p*p*C_out] (TD-LN final layer)."""
+        return self.linear(self.norm_final(x, tau))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # The model.
 
 
+def check_stage_inputs(x: Tensor, prior: Tensor | None, in_channels: int, input_size: int, prior_channels: int) -> None:
+    """Raise ValueError on a latent or prior that does not fit a stage model's shape (harness)."""
+    want = (in_channels, input_size, input_size)
+    if x.ndim != 4 or tuple(x.shape[1:]) != want:
+        raise ValueError(f"x must have shape [B, {', '.join(map(str, want))}], got {list(x.shape)}")
+    if prior_channels == 0:
+        if prior is not None:
+            raise ValueError("this model has prior_channels=0 but a prior was passed")
+        return
+    want_p = (x.shape[0], prior_channels, input_size, input_size)
+    if prior is None or tuple(prior.shape) != want_p:
+        got = None if prior is None else list(prior.shape)
+        raise ValueError(f"prior must have shape {list(want_p)}, got {got}")
+
+
 class DiT(nn.Module):
-    """Diffusion transformer: patchify, adaLN-Zero blocks, final layer, unpatchify (DiT; MSF stage model, Sec. 4.1).
+    """Diffusion transformer: patchify, adaLN-Zero (or TD-LN) blocks, final layer, unpatchify (DiT; MSF Sec. 4.1).
 
     Args:
         input_size: latent height = width.
@@ -254,8 +346,10 @@ class DiT(nn.Module):
         learn_sigma: output 2C channels (eps and variance values, official DDPM) instead of C.
         prior_channels: channels of the input prior (0: no prior, stage 1).
         prior_mode: how the prior enters ("concat" or "add", see the module docstring).
-        t_scale: multiplies t before the frequency embedding (1 for DDPM t in [0, 1000), 1000 for flow t in [0, 1]).
+        t_scale: n = t * t_scale is the time in DDPM steps (1 for DDPM t in [0, 1000), 1000 for flow t in [0, 1]):
+            the input of the frequency embedding (adaLN-Zero) or of TD-LN's tau = 2 n / 1000 - 1 (TD-LN).
         attn: attention backend ("auto": xformers on CUDA when importable, else SDPA).
+        conditioning: "adaln_zero" (DiT) or "tdln" (DiMR's TD-LN and a label token, see the module docstring).
         generator: RNG for the weight initialisation (None: torch's default generator, as the official code).
     """
 
@@ -275,6 +369,7 @@ class DiT(nn.Module):
         prior_mode: PriorMode = "concat",
         t_scale: float = 1.0,
         attn: AttnBackend = "auto",
+        conditioning: Conditioning = "adaln_zero",
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
@@ -282,19 +377,25 @@ class DiT(nn.Module):
             raise ValueError(f"input size {input_size} is not divisible by patch size {patch_size}")
         if prior_mode not in ("concat", "add"):
             raise ValueError(f"unknown prior_mode {prior_mode!r}; expected concat or add")
+        if conditioning not in ("adaln_zero", "tdln"):
+            raise ValueError(f"unknown conditioning {conditioning!r}; expected adaln_zero or tdln")
         self.input_size, self.patch_size, self.in_channels = input_size, patch_size, in_channels
         self.out_channels = 2 * in_channels if learn_sigma else in_channels
         self.prior_channels, self.prior_mode = prior_channels, prior_mode
+        self.conditioning, self.t_scale = conditioning, t_scale
+        tdln = conditioning == "tdln"
         concat = prior_mode == "concat"
         self.x_embedder = PatchEmbed(in_channels + prior_channels * concat, hidden_size, patch_size)
         add = prior_channels > 0 and not concat
         self.prior_embedder = PatchEmbed(prior_channels, hidden_size, patch_size) if add else None
-        self.t_embedder = TimestepEmbedder(hidden_size, t_scale)
+        self.t_embedder = None if tdln else TimestepEmbedder(hidden_size, t_scale)  # TD-LN: t enters the norms only
         self.y_embedder = LabelEmbedder(num_classes, hidden_size, class_dropout_prob)
         num_patches = (input_size // patch_size) ** 2
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches, hidden_size), requires_grad=False)  # fixed sin-cos
-        self.blocks = nn.ModuleList(DiTBlock(hidden_size, num_heads, mlp_ratio, attn) for _ in range(depth))
-        self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels)
+        block = TDBlock if tdln else DiTBlock
+        self.blocks = nn.ModuleList(block(hidden_size, num_heads, mlp_ratio, attn) for _ in range(depth))
+        final = TDFinalLayer if tdln else FinalLayer
+        self.final_layer: FinalLayer | TDFinalLayer = final(hidden_size, patch_size, self.out_channels)
         self.initialize_weights(generator)
 
     @torch.no_grad()
@@ -309,7 +410,7 @@ class DiT(nn.Module):
                     nn.init.zeros_(m.bias)
         self.pos_embed.copy_(sincos_2d(self.pos_embed.shape[-1], self.input_size // self.patch_size)[None])
         nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02, generator=generator)
-        for m in self.t_embedder.mlp:
+        for m in self.t_embedder.mlp if self.t_embedder is not None else ():
             if isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, std=0.02, generator=generator)
         adaln = [m.adaLN_modulation for m in self.modules() if isinstance(m, (DiTBlock, FinalLayer))]
@@ -318,20 +419,6 @@ class DiT(nn.Module):
             zero.append(self.prior_embedder.proj)  # "add" prior: no effect at init
         for p in (p for m in zero for p in m.parameters()):
             nn.init.zeros_(p)
-
-    def check_inputs(self, x: Tensor, prior: Tensor | None) -> None:
-        """Raise ValueError on a wrong latent or prior shape (harness)."""
-        want = (self.in_channels, self.input_size, self.input_size)
-        if x.ndim != 4 or tuple(x.shape[1:]) != want:
-            raise ValueError(f"x must have shape [B, {', '.join(map(str, want))}], got {list(x.shape)}")
-        if self.prior_channels == 0:
-            if prior is not None:
-                raise ValueError("this model has prior_channels=0 but a prior was passed")
-            return
-        want_p = (x.shape[0], self.prior_channels, self.input_size, self.input_size)
-        if prior is None or tuple(prior.shape) != want_p:
-            got = None if prior is None else list(prior.shape)
-            raise ValueError(f"prior must have shape {list(want_p)}, got {got}")
 
     def embed(self, x: Tensor, prior: Tensor | None) -> Tensor:
         """Patch tokens of x (and of the input prior, Algorithm 3 line 6) plus positions: [B, T, D]."""
@@ -360,11 +447,16 @@ class DiT(nn.Module):
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """DiT forward: x [B, C, H, W], t [B], y [B] -> [B, C_out, H, W] (eps(+var) for DDPM, velocity for MSF)."""
-        self.check_inputs(x, prior)
+        check_stage_inputs(x, prior, self.in_channels, self.input_size, self.prior_channels)
         tokens = self.embed(x, prior)  # [B, T, D]
-        c = self.t_embedder(t) + self.y_embedder(y, force_drop_ids, generator)  # [B, D]
+        label = self.y_embedder(y, force_drop_ids, generator)  # [B, D]
+        if self.t_embedder is not None:  # adaLN-Zero: c = t embedding + label embedding (DiT)
+            c = self.t_embedder(t) + label  # [B, D]
+        else:  # TD-LN: c is the time tau; the label is an extra first token (DiMR)
+            c, tokens = td_time(t, self.t_scale), torch.cat([label[:, None], tokens], dim=1)  # [B], [B, 1 + T, D]
         for block in self.blocks:
-            tokens = block(tokens, c)  # [B, T, D]
+            tokens = block(tokens, c)  # [B, (1 +) T, D]
+        tokens = tokens[:, -self.pos_embed.shape[1] :]  # the patch tokens: [B, T, D]
         return self.unpatchify(self.final_layer(tokens, c))  # [B, C_out, H, W]
 
 

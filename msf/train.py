@@ -14,8 +14,11 @@ only the step number:
 
 A checkpoint is ``checkpoints/step_XXXXXXXX.safetensors`` (model, EMA and flattened optimizer tensors) plus a JSON
 manifest written last (step, sha256 of the tensors file, optimizer hyper-parameters, torch's CPU RNG state, resolved
-config). The final EMA weights go to ``ema.safetensors`` with ``model.json`` (the DiT constructor kwargs), which is
-all :func:`load_stage` needs.
+config). The final EMA weights go to ``ema.safetensors`` with ``model.json`` (the model's constructor kwargs), which
+is all :func:`load_stage` needs besides the architecture.
+
+The architecture is the DiT of msf/dit.py unless the caller passes another :class:`Architecture` (a constructor and
+its size table, e.g. DiMR from baselines/dimr.py): the loop, the loss and the files are the same for every model.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -66,8 +69,8 @@ class TrainConfig:
 
     Args:
         stage: scale index i of the stage to train (0 = base scale, no prior).
-        model: DiT size name from msf/dit.py's DIT_CONFIGS (e.g. "MSF-stage1", "DiT-XL/2").
-        model_overrides: extra DiT constructor kwargs (e.g. depth, hidden_size, prior_mode); the latent shape,
+        model: size name in the architecture's size table (DiT's DIT_CONFIGS: e.g. "MSF-stage1", "DiT-XL/2").
+        model_overrides: extra constructor kwargs (e.g. depth, hidden_size, prior_mode); the latent shape,
             prior channels, class count and flow time scale are set from the data and cannot be overridden.
         num_classes: class count of the dataset (the null class for CFG is num_classes).
         batch_size: global batch over all ranks (divisible by the world size).
@@ -290,10 +293,29 @@ def batch_loader(prefetch: bool) -> Iterator[ThreadPoolExecutor | InlineExecutor
 # Model, EMA and learning rate.
 
 
-def stage_kwargs(cfg: TrainConfig, factorization: Factorization, channels: int) -> dict[str, Any]:
-    """DiT constructor kwargs of stage i (Sec. 4.1): size-table entry, overrides, then the stage's latent shape."""
-    if cfg.model not in DIT_CONFIGS:
-        raise ValueError(f"unknown DiT size {cfg.model!r}; expected one of {', '.join(DIT_CONFIGS)}")
+@dataclass(frozen=True)
+class Architecture:
+    """A family of stage models the loop can train: a name, a constructor and its size table (harness).
+
+    ``build(**kwargs, generator=g)`` returns a velocity model ``model(x, t, y, prior=None, *, force_drop_ids=None)``
+    with attributes ``input_size``, ``in_channels``, ``prior_channels``, and accepts :func:`stage_kwargs`' keys
+    (input_size, in_channels, prior_channels, num_classes, class_dropout_prob, learn_sigma, t_scale) plus its sizes.
+    """
+
+    name: str  # the train metrics' model is "<name>_flow" for a single-scale run
+    build: Callable[..., nn.Module]
+    sizes: Mapping[str, Mapping[str, Any]]
+
+
+DIT = Architecture("dit", DiT, DIT_CONFIGS)
+
+
+def stage_kwargs(
+    cfg: TrainConfig, factorization: Factorization, channels: int, arch: Architecture = DIT
+) -> dict[str, Any]:
+    """Constructor kwargs of stage i (Sec. 4.1): size-table entry, overrides, then the stage's latent shape."""
+    if cfg.model not in arch.sizes:
+        raise ValueError(f"unknown {arch.name} size {cfg.model!r}; expected one of {', '.join(arch.sizes)}")
     if cfg.stage >= len(factorization.scales):
         raise ValueError(f"stage {cfg.stage} does not exist: the factorization has {len(factorization.scales)} scales")
     shape = dict(
@@ -305,7 +327,7 @@ def stage_kwargs(cfg: TrainConfig, factorization: Factorization, channels: int) 
         learn_sigma=False,  # a velocity has no variance
         t_scale=T_SCALE,
     )
-    return {**DIT_CONFIGS[cfg.model], **cfg.model_overrides, **shape}
+    return {**arch.sizes[cfg.model], **cfg.model_overrides, **shape}
 
 
 @torch.no_grad()
@@ -325,7 +347,12 @@ def learning_rate(step: int, cfg: TrainConfig) -> float:
 
 
 def train(
-    cfg: TrainConfig, source: TargetSource, factorization: Factorization, run_dir: Path, log: Log = print
+    cfg: TrainConfig,
+    source: TargetSource,
+    factorization: Factorization,
+    run_dir: Path,
+    log: Log = print,
+    arch: Architecture = DIT,
 ) -> dict[str, Any]:
     """Train stage cfg.stage with Eq. 5 on Algorithm 2's teacher-forced priors (Sec. 3.3, 4.1); resumes from run_dir.
 
@@ -335,6 +362,7 @@ def train(
         factorization: the factorization the targets came from (its ``priors`` and ``scales``).
         run_dir: the run folder: checkpoints/, stats.jsonl, and at the end ema.safetensors + model.json.
         log: where human-readable lines go (rank 0 only).
+        arch: the stage model's constructor and size table (default: msf/dit.py's DiT).
 
     Returns:
         The train metrics of the run-folder schema (the caller writes metrics.json from rank 0).
@@ -358,8 +386,8 @@ def train(
         run_dir.mkdir(parents=True, exist_ok=True)
 
         # ---- the stage model (identical initialisation on every rank), its EMA, and AdamW
-        kwargs = stage_kwargs(cfg, factorization, channels=source.batch([0])[0][cfg.stage].shape[1])
-        raw_model = DiT(**kwargs, generator=generator(cfg.seed, INIT_STREAM)).to(env.device)
+        kwargs = stage_kwargs(cfg, factorization, source.batch([0])[0][cfg.stage].shape[1], arch)
+        raw_model = arch.build(**kwargs, generator=generator(cfg.seed, INIT_STREAM)).to(env.device)
         ema = copy.deepcopy(raw_model).requires_grad_(False).eval()
         fused = env.device.type in ("cpu", "cuda") if cfg.fused_adamw is None else cfg.fused_adamw
         params = [p for p in raw_model.parameters() if p.requires_grad]
@@ -436,7 +464,7 @@ def train(
             save_stage(run_dir, ema, kwargs)
         if env.world > 1:
             dist.barrier()  # rank 0's files are complete before anyone returns
-        return train_metrics(cfg, factorization, read_jsonl(stats_path), raw_model, times)
+        return train_metrics(cfg, factorization, read_jsonl(stats_path), raw_model, times, arch.name)
 
 
 def train_metrics(
@@ -445,6 +473,7 @@ def train_metrics(
     stats: list[dict],
     model: nn.Module,
     times: list[tuple[float, float]],
+    arch_name: str,
 ) -> dict[str, Any]:
     """The run-folder schema's train metrics (final_loss_ema100: EMA of the loss with decay 1 - 1/100) (harness)."""
     losses = [s["loss"] for s in stats]
@@ -453,7 +482,7 @@ def train_metrics(
     step_s = sum(dt for dt, _ in timed)
     return {
         "kind": "train",
-        "model": "msf" if len(factorization.scales) > 1 else "dit_flow",
+        "model": "msf" if len(factorization.scales) > 1 else f"{arch_name}_flow",
         "stage": cfg.stage,
         "factorization": factorization.name,
         "num_stages": len(factorization.scales),
@@ -619,15 +648,23 @@ def load_checkpoint(
 
 
 def save_stage(run_dir: Path, ema: nn.Module, kwargs: dict) -> None:
-    """The final EMA weights (ema.safetensors) and the DiT constructor kwargs (model.json) (harness)."""
+    """The final EMA weights (ema.safetensors) and the model's constructor kwargs (model.json) (harness)."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in ema.state_dict().items()}
     atomic_write(run_dir / "ema.safetensors", lambda tmp: safetensors.torch.save_file(tensors, str(tmp)))
     write_json(run_dir / "model.json", kwargs)
 
 
-def load_stage(run_dir: Path, device: torch.device | str = "cpu") -> DiT:
-    """Rebuild a trained stage's EMA model from ema.safetensors + model.json (no unpickling), in eval mode (harness)."""
+def load_stage(run_dir: Path, device: torch.device | str = "cpu", arch: Architecture = DIT) -> nn.Module:
+    """Rebuild a trained stage's EMA model from ema.safetensors + model.json (no unpickling), in eval mode (harness).
+
+    Raises:
+        ValueError: model.json holds kwargs that ``arch`` does not take (a run of another architecture).
+    """
     run_dir = Path(run_dir)
-    model = DiT(**json.loads((run_dir / "model.json").read_text()))
+    kwargs = json.loads((run_dir / "model.json").read_text())
+    try:
+        model = arch.build(**kwargs)
+    except TypeError as e:
+        raise ValueError(f"{run_dir / 'model.json'} is not a {arch.name} model ({e}); pass its Architecture") from e
     model.load_state_dict(safetensors.torch.load_file(str(run_dir / "ema.safetensors")))
     return model.to(device).eval()

@@ -1,15 +1,19 @@
-"""Tests of msf/dit.py against diffusers' DiTTransformer2DModel and the official DiT checkpoint layout."""
+"""Tests of msf/dit.py against diffusers' DiTTransformer2DModel and the official DiT checkpoint layout; TD-LN option."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
+from _ddp_worker import MemorySource, tiny_config
 from diffusers import DiTTransformer2DModel
+from torch import nn
 
-from msf.dit import DIT_CONFIGS, DiT, build_dit, set_attention
+from msf.dit import DIT_CONFIGS, DiT, DiTBlock, TDBlock, TDLayerNorm, build_dit, set_attention, td_time
 from msf.dit import Attention as DiTAttention
+from msf.train import load_stage, train
 
 # A tiny model shared by most tests: 8x8x4 latents, patch 2 (16 tokens), width 64, 4 heads, 10 classes.
 TINY = dict(input_size=8, patch_size=2, in_channels=4, hidden_size=64, depth=2, num_heads=4, num_classes=10)
@@ -281,3 +285,109 @@ def test_size_table():
     assert len(DIT_CONFIGS) == 14
     assert DIT_CONFIGS["DiT-B/4"] == dict(depth=12, hidden_size=768, num_heads=12, patch_size=4)
     assert DIT_CONFIGS["MSF-stage2"] == dict(depth=10, hidden_size=1280, num_heads=16, patch_size=2)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# TD-LN conditioning (DiMR Sec. 3.3): conditioning="tdln".
+
+
+def random_td(norm: TDLayerNorm, seed: int = 0) -> TDLayerNorm:
+    """Give p0, p1, w, b independent random values (at init p0 = p1: gamma and beta would not depend on t)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in norm.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return norm
+
+
+def test_td_layernorm_at_a_fixed_time_is_a_layernorm_with_gamma_beta_of_t():
+    D = 48
+    norm = random_td(TDLayerNorm(D)).double()
+    x = torch.randn(4, 7, D, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    tau = torch.tensor([-1.0, -0.3, 0.2, 1.0], dtype=torch.float64)
+    out = norm(x, tau)
+    p0, p1, w, b = norm.affine.p0, norm.affine.p1, norm.affine.w, norm.affine.b  # [2, D] each: rows gamma, beta
+    for i in range(4):
+        s = 1 / (1 + torch.exp(-(w * tau[i] + b)))  # the logistic function written out, not torch.sigmoid
+        gamma, beta = (p1 + s * (p0 - p1)).detach()
+        ref = nn.LayerNorm(D, eps=1e-6, dtype=torch.float64)  # an ordinary LayerNorm with those parameters
+        with torch.no_grad():
+            ref.weight.copy_(gamma)
+            ref.bias.copy_(beta)
+        # float64 on both sides, same statistics; the only difference is the order of the affine ops (~1e-15)
+        torch.testing.assert_close(out[i], ref(x[i]), rtol=1e-12, atol=1e-12)
+    assert (out[0] - out[3]).abs().max() > 0.1  # gamma(t), beta(t) do vary with t here
+
+
+def test_td_time_maps_the_ddpm_range_to_minus_one_one():
+    # DiMR train.py: log_snr = 8 n / 1000 - 4 and tau = log_snr / 4; flow t in [0, 1] with t_scale 1000 is n = 1000 t
+    torch.testing.assert_close(td_time(torch.tensor([0.0, 0.5, 1.0]), 1000.0), torch.tensor([-1.0, 0.0, 1.0]))
+    torch.testing.assert_close(td_time(torch.tensor([0.0, 250.0, 999.0]), 1.0), torch.tensor([-1.0, -0.5, 0.998]))
+
+
+def test_default_conditioning_is_adaln_zero():
+    model = DiT(**TINY)
+    assert model.conditioning == "adaln_zero" and model.t_embedder is not None
+    assert all(isinstance(b, DiTBlock) for b in model.blocks)
+    assert not any(isinstance(m, TDLayerNorm) for m in model.modules())
+
+
+def test_tdln_dit_shapes_forward_backward_and_label_token():
+    model = DiT(**TINY, conditioning="tdln", class_dropout_prob=0.1, generator=torch.Generator().manual_seed(0))
+    assert model.t_embedder is None and all(isinstance(b, TDBlock) for b in model.blocks)
+    x, t, y = inputs(model)
+    assert model.eval()(x, t, y).shape == (3, 8, 8, 8)  # learn_sigma default: 2C channels
+    model = perturbed(model).train()  # the zero-initialised output layer would stop every other gradient
+    model(x, t, y, force_drop_ids=torch.tensor([0, 1, 0])).square().mean().backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+    assert all(g is not None and torch.isfinite(g).all() for g in grads.values())
+    assert all(grads[f"blocks.0.norm1.affine.{k}"].abs().sum() > 0 for k in ("p0", "p1", "w", "b"))  # TD-LN trains
+    model.eval()
+    with torch.no_grad():  # the label enters through its token: another label, another output
+        assert (model(x, t, y) - model(x, t, (y + 1) % 10)).abs().max() > 1e-3
+
+
+def test_tdln_time_enters_through_the_norms_only():
+    fresh = DiT(**TINY, conditioning="tdln", generator=torch.Generator().manual_seed(0)).eval()
+    torch.nn.init.normal_(fresh.final_layer.linear.weight, generator=torch.Generator().manual_seed(2))  # not zero
+    x, _, y = inputs(fresh)
+    t0, t1 = torch.zeros(3), torch.full((3,), 999.0)
+    with torch.no_grad():
+        # p0 = p1 at initialisation: gamma, beta are constant in t, and nothing else sees t
+        torch.testing.assert_close(fresh(x, t0, y), fresh(x, t1, y), rtol=0, atol=0)
+        for m in fresh.modules():
+            if isinstance(m, TDLayerNorm):
+                random_td(m)
+        assert (fresh(x, t0, y) - fresh(x, t1, y)).abs().max() > 1e-3
+
+
+def test_tdln_has_fewer_parameters_than_adaln_zero():
+    with torch.device("meta"):
+        adaln, tdln = build_dit("DiT-XL/2"), build_dit("DiT-XL/2", conditioning="tdln")
+    n_adaln, n_tdln = (sum(p.numel() for p in m.parameters()) for m in (adaln, tdln))
+    assert (n_adaln, n_tdln) == (675_129_632, 448_227_104)
+    # closed form of the difference: per block adaLN's 6 D^2 + 6 D vs two TD-LNs' 2 x 8 D; the final layer's
+    # 2 D^2 + 2 D vs 8 D; the timestep MLP 256 D + D + D^2 + D exists only with adaLN-Zero
+    D, depth = 1152, 28
+    assert n_adaln - n_tdln == depth * (6 * D * D + 6 * D - 16 * D) + (2 * D * D + 2 * D - 8 * D) + (D * D + 258 * D)
+
+
+def test_unknown_conditioning_is_rejected():
+    with pytest.raises(ValueError, match="unknown conditioning 'film'"):
+        DiT(**TINY, conditioning="film")  # type: ignore[arg-type]
+
+
+def test_an_msf_stage_with_tdln_trains_through_model_overrides(tmp_path):
+    source = MemorySource()  # stage 1 of a 4 -> 8 residual factorization: the TD-LN stage also takes the prior
+    overrides = dict(depth=2, hidden_size=32, num_heads=2, conditioning="tdln")
+    train(
+        tiny_config(steps=60, ckpt_every=60, model_overrides=overrides),
+        source,
+        source.factorization,
+        tmp_path,
+        log=lambda _: None,
+    )
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "stats.jsonl").read_text().splitlines()]
+    # seeds 0-2 end at 0.74-0.75 of the first ten steps' mean (adaLN-Zero: 0.55): TD-LN starts time-blind (p0 = p1)
+    assert sum(losses[-10:]) / 10 < 0.85 * sum(losses[:10]) / 10, losses
+    assert load_stage(tmp_path).conditioning == "tdln"
