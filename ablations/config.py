@@ -64,6 +64,7 @@ class MSFConfig:
     scales: list[int] = field(default_factory=lambda: [6, 8])  # latent sizes h_0 < ... < h_N
     mode: str = "bilinear"  # Up/Down filter
     prior_mode: str = "concat"  # how the input prior enters a stage model
+    conditioning: str = "adaln_zero"  # of the stage models' blocks: adaln_zero (DiT, the paper) | tdln (DiMR's TD-LN)
     stages: list[StageConfig] = field(default_factory=lambda: [StageConfig(), StageConfig(depth=2)])
 
 
@@ -110,6 +111,8 @@ class EvalConfig:
 class BaselineConfig:
     dit_flow: StageConfig = field(default_factory=lambda: StageConfig(depth=6, hidden_size=128))
     dit_flow_steps: int = 4500  # equal-recipe baseline: trained for the sum of the MSF stages' steps
+    dimr: str = "DiMR-tiny"  # DiMR size (baselines/dimr.py DIMR_CONFIGS), trained by the same flow loop
+    dimr_steps: int = 4500
     dit_xl2_checkpoint: str | None = None  # official DiT-XL-2-256x256.pt for the pretrained baseline
 
 
@@ -153,7 +156,7 @@ class Sweep:
     description: str
     table: str
     points: list[dict[str, Any]]  # each: overrides of one eval point, e.g. {"sample.cfg": [1.2, 1.0]}
-    models: list[str]  # msf | dit_flow | dit_xl2
+    models: list[str]  # msf | dit_flow | dimr | dit_xl2
     recon: bool = False  # factorization reconstruction nodes (Fig. 2)
     speed: bool = False  # timing/FLOP nodes at the paper's sizes
 
@@ -342,6 +345,7 @@ def validate(cfg: Config, sweep: Sweep) -> None:
         "msf.factorization": (cfg.msf.factorization, FACTORIZATIONS),
         "msf.mode": (cfg.msf.mode, MODES),
         "msf.prior_mode": (cfg.msf.prior_mode, ("concat", "add")),
+        "msf.conditioning": (cfg.msf.conditioning, ("adaln_zero", "tdln")),
         "sample.solver": (cfg.sample.solver, ("euler", "heun")),
         "eval.world": (cfg.eval.world, ("embedded", "inception")),
         "eval.dtype": (cfg.eval.dtype, ("float32", "bfloat16")),

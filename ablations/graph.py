@@ -108,6 +108,9 @@ def plan(cfg: Config, sweep: Sweep) -> Graph:
         elif model == "dit_flow":
             fac, scales = "residual", [pcfg.data.image_size // _factor(pcfg)]
             stages, steps = [to_dict(pcfg.baseline.dit_flow)], [pcfg.baseline.dit_flow_steps]
+        elif model == "dimr":
+            fac, scales = "residual", [pcfg.data.image_size // _factor(pcfg)]
+            stages, steps = [{"size": pcfg.baseline.dimr}], [pcfg.baseline.dimr_steps]
         else:
             return []
         cache = g.add(
@@ -117,13 +120,16 @@ def plan(cfg: Config, sweep: Sweep) -> Graph:
             ae_deps,
         )
         train = to_dict(pcfg.train)
+        # the default conditioning stays out of the key, so stages trained before the option existed are reused
+        conditioning = pcfg.msf.conditioning if model == "msf" else "adaln_zero"
+        tdln = {"conditioning": conditioning} if conditioning != "adaln_zero" else {}
         return [
             g.add(
                 "train",
-                f"{model}-{fac}-{'x'.join(map(str, scales))}-s{i}",
+                f"{model}-{fac}-{'x'.join(map(str, scales))}{'-tdln' if tdln else ''}-s{i}",
                 {"model": model, "stage": i, "num_stages": len(scales), "stage_model": stages[i],
                  "prior_mode": pcfg.msf.prior_mode, "train": {**train, "steps": steps[i]},
-                 "factorization": fac, "scales": scales, "mode": pcfg.msf.mode, "data": _data(pcfg)},
+                 "factorization": fac, "scales": scales, "mode": pcfg.msf.mode, "data": _data(pcfg), **tdln},
                 [cache],
             )
             for i in range(len(scales))
@@ -137,6 +143,7 @@ def plan(cfg: Config, sweep: Sweep) -> Graph:
             g.add(
                 "eval",
                 f"{model}-{pcfg.msf.factorization if model == 'msf' else 'single'}"
+                f"{'-tdln' if model == 'msf' and pcfg.msf.conditioning == 'tdln' else ''}"
                 f"-steps{'_'.join(map(str, pcfg.sample.steps))}-cfg{'_'.join(map(str, pcfg.sample.cfg))}-seed{seed}",
                 {"model": model, "preset": cfg.preset, "sample": to_dict(pcfg.sample), "eval": to_dict(pcfg.eval),
                  "seed": seed, "data": _data(pcfg), **ae, "device": cfg.device,
@@ -148,7 +155,7 @@ def plan(cfg: Config, sweep: Sweep) -> Graph:
             g.add("recon", fac, {"factorization": fac, "scales": cfg.msf.scales, "mode": cfg.msf.mode,
                                  "data": _data(cfg), **ae}, ae_deps)
     if sweep.speed:
-        for model in ("dit_xl2", "msf"):
+        for model in ("dit_xl2", "msf", "dimr"):
             g.add("speed", model, {"model": model, "device": cfg.device, "dtype": cfg.eval.dtype,
                                    "attention": cfg.eval.attention, "compile": cfg.eval.compile})
     return g

@@ -47,7 +47,7 @@ from msf.metrics import (
     to_uint8,
 )
 from msf.pipeline import MSFModel
-from msf.train import TrainConfig, load_stage, train
+from msf.train import DIT, Architecture, TrainConfig, load_stage, train
 
 Log = Callable[[str], None]
 
@@ -124,27 +124,36 @@ def node_cache(node: Node, run_dir: Path, deps: dict[str, str], log: Log) -> dic
     return {"items": len(cache), "seconds": time.time() - t0}
 
 
+def _architecture(model: str) -> Architecture:
+    """The network family a train node's model uses: DiMR for the dimr baseline, else the DiT (harness)."""
+    if model != "dimr":
+        return DIT
+    from baselines.dimr import DIMR_CONFIGS, DiMR
+
+    return Architecture("dimr", DiMR, DIMR_CONFIGS)
+
+
 def node_train(node: Node, run_dir: Path, deps: dict[str, str], log: Log) -> dict[str, Any]:
-    """Train one stage (or the single-scale DiT) on the cached targets with teacher forcing (Algorithm 2, Eq. 5)."""
+    """Train one stage (or a single-scale baseline) on the cached targets with teacher forcing (Algorithm 2, Eq. 5)."""
     c, t = node.config, node.config["train"]
     cache = TargetCache(Path(deps["cache"]) / "cache")
     factor = c["data"]["image_size"] // c["scales"][-1]
     m = c["stage_model"]
+    if c["model"] == "dimr":  # a size-table entry, trained by the same loop (baselines/dimr.py)
+        size, overrides = m["size"], {}
+    else:
+        size = "DiT-S/2"
+        overrides = {"depth": m["depth"], "hidden_size": m["hidden_size"], "num_heads": m["num_heads"],
+                     "patch_size": m["patch_size"], "prior_mode": c["prior_mode"],
+                     **({"conditioning": c["conditioning"]} if "conditioning" in c else {})}
     cfg = TrainConfig(
-        stage=c["stage"], model="DiT-S/2",
-        model_overrides={"depth": m["depth"], "hidden_size": m["hidden_size"], "num_heads": m["num_heads"],
-                         "patch_size": m["patch_size"], "prior_mode": c["prior_mode"]},
+        stage=c["stage"], model=size, model_overrides=overrides,
         num_classes=c["data"]["num_classes"], batch_size=t["batch_size"], steps=t["steps"], lr=t["lr"],
         warmup_steps=t["warmup_steps"], weight_decay=t["weight_decay"], ema_decay=t["ema_decay"],
         grad_clip=t["grad_clip"], label_dropout=t["label_dropout"], time_dist=t["time_dist"], seed=t["seed"],
         tf32=t["tf32"], ckpt_every=t["ckpt_every"], log_every=max(t["steps"] // 20, 1),
     )
-    return train(cfg, cache, _factorization(c, factor), run_dir, log)
-
-
-def _stages(config: dict[str, Any], deps: dict[str, str], device: torch.device) -> list[torch.nn.Module]:
-    n = len([k for k in deps if k.startswith("train")])
-    return [load_stage(Path(deps[f"train{i}"]), device) for i in range(n)]
+    return train(cfg, cache, _factorization(c, factor), run_dir, log, _architecture(c["model"]))
 
 
 def _latent_sampler(c: dict[str, Any], deps: dict[str, str], channels: int, device: torch.device):
@@ -162,7 +171,8 @@ def _latent_sampler(c: dict[str, Any], deps: dict[str, str], channels: int, devi
         return sampler, gflops, sum(p.numel() for p in net.parameters()) / 1e6, "none (DDPM)", [32]
     train_cfg = json.loads((Path(deps["train0"]) / "config.json").read_text())["config"]
     fac = _factorization(train_cfg, c["data"]["image_size"] // train_cfg["scales"][-1])
-    stages = [load_stage(Path(deps[f"train{i}"]), device) for i in range(len(fac.scales))]
+    arch = _architecture(c["model"])
+    stages = [load_stage(Path(deps[f"train{i}"]), device, arch) for i in range(len(fac.scales))]
     for st in stages:
         set_attention(st, e["attention"])
     fast_stages = [compiled(st, e["compile"], device) for st in stages]
@@ -232,7 +242,15 @@ def node_eval(node: Node, run_dir: Path, deps: dict[str, str], log: Log) -> dict
         "params_m": params_m, "gflops_per_image": sampling_gflops(gflops, s["steps"], s["cfg"], s["solver"]),
         "device": device_description(device), "dtype": str(dtype).replace("torch.", ""),
         "switches": {"attention": e["attention"], "compile": e["compile"]},
+        "conditioning": _conditioning(c, deps),
     }
+
+
+def _conditioning(config: dict[str, Any], deps: dict[str, str]) -> str | None:
+    """How the MSF stages' blocks are conditioned (adaLN-Zero unless the train nodes say tdln); None for baselines."""
+    if config["model"] != "msf":
+        return None
+    return json.loads((Path(deps["train0"]) / "config.json").read_text())["config"].get("conditioning", "adaln_zero")
 
 
 def node_recon(node: Node, run_dir: Path, deps: dict[str, str], log: Log) -> dict[str, Any]:
@@ -259,12 +277,15 @@ def node_recon(node: Node, run_dir: Path, deps: dict[str, str], log: Log) -> dic
 SPEED_PLANS = {  # model -> [(size-table name, latent size, has a prior, forward passes per image)] (Table 1, Sec. 4.2)
     "dit_xl2": [("DiT-XL/2", 32, False, 250 * 2)],
     "msf": [("MSF-stage1", 24, False, 100 * 2), ("MSF-stage2", 32, True, 50)],
+    "dimr": [("DiMR-XL/2R", 32, False, 250 * 2)],  # our flow sampler at DiT-XL/2's step count (not DiMR's DPM-Solver)
 }
 
 
 def node_speed(node: Node, run_dir: Path, deps: dict[str, str], log: Log) -> dict[str, Any]:
-    """One model at the paper's sizes and steps (MSF 100x2 + 50, DiT-XL/2 250x2), random weights: counted FLOPs per
-    image and time per image = median forward time x forward passes (batch 64 on CUDA, 2 on CPU) (Table 1 'Time')."""
+    """One model at the paper's sizes and steps (MSF 100x2 + 50, DiT-XL/2 and DiMR-XL/2R 250x2), random weights:
+    counted FLOPs per image and time per image = median forward time x forward passes (batch 64 on CUDA, 2 on CPU)
+    (Table 1 'Time')."""
+    from baselines.dimr import build_dimr
     from baselines.dit import dit_xl2
     from msf.dit import build_dit
 
@@ -273,8 +294,11 @@ def node_speed(node: Node, run_dir: Path, deps: dict[str, str], log: Log) -> dic
     batch = 64 if device.type == "cuda" else 2
     gflops, seconds, params = [], 0.0, 0.0
     for size, h, has_prior, passes in SPEED_PLANS[model]:
-        built = dit_xl2() if size == "DiT-XL/2" else build_dit(size, input_size=h, learn_sigma=False,
-                                                                 prior_channels=4 if has_prior else 0)
+        if size.startswith("DiMR"):
+            built: torch.nn.Module = build_dimr(size, input_size=h)
+        else:
+            built = dit_xl2() if size == "DiT-XL/2" else build_dit(size, input_size=h, learn_sigma=False,
+                                                                   prior_channels=4 if has_prior else 0)
         net = set_attention(built, node.config["attention"]).to(device).eval()
         x = torch.randn(batch, 4, h, h, device=device)
         args = (x, torch.rand(batch, device=device), torch.zeros(batch, dtype=torch.long, device=device),

@@ -52,7 +52,7 @@ REQUIRED = {  # metrics.json keys the report reads, by kind (run-folder schema)
 }
 SETTING = tuple(  # an eval group: nodes with all of these equal (everything but the seed and the measurements)
     "model preset dataset world feature_extractor n_samples n_ref factorization scales steps cfg cfg_convention solver "
-    "device dtype".split()
+    "device dtype conditioning".split()
 )
 CONTEXT = ("preset", "dataset", "world", "feature_extractor", "n_samples", "n_ref", "solver", "device", "dtype")
 SAME_EVAL = ("preset", "dataset", "world", "feature_extractor", "n_samples")  # comparable FIDs across models
@@ -85,12 +85,14 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def find_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
-    """Run folders (holding config.json) given as themselves or under a parent folder (harness)."""
+    """Run folders (holding config.json) given as themselves or under a parent folder, not inside another (harness)."""
     found: list[Path] = []
     for p in map(Path, paths):
         if not p.is_dir():
             raise ValueError(f"not a directory: {p}")
         dirs = [p] if (p / "config.json").is_file() else sorted(c.parent for c in p.rglob("config.json"))
+        nested = set(dirs)
+        dirs = [d for d in dirs if not nested.intersection(d.parents)]  # e.g. the saved autoencoder in its run
         if not dirs:
             raise ValueError(f"no run folder (config.json) in {p}")
         found += dirs
@@ -169,12 +171,19 @@ class Group:
         return sorted(int(r.metrics["seed"]) for r in self.runs if r.metrics)
 
 
+def setting_value(metrics: dict[str, Any], key: str) -> Any:
+    """One setting of an eval; MSF evals written before the conditioning option was recorded used adaLN-Zero."""
+    if key == "conditioning" and key not in metrics:
+        return "adaln_zero" if metrics["model"] == "msf" else None
+    return metrics[key]
+
+
 def group_evals(runs: Sequence[Run]) -> list[Group]:
     """Finished eval nodes grouped by every setting but the seed, in a stable order (harness)."""
     groups: dict[tuple[Any, ...], list[Run]] = defaultdict(list)
     for r in done(runs, "eval"):
         assert r.metrics is not None
-        groups[tuple(_frozen(r.metrics[k]) for k in SETTING)].append(r)
+        groups[tuple(_frozen(setting_value(r.metrics, k)) for k in SETTING)].append(r)
     ordered = sorted(groups.items(), key=lambda kv: _order(kv[0]))
     return [Group(dict(zip(SETTING, key, strict=True)), rs) for key, rs in ordered]
 
@@ -189,6 +198,7 @@ def slash(values: Sequence[Any] | None, key: str = "") -> str:
 def setting_text(s: dict[str, Any]) -> str:
     """A short description of one eval setting: model, factorization, scales, steps, CFG, solver, preset (harness)."""
     parts = [s["model"], s["factorization"]] if s["model"] == "msf" else [s["model"]]
+    parts += [s["conditioning"]] if s.get("conditioning") not in (None, "adaln_zero") else []
     parts += [
         f"scales {slash(s['scales'])}",
         f"steps {slash(s['steps'])}",
@@ -335,7 +345,8 @@ def table1_row(g: Group) -> str | None:
     if s["model"] == "dit_xl2":
         return "DiT-XL/2 [38]"
     cfg: Sequence[float] = s["cfg"] or ()
-    if s["model"] == "msf" and s["factorization"] == "residual" and len(cfg) == 2 and _key(cfg[1]) == 1.0:
+    paper_model = s["model"] == "msf" and s["factorization"] == "residual" and s["conditioning"] == "adaln_zero"
+    if paper_model and len(cfg) == 2 and _key(cfg[1]) == 1.0:
         return {1.4: "MSF(cfg=1.4)", 1.5: "MSF(cfg=1.5)"}.get(_key(cfg[0]))
     return None
 
@@ -487,6 +498,33 @@ def resolution_table(groups: Sequence[Group]) -> Table:
         "Seeds",
     ]
     return Table("Table R1", "Scale resolutions: base size and number of scales (Sec. 3.1)", caption, header, rows)
+
+
+def conditioning_table(groups: Sequence[Group]) -> Table:
+    """MSF stages with adaLN-Zero (DiT, the paper) vs TD-LN (DiMR) blocks at an otherwise equal setting (harness)."""
+    series: dict[tuple[Any, ...], dict[str, Group]] = defaultdict(dict)
+    for g in groups:
+        if g.setting["model"] == "msf":
+            rest = tuple(_frozen(v) for k, v in g.setting.items() if k != "conditioning")
+            series[rest][str(g.setting["conditioning"])] = g
+    best = max((s for s in series.values() if len(s) >= 2), key=len, default={})
+    rows = [
+        [
+            name,
+            fmt(_mean(g.stat("params_m")), "params_m"),
+            fmt(_mean(g.stat("gflops_per_image")), "gflops"),
+            fmt_stat(g.stat("fid"), "fid"),
+            fmt_stat(g.stat("is_mean"), "is_mean"),
+            str(len(g.runs)),
+        ]
+        for name, g in sorted(best.items())
+    ]
+    caption = f"No published numbers. No eval with both conditionings at equal settings: all {MISSING}."
+    if best:
+        common = {**next(iter(best.values())).setting}
+        caption = f"No published numbers. Fixed: {setting_text(common)}. {describe(list(best.values()))}"
+    header = ["Conditioning", "Params (M)", "GFLOPs/img", "FID ours", "IS ours", "Seeds"]
+    return Table("Table C1", "Stage conditioning: adaLN-Zero (DiT) vs TD-LN (DiMR)", caption, header, rows)
 
 
 def speed_table(runs: Sequence[Run]) -> Table:
@@ -704,7 +742,8 @@ def plot_grids(runs: Sequence[Run], out_dir: Path) -> list[Plot]:
         ax.set_yticks((np.arange(len(classes)) + 0.5) * h, [f"class {c}" for c in classes], fontsize=7)
         ax.set_xticks([])
         m = r.metrics or {}
-        ax.set_title(f"{setting_text({k: _frozen(m[k]) for k in SETTING})}, seed {m['seed']}", fontsize=8)
+        setting = {k: _frozen(setting_value(m, k)) for k in SETTING}
+        ax.set_title(f"{setting_text(setting)}, seed {m['seed']}", fontsize=8)
         plots.append(_save(fig, out_dir, f"fig_grid_{n}", f"Samples per class ({r.name}; Figs. 6-12 style)"))
     return plots
 
@@ -922,6 +961,7 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, title: str
         fact_t,
         recon_t,
         resolution_table(groups),
+        conditioning_table(groups),
         speed_table(runs),
         train_table(runs),
     ]

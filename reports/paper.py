@@ -3,6 +3,8 @@
 Each CSV line is one printed cell: ``table,row,column,value,printed``. ``printed`` is the text as it appears in the
 paper ("767M", "~45", "—"); ``value`` is its number in the column's unit (parameters in millions; empty when the paper
 prints no number). Tables 2-5 are one row ("FID-5K") whose columns are the CFG scale or the number of steps.
+Table 1 also carries one peer row that MSF's table lacks, named with its source: DiMR-XL/2R (505M parameters,
+qihao067/DiMR README; FID 1.70 on ImageNet 256, the DiMR abstract); its other cells are not transcribed.
 """
 
 from __future__ import annotations

@@ -106,7 +106,9 @@ def built(tmp_path_factory):
 
 def test_paper_values_agree_with_the_papers_prose():
     # Each published number is checked against a statement elsewhere in the paper (text or caption), not the CSV.
-    assert len(paper.table1_rows()) == 18
+    assert len(paper.table1_rows()) == 18 + 1  # + the DiMR peer row
+    dimr = "DiMR-XL/2R (DiMR paper; not in MSF's Table 1)"
+    assert (paper.table1_cell(dimr, "FID").value, paper.table1_cell(dimr, "Para").value) == (1.70, 505)  # DiMR abstract
     assert all(len([c for c in paper.cells() if c.table == 1 and c.row == r]) == 6 for r in paper.table1_rows())
     assert paper.table1_cell("MSF(cfg=1.4)", "FID").value == 2.2  # Sec. 4.2: "MSF achieves an FID of 2.2"
     assert paper.table1_cell("MSF(cfg=1.4)", "IS").value == pytest.approx(254.73, abs=0.05)  # "IS of 254.73"
@@ -292,7 +294,7 @@ def test_table1_parses_back_to_run_folders(built):
     assert float(row["GFLOPs/img ours"]) == pytest.approx(runs[0]["gflops_per_image"], rel=5e-3)
     assert (row["Device"], row["Dtype"], row["Seeds"]) == ("cpu", "float32", "0,1,2")
     baselines = df[df["Setting"] == MISSING]
-    assert (baselines["FID ours"] == MISSING).all() and len(baselines) == 15  # paper-only rows stay unfilled
+    assert (baselines["FID ours"] == MISSING).all() and len(baselines) == 16  # paper-only rows (+ DiMR) unfilled
     assert "dit_flow (ours)" in set(df["Model"])
     assert "embedded-net" in md.split("**Table 1.**")[1].split("\n")[0]  # caption names the feature extractor
 
@@ -492,8 +494,8 @@ def test_every_sweep_of_the_smoke_preset_reports_every_table_and_figure(smoke_sw
     root, result, md = smoke_sweeps
     for sweep in SWEEP_NAMES:  # each sweep's own report, built by the runner at its end
         assert {p.name for p in (root / "reports" / sweep).iterdir()} >= {"report.md", "report.html"}
-    tables = ["Table 1", "Table 2", "Table 3", "Table 4", "Table 5", "Table F1", "Table F2", "Table R1", "Table S1",
-              "Table T1", "Claims"]
+    tables = ["Table 1", "Table 2", "Table 3", "Table 4", "Table 5", "Table F2", "Table F1", "Table R1", "Table C1",
+              "Table S1", "Table T1", "Claims"]
     assert result["tables"] == tables  # one series per sweep table: no 'Table 2b'
     for table_id in tables:
         df = parse_md_table(md, table_id)
@@ -551,9 +553,19 @@ def test_real_table1_factorization_resolution_speed_and_train_tables_parse_back(
         assert float(res.loc[slash_text(scales), "GFLOPs/img"]) == pytest.approx(found[0]["gflops_per_image"], rel=5e-3)
 
     speed = parse_md_table(md, "Table S1").set_index("Model")
-    (m,) = metrics_where(root, kind="speed")
-    for model, row in m["rows"].items():
-        assert float(speed.loc[model, "TFLOPs/img"]) == pytest.approx(row["tflops_per_image"], rel=5e-3)
+    speeds = metrics_where(root, kind="speed")
+    assert sorted(m["model"] for m in speeds) == ["dimr", "dit_xl2", "msf"]
+    for m in speeds:
+        assert float(speed.loc[m["model"], "TFLOPs/img"]) == pytest.approx(m["tflops_per_image"], rel=5e-3)
+        assert float(speed.loc[m["model"], "s/64 img"]) == pytest.approx(64 * m["sec_per_image"], rel=5e-3)
+    cond = parse_md_table(md, "Table C1").set_index("Conditioning")
+    for name in ("adaln_zero", "tdln"):
+        found = [m for m in metrics_where(root, kind="eval", model="msf", scales=[4, 8], steps=[100, 50],
+                                          cfg=[1.4, 1.0], factorization="residual") if m["conditioning"] == name]
+        assert_cell_matches(cond.loc[name, "FID ours"], [m["fid"] for m in found])
+    assert float(cond.loc["tdln", "Params (M)"]) < float(cond.loc["adaln_zero", "Params (M)"])  # no adaLN MLPs
+    dimr = t1[t1["Model"] == "dimr (ours)"].iloc[0]
+    assert_cell_matches(dimr["FID ours"], [m["fid"] for m in metrics_where(root, kind="eval", model="dimr")])
     train = parse_md_table(md, "Table T1")
     assert len(train) == len(metrics_where(root, kind="train"))
 
