@@ -519,7 +519,7 @@ def test_real_sweep_tables_parse_back_to_their_run_folders(smoke_sweeps, table_i
         setting = [other_value, other_value]
         setting[index] = int(column) if key == "steps" else float(column)
         found = metrics_where(root, kind="eval", model="msf", factorization="residual", scales=[4, 8],
-                              **{key: setting, fixed_key: fixed})
+                              conditioning="adaln_zero", **{key: setting, fixed_key: fixed})
         assert found, (table_id, column)
         assert_cell_matches(df.loc["ours FID", column], [m["fid"] for m in found])
         assert df.loc["ours seeds", column] == str(len(found))
@@ -531,7 +531,7 @@ def test_real_table1_factorization_resolution_speed_and_train_tables_parse_back(
     for cfg0, row_name in ((1.4, "MSF(cfg=1.4)"), (1.5, "MSF(cfg=1.5)")):
         row = t1[(t1["Model"] == row_name) & t1["Setting"].str.contains("steps 100/50")].iloc[0]
         found = metrics_where(root, kind="eval", model="msf", factorization="residual", scales=[4, 8],
-                              steps=[100, 50], cfg=[cfg0, 1.0])
+                              steps=[100, 50], cfg=[cfg0, 1.0], conditioning="adaln_zero")
         assert_cell_matches(row["FID ours"], [m["fid"] for m in found])
     flow = t1[t1["Model"] == "dit_flow (ours)"].iloc[0]
     assert_cell_matches(flow["FID ours"], [m["fid"] for m in metrics_where(root, kind="eval", model="dit_flow")])
@@ -540,7 +540,7 @@ def test_real_table1_factorization_resolution_speed_and_train_tables_parse_back(
     recon = parse_md_table(md, "Table F1").set_index("Factorization")
     for name in ("residual", "residual_latent_base", "latent_resize", "image_resize"):
         found = metrics_where(root, kind="eval", model="msf", factorization=name, scales=[4, 8], steps=[100, 50],
-                              cfg=[1.4, 1.0])
+                              cfg=[1.4, 1.0], conditioning="adaln_zero")
         assert_cell_matches(fid.loc[name, "FID ours"], [m["fid"] for m in found])
         (m,) = metrics_where(root, kind="recon", factorization=name)
         assert float(recon.loc[name, "PSNR full"]) == pytest.approx(m["psnr_full"], abs=0.005)
