@@ -334,8 +334,8 @@ def resolve(argv_pairs: list[tuple[str, str]]) -> tuple[Config, Sweep]:
 
 def validate(cfg: Config, sweep: Sweep) -> None:
     """Checks that can be made before anything runs (each a one-line ConfigError)."""
-    from msf.evaluate import COMPILE_MODES
     from msf.factorize import FACTORIZATIONS, MODES, ScaleSpecError, make_scales
+    from msf.pipeline import COMPILE_MODES
 
     choices = {
         "launcher": (cfg.launcher, ("inprocess", "local", "slurm")),

@@ -22,7 +22,6 @@ from msf.classifier import accuracy, save_classifier, train_classifier
 from msf.data import build_dataset
 from msf.dit import set_attention
 from msf.evaluate import (
-    compiled,
     device_description,
     generate,
     median_seconds,
@@ -46,7 +45,7 @@ from msf.metrics import (
     save_adm_npz,
     to_uint8,
 )
-from msf.pipeline import MSFModel
+from msf.pipeline import MSFModel, compiled
 from msf.train import DIT, Architecture, TrainConfig, load_stage, train
 
 Log = Callable[[str], None]

@@ -13,12 +13,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from msf.metrics import class_labels_for, to_uint8
 from msf.pipeline import MSFModel, sample
 
-COMPILE_MODES = ("none", "default", "max-autotune", "reduce-overhead")  # reduce-overhead: CUDA graphs
 SEED_STRIDE = 1_000_000  # sample j of evaluation seed s uses per-sample seed s * SEED_STRIDE + j
 
 
@@ -27,15 +26,6 @@ def sample_seeds(seed: int, n: int) -> list[int]:
     if n > SEED_STRIDE:
         raise ValueError(f"at most {SEED_STRIDE} samples per evaluation seed, got {n}")
     return [seed * SEED_STRIDE + j for j in range(n)]
-
-
-def compiled(net: nn.Module, mode: str, device: torch.device) -> nn.Module:
-    """torch.compile a network for sampling's fixed shapes; "reduce-overhead" also captures CUDA graphs (harness)."""
-    if mode not in COMPILE_MODES:
-        raise ValueError(f"unknown compile mode {mode!r}; expected one of {', '.join(COMPILE_MODES)}")
-    if mode == "reduce-overhead" and device.type != "cuda":
-        raise ValueError(f"compile mode reduce-overhead (CUDA graphs) needs a CUDA device, got {device}")
-    return net if mode == "none" else torch.compile(net, mode=mode)  # type: ignore[return-value]
 
 
 LatentSampler = Callable[[Tensor, Sequence[int]], Tensor]  # (labels [B], seeds) -> latents [B, C, h, w]

@@ -10,9 +10,9 @@ from ablations.config import resolve
 from ablations.graph import plan
 from ablations.launch import run_graph
 from msf.dit import DiT
-from msf.evaluate import compiled, sample_seeds, sampling_gflops
+from msf.evaluate import sample_seeds, sampling_gflops
 from msf.factorize import make_factorization, make_scales
-from msf.pipeline import MSFModel, sample
+from msf.pipeline import MSFModel, compiled, sample
 
 
 def test_per_sample_seeds_and_gflops_bookkeeping():
