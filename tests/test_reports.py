@@ -11,7 +11,6 @@ import math
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import _runfolders as rf  # tests/ is on sys.path under pytest's default import mode
@@ -22,6 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
+from ablations.run import main as run_main
 from reports import paper
 from reports.build import MISSING, build_report, main
 from reports.claims import (
@@ -478,14 +478,12 @@ REAL_SWEEPS = {
 
 @pytest.fixture(scope="module")
 def smoke_sweeps(tmp_path_factory):
-    """`python ablations/run.py sweep=NAME preset=smoke` for every sweep (shared nodes run once), then one report."""
+    """The runner's main (`python ablations/run.py sweep=NAME preset=smoke`) for every sweep (shared nodes run once),
+    then one report of the whole runs folder."""
     base = tmp_path_factory.mktemp("smoke-sweeps")
     runs = base / "runs"
-    for sweep in SWEEP_NAMES:
-        cmd = [sys.executable, str(ROOT / "ablations" / "run.py"), f"sweep={sweep}", "preset=smoke", "cpu_threads=1",
-               f"runs_dir={runs}"]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=base)
-        assert r.returncode == 0, f"sweep={sweep}: {r.stdout[-2000:]}{r.stderr[-2000:]}"
+    for sweep in SWEEP_NAMES:  # in this process: one torch import for all sweeps
+        assert run_main([f"sweep={sweep}", "preset=smoke", "cpu_threads=1", f"runs_dir={runs}"]) == 0, sweep
     result = build_report([runs / "smoke"], base / "report")
     return runs / "smoke", result, Path(result["markdown"]).read_text(encoding="utf-8")
 
