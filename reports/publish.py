@@ -26,13 +26,13 @@ METADATA = ("config.json", "metrics.json", "stats.jsonl")
 
 def copy_metadata(runs_root: Path, dest: Path) -> list[Path]:
     """Copy METADATA of each finished run folder under runs_root to dest/<folder name>/ (harness)."""
+    if dest.exists():
+        raise ValueError(f"{dest} exists: publish into a new destination (nothing is overwritten)")
     copied = []
     for run in find_run_dirs([runs_root]):
         if not (run / "metrics.json").is_file():
             continue  # unfinished: nothing to publish
         out = dest / run.name
-        if out.exists():
-            raise ValueError(f"{out} exists: publish into an empty destination (nothing is overwritten)")
         out.mkdir(parents=True)
         for name in METADATA:
             if (run / name).is_file():
@@ -59,7 +59,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         result = publish(args.runs_root, args.dest, args.title)
     except ValueError as e:
-        parser.error(str(e))
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     n, figures = result["published_runs"], len(result["figures"])
     print(f"published {n} run folders and {result['markdown']} ({figures} figures)")
 

@@ -10,10 +10,11 @@ import pytest
 import safetensors.torch
 import torch
 import torch.nn.functional as F
+from _ddp_worker import tiny_config
 
 from baselines.dimr import DIMR_CONFIGS, DiMR, TDRMSNorm, build_dimr
 from msf.factorize import make_factorization, make_scales
-from msf.train import Architecture, TrainConfig, latest_checkpoint, load_stage, train
+from msf.train import Architecture, latest_checkpoint, load_stage, train
 
 DIMR = Architecture("dimr", DiMR, DIMR_CONFIGS)
 TINY = dict(input_size=8, num_classes=4)  # the embedded preset's 8x8x4 latents
@@ -212,19 +213,8 @@ class SingleScaleSource:
 
 def test_a_few_training_steps_reduce_the_loss_and_the_stage_reloads(tmp_path):
     source = SingleScaleSource()
-    cfg = TrainConfig(
-        stage=0,
-        model="DiMR-tiny",
-        num_classes=4,
-        batch_size=8,
-        steps=60,
-        lr=1e-3,
-        ema_decay=0.9,
-        label_dropout=0.25,
-        device="cpu",
-        ckpt_every=60,
-        log_every=60,
-    )
+    # the shared tiny recipe (tests/_ddp_worker.py) on DiMR-tiny's single scale
+    cfg = tiny_config(stage=0, model="DiMR-tiny", model_overrides={}, steps=60, ckpt_every=60, log_every=60)
     metrics = train(cfg, source, source.factorization, tmp_path, log=QUIET, arch=DIMR)
     losses = [json.loads(line)["loss"] for line in (tmp_path / "stats.jsonl").read_text().splitlines()]
     # Eq. 5 from a random (not zero-initialised) output head: seeds 0-2 end at 0.47-0.53 of the first ten steps' mean

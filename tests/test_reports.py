@@ -11,6 +11,7 @@ import math
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import _runfolders as rf  # tests/ is on sys.path under pytest's default import mode
@@ -37,6 +38,7 @@ from reports.claims import (
     judge_speed,
     pooled_std,
 )
+from reports.publish import publish
 
 ROUND_FID = 0.005 + 1e-9  # FID cells carry 2 decimals: half a unit of the last digit, plus float slack
 
@@ -602,3 +604,16 @@ def test_committed_report_tables_regenerate_from_committed_metadata(tmp_path):
     committed = md_tables((PUBLISHED / "report.md").read_text(encoding="utf-8"))
     assert set(committed) >= {"Table 1", "Table 2", "Table 3", "Table 4", "Table 5", "Table R1", "Claims"}
     assert md_tables(Path(rebuilt["markdown"]).read_text(encoding="utf-8")) == committed
+
+
+def test_publish_refuses_an_existing_destination_and_writes_nothing(tmp_path):
+    root = tmp_path / "runs"
+    rf.write_run(root, "eval", "eval-one", rf.eval_metrics("msf", rf.MAIN_STEPS, rf.MAIN_CFG, 8.0, 0))
+    (tmp_path / "dest" / "runs").mkdir(parents=True)
+    cmd = [sys.executable, str(ROOT / "reports" / "publish.py"), str(root), str(tmp_path / "dest")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "exists" in r.stderr, r.stderr
+    assert list((tmp_path / "dest").rglob("*")) == [tmp_path / "dest" / "runs"]  # nothing copied, no report
+    publish(root, tmp_path / "fresh")
+    (folder,) = (tmp_path / "fresh" / "runs").iterdir()
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "metrics.json"]  # metadata only
