@@ -99,7 +99,7 @@ class EvalConfig:
     batch_size: int = 250
     inception_weights: str | None = None  # local pt file for offline clusters
     reference_npz: str | None = None  # ADM's VIRTUAL_imagenet256_labeled.npz
-    dtype: str = "float32"  # sampling dtype on CUDA: float32 | bfloat16
+    dtype: str = "float32"  # the networks' sampling dtype: float32 | bfloat16 (autocast on CUDA or CPU)
     attention: str = "auto"  # auto (xformers on CUDA when installed, else SDPA) | sdpa | xformers
     compile: str = "none"  # torch.compile: none | default | max-autotune | reduce-overhead (adds CUDA graphs)
     classifier_steps: int = 1500  # training steps of the embedded feature extractor (world=embedded)
@@ -114,6 +114,14 @@ class BaselineConfig:
     dimr: str = "DiMR-tiny"  # DiMR size (baselines/dimr.py DIMR_CONFIGS), trained by the same flow loop
     dimr_steps: int = 4500
     dit_xl2_checkpoint: str | None = None  # official DiT-XL-2-256x256.pt for the pretrained baseline
+
+
+@dataclass
+class SpeedConfig:
+    """The speed nodes (paper sizes, random weights); dtype, attention and compile come from ``eval``."""
+
+    method: str = "auto"  # auto: sample on CUDA, else forward (forward time x passes); sample: the whole sampler
+    batch: int = 0  # images per timed batch; 0: 64 on CUDA (the paper's), 2 on CPU
 
 
 @dataclass
@@ -145,6 +153,7 @@ class Config:
     sample: SampleConfig = field(default_factory=SampleConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
 
@@ -351,6 +360,7 @@ def validate(cfg: Config, sweep: Sweep) -> None:
         "eval.dtype": (cfg.eval.dtype, ("float32", "bfloat16")),
         "eval.attention": (cfg.eval.attention, ("auto", "sdpa", "xformers")),
         "eval.compile": (cfg.eval.compile, COMPILE_MODES),
+        "speed.method": (cfg.speed.method, ("auto", "forward", "sample")),
         "train.time_dist": (cfg.train.time_dist, ("uniform", "logit_normal")),
     }
     for key, (value, valid) in choices.items():
@@ -380,6 +390,8 @@ def validate(cfg: Config, sweep: Sweep) -> None:
             raise ConfigError(f"sample.cfg={cfgs}: guidance scales must be >= 0")
     if cfg.eval.n_samples < 1:
         raise ConfigError(f"eval.n_samples={cfg.eval.n_samples}: need at least one sample")
+    if cfg.speed.batch < 0:
+        raise ConfigError(f"speed.batch={cfg.speed.batch}: give a positive batch, or 0 for 64 on CUDA and 2 on CPU")
     if not cfg.eval.seeds:
         raise ConfigError("eval.seeds is empty: give at least one seed")
     if cfg.data.name != "embedded":

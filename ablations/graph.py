@@ -157,7 +157,8 @@ def plan(cfg: Config, sweep: Sweep) -> Graph:
     if sweep.speed:
         for model in ("dit_xl2", "msf", "dimr"):
             g.add("speed", model, {"model": model, "device": cfg.device, "dtype": cfg.eval.dtype,
-                                   "attention": cfg.eval.attention, "compile": cfg.eval.compile})
+                                   "attention": cfg.eval.attention, "compile": cfg.eval.compile,
+                                   "method": cfg.speed.method, "batch": cfg.speed.batch})
     return g
 
 

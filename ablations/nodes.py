@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +22,8 @@ from msf import autoencoder as ae_lib
 from msf.cache import TargetCache, build_cache
 from msf.classifier import accuracy, save_classifier, train_classifier
 from msf.data import build_dataset
-from msf.dit import set_attention
-from msf.evaluate import (
-    device_description,
-    generate,
-    median_seconds,
-    msf_sampler,
-    sample_seeds,
-    sampling_gflops,
-    time_sampling,
-)
+from msf.dit import build_dit, set_attention
+from msf.evaluate import generate, msf_sampler, sample_seeds, sampling_gflops, time_sampling
 from msf.factorize import Up, make_factorization, make_scales
 from msf.flops import count_forward_flops
 from msf.metrics import (
@@ -46,6 +40,7 @@ from msf.metrics import (
     to_uint8,
 )
 from msf.pipeline import MSFModel, compiled
+from msf.speed import device_description, matmul_tflops, median_seconds, utilisation
 from msf.train import DIT, Architecture, TrainConfig, load_stage, train
 
 Log = Callable[[str], None]
@@ -190,7 +185,7 @@ def node_eval(node: Node, run_dir: Path, deps: dict[str, str], log: Log) -> dict
     """One eval point: N samples (Algorithm 3 + decode) -> FID/IS/precision/recall, time per 64 images, GFLOPs."""
     c, s, e = node.config, node.config["sample"], node.config["eval"]
     device = _device(c["device"])
-    dtype = torch.bfloat16 if e["dtype"] == "bfloat16" and device.type == "cuda" else torch.float32
+    dtype = getattr(torch, e["dtype"])  # the networks' autocast dtype (ODE state and decoding stay float32)
     ae = load_autoencoder(c, deps)
     decode = ae.to(device).decode if hasattr(ae, "to") else ae.decode
     sampler, gflops, params_m, fac_name, scales = _latent_sampler(c, deps, ae.channels, device)
@@ -273,47 +268,107 @@ def node_recon(node: Node, run_dir: Path, deps: dict[str, str], log: Log) -> dic
             "psnr_full": psnr[-1]}
 
 
-SPEED_PLANS = {  # model -> [(size-table name, latent size, has a prior, forward passes per image)] (Table 1, Sec. 4.2)
-    "dit_xl2": [("DiT-XL/2", 32, False, 250 * 2)],
-    "msf": [("MSF-stage1", 24, False, 100 * 2), ("MSF-stage2", 32, True, 50)],
-    "dimr": [("DiMR-XL/2R", 32, False, 250 * 2)],  # our flow sampler at DiT-XL/2's step count (not DiMR's DPM-Solver)
+@dataclass(frozen=True)
+class SpeedStage:
+    """One network of a speed plan: its size-table name, latent size h, input prior or not, sampling steps and CFG
+    scale (DiT convention, 1 = one pass per step), and constructor overrides (tests shrink the paper's sizes)."""
+
+    size: str
+    h: int
+    prior: bool
+    steps: int
+    cfg: float
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def passes(self) -> int:
+        """Forward passes per image: steps x 2 under CFG (conditional and null halves in one 2B batch)."""
+        return self.steps * (1 if self.cfg == 1.0 else 2)
+
+
+SPEED_PLANS = {  # model -> its networks at the paper's sizes, steps and CFG (Table 1, Sec. 4.2)
+    "dit_xl2": [SpeedStage("DiT-XL/2", 32, False, 250, 1.5)],  # the official 250-step DDPM sampler
+    "msf": [SpeedStage("MSF-stage1", 24, False, 100, 1.4), SpeedStage("MSF-stage2", 32, True, 50, 1.0)],
+    "dimr": [SpeedStage("DiMR-XL/2R", 32, False, 250, 1.5)],  # our flow sampler at DiT-XL/2's steps (not DPM-Solver)
 }
 
 
-def node_speed(node: Node, run_dir: Path, deps: dict[str, str], log: Log) -> dict[str, Any]:
-    """One model at the paper's sizes and steps (MSF 100x2 + 50, DiT-XL/2 and DiMR-XL/2R 250x2), random weights:
-    counted FLOPs per image and time per image = median forward time x forward passes (batch 64 on CUDA, 2 on CPU)
-    (Table 1 'Time')."""
+def speed_network(model: str, stage: SpeedStage) -> torch.nn.Module:
+    """A randomly initialised network of a speed plan (DiT-XL/2 as released, DiMR, or an MSF stage)."""
     from baselines.dimr import build_dimr
     from baselines.dit import dit_xl2
-    from msf.dit import build_dit
 
-    model, device = node.config["model"], _device(node.config["device"])
-    dtype = torch.bfloat16 if node.config["dtype"] == "bfloat16" and device.type == "cuda" else torch.float32
-    batch = 64 if device.type == "cuda" else 2
-    gflops, seconds, params = [], 0.0, 0.0
-    for size, h, has_prior, passes in SPEED_PLANS[model]:
-        if size.startswith("DiMR"):
-            built: torch.nn.Module = build_dimr(size, input_size=h)
+    kw = dict(stage.overrides)
+    if model == "dit_xl2":
+        return dit_xl2(input_size=stage.h, **kw)
+    if model == "dimr":
+        return build_dimr(stage.size, input_size=stage.h, **kw)
+    return build_dit(stage.size, input_size=stage.h, learn_sigma=False, prior_channels=4 if stage.prior else 0, **kw)
+
+
+def speed_sampler(model: str, nets: list[torch.nn.Module], plan: list[SpeedStage], device: torch.device):
+    """The model's whole latent sampler at the plan's steps and CFG: DiT-XL/2's DDPM, else Algorithm 3 (Euler)."""
+    if model == "dit_xl2":
+        from baselines.dit import sample_ddpm
+
+        (st,) = plan
+        return lambda y, seeds: sample_ddpm(nets[0], y, seeds, st.cfg, st.steps, (4, st.h, st.h))
+    fac = make_factorization("residual", make_scales([st.h for st in plan], plan[-1].h))
+    msf = MSFModel(nets, fac, channels=4, num_classes=1000)
+    return msf_sampler(msf, [st.steps for st in plan], [st.cfg for st in plan], "euler", device)
+
+
+def speed_benchmark(model: str, plan: list[SpeedStage], device: torch.device, dtype: torch.dtype, attention: str,
+                    compile_mode: str, method: str, batch: int, log: Log) -> dict[str, Any]:
+    """Counted FLOPs and measured time per image of one model's plan, and its utilisation of the matmul rate.
+
+    method "forward": median forward time at ``batch`` x forward passes per image (cheap; CPU at the paper's
+    sizes). method "sample": the whole sampler on one batch of ``batch`` images (noise, every step, CFG, the
+    factorization; no VAE decode), median of 3 after a warm-up sample.
+    """
+    nets = [set_attention(speed_network(model, st), attention).to(device).eval() for st in plan]
+    gflops = []
+    for net, st in zip(nets, plan, strict=True):
+        x = torch.zeros(1, 4, st.h, st.h, device=device)
+        gflops.append(count_forward_flops(net, x, torch.zeros(1, device=device),
+                                          torch.zeros(1, dtype=torch.long, device=device),
+                                          x if st.prior else None) / 1e9)
+    tflops = sum(g * st.passes for g, st in zip(gflops, plan, strict=True)) / 1e3
+    fast = [compiled(net, compile_mode, device) for net in nets]
+    y = torch.arange(batch, device=device) % 1000
+    with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+        if method == "forward":
+            seconds = 0.0
+            for net, st in zip(fast, plan, strict=True):
+                x = torch.randn(batch, 4, st.h, st.h, device=device)
+                args = (x, torch.rand(batch, device=device), y, x if st.prior else None)
+                seconds += median_seconds(partial(net, *args), device, repeats=3) / batch * st.passes
+                log(f"{model}: {st.size} forward at {st.h}x{st.h} timed, {st.passes} passes per image")
         else:
-            built = dit_xl2() if size == "DiT-XL/2" else build_dit(size, input_size=h, learn_sigma=False,
-                                                                   prior_channels=4 if has_prior else 0)
-        net = set_attention(built, node.config["attention"]).to(device).eval()
-        x = torch.randn(batch, 4, h, h, device=device)
-        args = (x, torch.rand(batch, device=device), torch.zeros(batch, dtype=torch.long, device=device),
-                x if has_prior else None)
-        gflops.append(count_forward_flops(net, *(a[:1] if a is not None else None for a in args)) / 1e9)
-        with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            fast = compiled(net, node.config["compile"], device)
-            seconds += median_seconds(lambda n=fast, a=args: n(*a), device, repeats=3) / batch * passes
-        params += sum(p.numel() for p in net.parameters()) / 1e6
-        log(f"{model}: {size} forward at {h}x{h} timed, {passes} passes per image")
-    counts = [plan[3] for plan in SPEED_PLANS[model]]
-    return {"model": model, "params_m": params, "gflops_per_forward": gflops,
-            "tflops_per_image": sum(g * n for g, n in zip(gflops, counts, strict=True)) / 1e3,
-            "sec_per_image": seconds, "batch": batch, "device": device_description(device),
-            "dtype": str(dtype).replace("torch.", ""), "method": "median forward time x passes (not a full sample)",
-            "switches": {"attention": node.config["attention"], "compile": node.config["compile"]}}
+            sampler = speed_sampler(model, fast, plan, device)
+            seconds = median_seconds(lambda: sampler(y, list(range(batch))), device, repeats=3) / batch
+            log(f"{model}: whole sampler timed on a batch of {batch}")
+    peak = matmul_tflops(device, dtype)
+    log(f"{model}: {seconds:.3g} s/img, {tflops:.3g} TFLOPs/img, matmul rate {peak:.3g} TFLOP/s")
+    return {"model": model, "params_m": sum(p.numel() for n in nets for p in n.parameters()) / 1e6,
+            "gflops_per_forward": gflops, "tflops_per_image": tflops, "steps": [st.steps for st in plan],
+            "cfg": [st.cfg for st in plan], "sec_per_image": seconds, "images_per_s": 1 / seconds,
+            "matmul_tflops": peak, "achieved_tflops": tflops / seconds, "mfu": utilisation(tflops, seconds, peak),
+            "batch": batch, "device": device_description(device), "dtype": str(dtype).replace("torch.", ""),
+            "method": {"forward": "median forward time x passes", "sample": "whole sampler, one batch"}[method],
+            "switches": {"attention": attention, "compile": compile_mode}}
+
+
+def node_speed(node: Node, run_dir: Path, deps: dict[str, str], log: Log) -> dict[str, Any]:
+    """One model at the paper's sizes, steps and CFG (MSF 100x2 + 50, DiT-XL/2 and DiMR-XL/2R 250x2), random
+    weights: :func:`speed_benchmark` at batch 64 on CUDA (whole sampler by default), batch 2 on CPU (forward x
+    passes by default) (Table 1 'Time')."""
+    c = node.config
+    device = _device(c["device"])
+    method = c["method"] if c["method"] != "auto" else ("sample" if device.type == "cuda" else "forward")
+    batch = c["batch"] or (64 if device.type == "cuda" else 2)
+    return speed_benchmark(c["model"], SPEED_PLANS[c["model"]], device, getattr(torch, c["dtype"]), c["attention"],
+                           c["compile"], method, batch, log)
 
 
 NODE_FUNCTIONS: dict[str, Callable[[Node, Path, dict[str, str], Log], dict[str, Any]]] = {

@@ -132,8 +132,12 @@ def guided_output(
 
 
 def _noise(gens: Sequence[torch.Generator], shape: tuple[int, ...], like: Tensor) -> Tensor:
-    """Next N(0, I) draw of each sample's own generator, float32 on CPU, then cast and moved (harness)."""
-    return torch.stack([torch.randn(shape, generator=g) for g in gens]).to(like.device, like.dtype)
+    """Next N(0, I) draw of each sample's own generator, float32 on CPU, then cast and moved (harness); on CUDA the
+    copy goes through pinned memory without blocking, so the step loop never waits for the host."""
+    z = torch.stack([torch.randn(shape, generator=g) for g in gens])  # [B, *shape] float32 on CPU
+    if like.device.type == "cuda":
+        z = z.pin_memory()
+    return z.to(like.device, like.dtype, non_blocking=True)
 
 
 @torch.no_grad()

@@ -7,7 +7,6 @@ and dtype it was measured with.
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -17,6 +16,7 @@ from torch import Tensor
 
 from msf.metrics import class_labels_for, to_uint8
 from msf.pipeline import MSFModel, sample
+from msf.speed import device_description, median_seconds
 
 SEED_STRIDE = 1_000_000  # sample j of evaluation seed s uses per-sample seed s * SEED_STRIDE + j
 
@@ -54,42 +54,19 @@ def generate(
         decode: the autoencoder's decoder, latent -> image in [-1, 1].
         labels: [N] class labels; seeds: N per-sample seeds.
         device: where sampling runs; batch_size: samples per batch (does not change the result).
-        dtype: bf16 runs the networks under autocast on CUDA (ODE state and decoding stay float32).
+        dtype: bf16 runs the networks under autocast, on CUDA or CPU (ODE state and decoding stay float32).
     """
     out = []
     t0 = time.time()
     for start in range(0, len(labels), batch_size):
         y = labels[start : start + batch_size].to(device)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32 and device.type == "cuda"):
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
             latents = sample_latents(y, seeds[start : start + batch_size])  # [B, C, h_N, h_N]
         images = decode(latents.float())  # [B, 3, H, W] in [-1, 1]
         out.append(to_uint8(images.float()).cpu())
         done = start + len(y)
         log(f"sampled {done}/{len(labels)} ({done / max(time.time() - t0, 1e-9):.1f} img/s)")
     return torch.cat(out)
-
-
-def device_description(device: torch.device) -> str:
-    """A readable device name recorded beside every timing (harness)."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({torch.get_num_threads()} threads)"
-
-
-def median_seconds(fn: Callable[[], Any], device: torch.device, repeats: int = 3, warmup: int = 1) -> float:
-    """Median wall time of ``fn`` over ``repeats`` after ``warmup`` calls, CUDA synchronised (harness)."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def time_sampling(

@@ -48,7 +48,8 @@ REQUIRED = {  # metrics.json keys the report reads, by kind (run-folder schema)
     "cfg_convention solver fid is_mean is_std precision recall params_m gflops_per_image sample_time_per_64_s device "
     "dtype".split(),
     "recon": "factorization scales psnr_per_scale psnr_full".split(),
-    "speed": "model params_m gflops_per_forward tflops_per_image sec_per_image batch device dtype switches".split(),
+    "speed": "model params_m gflops_per_forward tflops_per_image steps cfg sec_per_image images_per_s matmul_tflops "
+    "mfu batch device dtype method switches".split(),
 }
 SETTING = tuple(  # an eval group: nodes with all of these equal (everything but the seed and the measurements)
     "model preset dataset world feature_extractor n_samples n_ref factorization scales steps cfg cfg_convention solver "
@@ -528,41 +529,43 @@ def conditioning_table(groups: Sequence[Group]) -> Table:
 
 
 def speed_table(runs: Sequence[Run]) -> Table:
-    """Forward cost and sampling speed per model from speed nodes (Table 1 'Time', Sec. 4.2)."""
-    rows = []
+    """Counted FLOPs, measured speed and FLOP utilisation per model from speed nodes (Table 1 'Time', Sec. 4.2)."""
+    rows: list[list[str]] = []
+    by_model: dict[str, list[dict[str, Any]]] = {}
     for r in sorted(done(runs, "speed"), key=lambda r: r.name):
         m = r.metrics or {}
-        per_64 = None if m["sec_per_image"] is None else 64 * m["sec_per_image"]
+        by_model.setdefault(m["model"], []).append(m)
         switches = ", ".join(f"{k}={v}" for k, v in sorted((m["switches"] or {}).items())) or MISSING
         rows.append(
             [
                 r.name,
                 m["model"],
                 fmt(m["params_m"], "params_m"),
+                " + ".join(f"{n}x{w:g}" for n, w in zip(m["steps"], m["cfg"], strict=True)),
                 "/".join(fmt(x, "gflops") for x in m["gflops_per_forward"] or []) or MISSING,
                 fmt(m["tflops_per_image"], "tflops"),
                 fmt(m["sec_per_image"], "s"),
-                fmt(per_64, "s"),
+                fmt(64 * m["sec_per_image"], "s"),
+                fmt(m["images_per_s"], "img/s"),
+                fmt(m["matmul_tflops"], "tflops"),
+                fmt(100 * m["mfu"], "mfu"),
                 str(m["batch"]),
+                str(m["method"]),
                 str(m["device"]),
                 str(m["dtype"]),
                 switches,
             ]
         )
-    header = [
-        "Node",
-        "Model",
-        "Params (M)",
-        "GFLOPs/forward per stage",
-        "TFLOPs/img",
-        "s/img",
-        "s/64 img",
-        "Batch",
-        "Device",
-        "Dtype",
-        "Switches",
-    ]
-    caption = "s/64 img = 64 x s/img. The paper: DiT-XL/2 145, MSF 68 (Table 1 'Time', A800, batch 64)."
+    header = ["Node", "Model", "Params (M)", "Steps x CFG", "GFLOPs/forward per stage", "TFLOPs/img", "s/img",
+              "s/64 img", "img/s", "Matmul TFLOP/s", "MFU (%)", "Batch", "Method", "Device", "Dtype", "Switches"]
+    caption = ("s/64 img = 64 x s/img; MFU = (TFLOPs/img / s/img) / the matmul rate measured on the same device and "
+               "dtype. The paper: DiT-XL/2 145, MSF 68 (Table 1 'Time', A800, batch 64).")
+    pairs = [(a, b) for a in by_model.get("msf", []) for b in by_model.get("dit_xl2", [])
+             if all(a[k] == b[k] for k in ("device", "dtype", "batch", "method", "switches"))]
+    for a, b in pairs:
+        caption += (f" MSF vs DiT-XL/2 on {a['device']}, {a['dtype']}, batch {a['batch']}: "
+                    f"{b['sec_per_image'] / a['sec_per_image']:.2f}x faster, "
+                    f"{b['tflops_per_image'] / a['tflops_per_image']:.2f}x fewer FLOPs per image.")
     return Table("Table S1", "Sampling speed (speed nodes)", caption, header, rows)
 
 

@@ -168,10 +168,16 @@ def make_runs(root: Path) -> Path:
             "params_m": 1.5,
             "gflops_per_forward": [0.01, 0.02],
             "tflops_per_image": 0.002,
+            "steps": [100, 50] if model == "msf" else [250],
+            "cfg": [1.4, 1.0] if model == "msf" else [1.5],
             "sec_per_image": sec,
+            "images_per_s": 1 / sec,
+            "matmul_tflops": 0.05,
+            "mfu": 0.002 / sec / 0.05,
             "batch": 8,
             "device": "cpu",
             "dtype": "float32",
+            "method": "median forward time x passes",
             "switches": {"tf32": False, "compile": False},
         }
         write_run(root, "speed", f"speed-{model}", metrics)

@@ -320,6 +320,11 @@ def test_factorization_train_and_speed_tables_parse_back(built):
     speed = parse_md_table(md, "Table S1").set_index("Model")
     for m in metrics_where(root, kind="speed"):
         assert float(speed.loc[m["model"], "s/64 img"]) == pytest.approx(64 * m["sec_per_image"], rel=5e-3)
+        assert float(speed.loc[m["model"], "img/s"]) == pytest.approx(m["images_per_s"], rel=5e-3)
+        assert float(speed.loc[m["model"], "MFU (%)"]) == pytest.approx(100 * m["mfu"], rel=5e-3)
+    assert speed.loc["msf", "Steps x CFG"] == "100x1.4 + 50x1" and speed.loc["dit_xl2", "Steps x CFG"] == "250x1.5"
+    caption = md.split("**Table S1.**")[1].split("\n")[0]
+    assert "MSF vs DiT-XL/2 on cpu, float32, batch 8: 6.00x faster, 1.00x fewer FLOPs per image." in caption
 
 
 def test_claims_get_the_verdicts_the_data_implies(built):
@@ -558,6 +563,9 @@ def test_real_table1_factorization_resolution_speed_and_train_tables_parse_back(
     for m in speeds:
         assert float(speed.loc[m["model"], "TFLOPs/img"]) == pytest.approx(m["tflops_per_image"], rel=5e-3)
         assert float(speed.loc[m["model"], "s/64 img"]) == pytest.approx(64 * m["sec_per_image"], rel=5e-3)
+        assert float(speed.loc[m["model"], "MFU (%)"]) == pytest.approx(100 * m["mfu"], rel=5e-3)
+        assert m["method"] == "median forward time x passes" and m["batch"] == 2  # CPU defaults
+    assert speeds[0]["tflops_per_image"] > 20  # the paper's sizes even in the smoke preset (MSF 22.1, DiT-XL/2 118.6)
     cond = parse_md_table(md, "Table C1").set_index("Conditioning")
     for name in ("adaln_zero", "tdln"):
         found = [m for m in metrics_where(root, kind="eval", model="msf", scales=[4, 8], steps=[100, 50],

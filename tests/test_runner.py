@@ -39,6 +39,8 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         (["sweep=main", "baseline.dit_xl2_checkpoint=/nope.pt"], "/nope.pt' does not exist"),
         (["sweep=cfg_scale0", "eval.compile=fast"], "eval.compile='fast' is not one of: none, default"),
         (["sweep=cfg_scale0", "device=cpu", "eval.compile=reduce-overhead"], "needs device=cuda"),
+        (["sweep=speed", "speed.method=full"], "speed.method='full' is not one of: auto, forward, sample"),
+        (["sweep=speed", "speed.batch=-2"], "speed.batch=-2: give a positive batch"),
         (["sweep=cfg_scale0", "--bogus"], "unknown option '--bogus'"),
         (["cfg_scale0"], "expected key=value"),
     ],
