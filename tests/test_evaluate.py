@@ -12,7 +12,7 @@ from ablations.launch import run_graph
 from msf.dit import DiT
 from msf.evaluate import sample_seeds, sampling_gflops
 from msf.factorize import make_factorization, make_scales
-from msf.pipeline import MSFModel, compiled, sample
+from msf.pipeline import ClonedOutputs, MSFModel, compiled, sample
 
 
 def test_per_sample_seeds_and_gflops_bookkeeping():
@@ -30,6 +30,23 @@ def test_compile_modes_are_checked_and_none_is_the_eager_network():
         compiled(net, "fast", torch.device("cpu"))
     with pytest.raises(ValueError, match="reduce-overhead .CUDA graphs. needs a CUDA device"):
         compiled(net, "reduce-overhead", torch.device("cpu"))
+
+
+def test_cloned_outputs_do_not_alias_the_networks_buffers():
+    """The CUDA-graph wrapper's contract, checked with a network that returns its own buffer (as a graph replay)."""
+
+    class Replay(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("out", torch.zeros(2))
+
+        def forward(self, x):
+            return self.out.copy_(x)
+
+    net = ClonedOutputs(Replay())
+    first = net(torch.ones(2))
+    second = net(torch.full((2,), 2.0))
+    assert first.tolist() == [1.0, 1.0] and second.tolist() == [2.0, 2.0]  # without the clone first would read 2s
 
 
 def test_compiled_msf_sampling_matches_eager():
