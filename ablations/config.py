@@ -120,7 +120,7 @@ class BaselineConfig:
 class SpeedConfig:
     """The speed nodes (paper sizes, random weights); dtype, attention and compile come from ``eval``."""
 
-    method: str = "auto"  # auto: sample on CUDA, else forward (forward time x passes); sample: the whole sampler
+    method: str = "auto"  # auto: sample on CUDA, else forward (one call timed x steps); sample: the whole sampler
     batch: int = 0  # images per timed batch; 0: 64 on CUDA (the paper's), 2 on CPU
 
 

@@ -322,9 +322,9 @@ def speed_benchmark(model: str, plan: list[SpeedStage], device: torch.device, dt
                     compile_mode: str, method: str, batch: int, log: Log) -> dict[str, Any]:
     """Counted FLOPs and measured time per image of one model's plan, and its utilisation of the matmul rate.
 
-    method "forward": median forward time at ``batch`` x forward passes per image (cheap; CPU at the paper's
-    sizes). method "sample": the whole sampler on one batch of ``batch`` images (noise, every step, CFG, the
-    factorization; no VAE decode), median of 3 after a warm-up sample.
+    method "forward": the median of 5 timed network calls at the sampler's batch (2 x ``batch`` under CFG) x steps,
+    per image (cheap; CPU at the paper's sizes). method "sample": the whole sampler on one batch of ``batch`` images
+    (noise, every step, CFG, the factorization; no VAE decode), median of 3 after a warm-up sample.
     """
     nets = [set_attention(speed_network(model, st), attention).to(device).eval() for st in plan]
     gflops = []
@@ -340,10 +340,11 @@ def speed_benchmark(model: str, plan: list[SpeedStage], device: torch.device, dt
         if method == "forward":
             seconds = 0.0
             for net, st in zip(fast, plan, strict=True):
-                x = torch.randn(batch, 4, st.h, st.h, device=device)
-                args = (x, torch.rand(batch, device=device), y, x if st.prior else None)
-                seconds += median_seconds(partial(net, *args), device, repeats=3) / batch * st.passes
-                log(f"{model}: {st.size} forward at {st.h}x{st.h} timed, {st.passes} passes per image")
+                nb = batch * st.passes // st.steps  # the sampler's batch: 2B under CFG (both halves in one call)
+                x = torch.randn(nb, 4, st.h, st.h, device=device)
+                args = (x, torch.rand(nb, device=device), y.repeat(nb // batch), x if st.prior else None)
+                seconds += median_seconds(partial(net, *args), device, repeats=5) / batch * st.steps
+                log(f"{model}: {st.size} forward of {nb} at {st.h}x{st.h} timed, {st.steps} calls per batch")
         else:
             sampler = speed_sampler(model, fast, plan, device)
             seconds = median_seconds(lambda: sampler(y, list(range(batch))), device, repeats=3) / batch
@@ -355,7 +356,7 @@ def speed_benchmark(model: str, plan: list[SpeedStage], device: torch.device, dt
             "cfg": [st.cfg for st in plan], "sec_per_image": seconds, "images_per_s": 1 / seconds,
             "matmul_tflops": peak, "achieved_tflops": tflops / seconds, "mfu": utilisation(tflops, seconds, peak),
             "batch": batch, "device": device_description(device), "dtype": str(dtype).replace("torch.", ""),
-            "method": {"forward": "median forward time x passes", "sample": "whole sampler, one batch"}[method],
+            "method": {"forward": "median call time x steps", "sample": "whole sampler, one batch"}[method],
             "switches": {"attention": attention, "compile": compile_mode}}
 
 

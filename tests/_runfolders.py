@@ -177,7 +177,7 @@ def make_runs(root: Path) -> Path:
             "batch": 8,
             "device": "cpu",
             "dtype": "float32",
-            "method": "median forward time x passes",
+            "method": "median call time x steps",
             "switches": {"tf32": False, "compile": False},
         }
         write_run(root, "speed", f"speed-{model}", metrics)

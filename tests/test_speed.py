@@ -159,7 +159,7 @@ def test_speed_benchmark_metrics_are_consistent(method):
     assert m["achieved_tflops"] == pytest.approx(m["tflops_per_image"] / m["sec_per_image"])
     assert m["mfu"] == pytest.approx(m["achieved_tflops"] / m["matmul_tflops"])
     assert 0 < m["mfu"] < 1  # tiny networks cannot beat one large matmul
-    assert m["method"].startswith({"forward": "median forward", "sample": "whole sampler"}[method])
+    assert m["method"].startswith({"forward": "median call", "sample": "whole sampler"}[method])
     assert logs and "s/img" in logs[-1]
 
 
