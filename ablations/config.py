@@ -122,6 +122,7 @@ class SpeedConfig:
 
     method: str = "auto"  # auto: sample on CUDA, else forward (one call timed x steps); sample: the whole sampler
     batch: int = 0  # images per timed batch; 0: 64 on CUDA (the paper's), 2 on CPU
+    repeats: int = 0  # timed repeats, median taken; 0: 5 network calls (forward) or 3 whole samples (sample)
 
 
 @dataclass
@@ -392,6 +393,8 @@ def validate(cfg: Config, sweep: Sweep) -> None:
         raise ConfigError(f"eval.n_samples={cfg.eval.n_samples}: need at least one sample")
     if cfg.speed.batch < 0:
         raise ConfigError(f"speed.batch={cfg.speed.batch}: give a positive batch, or 0 for 64 on CUDA and 2 on CPU")
+    if cfg.speed.repeats < 0:
+        raise ConfigError(f"speed.repeats={cfg.speed.repeats}: give a positive count, or 0 for the method's default")
     if not cfg.eval.seeds:
         raise ConfigError("eval.seeds is empty: give at least one seed")
     if cfg.data.name != "embedded":

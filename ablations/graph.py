@@ -158,7 +158,8 @@ def plan(cfg: Config, sweep: Sweep) -> Graph:
         for model in ("dit_xl2", "msf", "dimr"):
             g.add("speed", model, {"model": model, "device": cfg.device, "dtype": cfg.eval.dtype,
                                    "attention": cfg.eval.attention, "compile": cfg.eval.compile,
-                                   "method": cfg.speed.method, "batch": cfg.speed.batch})
+                                   "method": cfg.speed.method, "batch": cfg.speed.batch,
+                                   "repeats": cfg.speed.repeats})
     return g
 
 

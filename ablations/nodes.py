@@ -319,12 +319,13 @@ def speed_sampler(model: str, nets: list[torch.nn.Module], plan: list[SpeedStage
 
 
 def speed_benchmark(model: str, plan: list[SpeedStage], device: torch.device, dtype: torch.dtype, attention: str,
-                    compile_mode: str, method: str, batch: int, log: Log) -> dict[str, Any]:
+                    compile_mode: str, method: str, batch: int, log: Log, repeats: int = 0) -> dict[str, Any]:
     """Counted FLOPs and measured time per image of one model's plan, and its utilisation of the matmul rate.
 
-    method "forward": the median of 5 timed network calls at the sampler's batch (2 x ``batch`` under CFG) x steps,
-    per image (cheap; CPU at the paper's sizes). method "sample": the whole sampler on one batch of ``batch`` images
-    (noise, every step, CFG, the factorization; no VAE decode), median of 3 after a warm-up sample.
+    method "forward": the median of ``repeats`` (default 5) timed network calls at the sampler's batch (2 x ``batch``
+    under CFG) x steps, per image (cheap; CPU at the paper's sizes). method "sample": the whole sampler on one batch
+    of ``batch`` images (noise, every step, CFG, the factorization; no VAE decode), the median of ``repeats``
+    (default 3) after a warm-up sample.
     """
     nets = [set_attention(speed_network(model, st), attention).to(device).eval() for st in plan]
     gflops = []
@@ -343,11 +344,11 @@ def speed_benchmark(model: str, plan: list[SpeedStage], device: torch.device, dt
                 nb = batch * st.passes // st.steps  # the sampler's batch: 2B under CFG (both halves in one call)
                 x = torch.randn(nb, 4, st.h, st.h, device=device)
                 args = (x, torch.rand(nb, device=device), y.repeat(nb // batch), x if st.prior else None)
-                seconds += median_seconds(partial(net, *args), device, repeats=5) / batch * st.steps
+                seconds += median_seconds(partial(net, *args), device, repeats=repeats or 5) / batch * st.steps
                 log(f"{model}: {st.size} forward of {nb} at {st.h}x{st.h} timed, {st.steps} calls per batch")
         else:
             sampler = speed_sampler(model, fast, plan, device)
-            seconds = median_seconds(lambda: sampler(y, list(range(batch))), device, repeats=3) / batch
+            seconds = median_seconds(lambda: sampler(y, list(range(batch))), device, repeats=repeats or 3) / batch
             log(f"{model}: whole sampler timed on a batch of {batch}")
     peak = matmul_tflops(device, dtype)
     log(f"{model}: {seconds:.3g} s/img, {tflops:.3g} TFLOPs/img, matmul rate {peak:.3g} TFLOP/s")
@@ -362,14 +363,14 @@ def speed_benchmark(model: str, plan: list[SpeedStage], device: torch.device, dt
 
 def node_speed(node: Node, run_dir: Path, deps: dict[str, str], log: Log) -> dict[str, Any]:
     """One model at the paper's sizes, steps and CFG (MSF 100x2 + 50, DiT-XL/2 and DiMR-XL/2R 250x2), random
-    weights: :func:`speed_benchmark` at batch 64 on CUDA (whole sampler by default), batch 2 on CPU (forward x
-    passes by default) (Table 1 'Time')."""
+    weights: :func:`speed_benchmark` at batch 64 on CUDA (whole sampler by default), batch 2 on CPU (one timed call
+    x steps by default) (Table 1 'Time')."""
     c = node.config
     device = _device(c["device"])
     method = c["method"] if c["method"] != "auto" else ("sample" if device.type == "cuda" else "forward")
     batch = c["batch"] or (64 if device.type == "cuda" else 2)
     return speed_benchmark(c["model"], SPEED_PLANS[c["model"]], device, getattr(torch, c["dtype"]), c["attention"],
-                           c["compile"], method, batch, log)
+                           c["compile"], method, batch, log, c["repeats"])
 
 
 NODE_FUNCTIONS: dict[str, Callable[[Node, Path, dict[str, str], Log], dict[str, Any]]] = {

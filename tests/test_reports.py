@@ -564,7 +564,7 @@ def test_real_table1_factorization_resolution_speed_and_train_tables_parse_back(
         assert float(speed.loc[m["model"], "TFLOPs/img"]) == pytest.approx(m["tflops_per_image"], rel=5e-3)
         assert float(speed.loc[m["model"], "s/64 img"]) == pytest.approx(64 * m["sec_per_image"], rel=5e-3)
         assert float(speed.loc[m["model"], "MFU (%)"]) == pytest.approx(100 * m["mfu"], rel=5e-3)
-        assert m["method"] == "median call time x steps" and m["batch"] == 2  # CPU defaults
+        assert m["method"] == "median call time x steps" and m["batch"] == 1  # CPU default method, smoke batch
     assert speeds[0]["tflops_per_image"] > 20  # the paper's sizes even in the smoke preset (MSF 22.1, DiT-XL/2 118.6)
     cond = parse_md_table(md, "Table C1").set_index("Conditioning")
     for name in ("adaln_zero", "tdln"):

@@ -41,6 +41,7 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         (["sweep=cfg_scale0", "device=cpu", "eval.compile=reduce-overhead"], "needs device=cuda"),
         (["sweep=speed", "speed.method=full"], "speed.method='full' is not one of: auto, forward, sample"),
         (["sweep=speed", "speed.batch=-2"], "speed.batch=-2: give a positive batch"),
+        (["sweep=speed", "speed.repeats=-1"], "speed.repeats=-1: give a positive count"),
         (["sweep=cfg_scale0", "--bogus"], "unknown option '--bogus'"),
         (["cfg_scale0"], "expected key=value"),
     ],
