@@ -150,6 +150,13 @@ def node_train(node: Node, run_dir: Path, deps: dict[str, str], log: Log) -> dic
     return train(cfg, cache, _factorization(c, factor), run_dir, log, _architecture(c["model"]))
 
 
+def _forward_gflops(net: torch.nn.Module, channels: int, h: int, prior: bool, device: torch.device) -> float:
+    """GFLOPs of one stage-model call (x, t, y[, prior]) on one h x h latent (Table 1 'GFLOPs')."""
+    x = torch.zeros(1, channels, h, h, device=device)
+    t, y = torch.zeros(1, device=device), torch.zeros(1, dtype=torch.long, device=device)
+    return count_forward_flops(net, x, t, y, x if prior else None) / 1e9
+
+
 def _latent_sampler(c: dict[str, Any], deps: dict[str, str], channels: int, device: torch.device):
     """(sampler, per-scale forward GFLOPs, parameters in M, factorization name, scales) of the eval's model."""
     s, e = c["sample"], c["eval"]
@@ -157,9 +164,7 @@ def _latent_sampler(c: dict[str, Any], deps: dict[str, str], channels: int, devi
         from baselines.dit import dit_xl2, load_official_checkpoint, sample_ddpm
 
         net = set_attention(load_official_checkpoint(c["checkpoint"], dit_xl2()), e["attention"]).to(device).eval()
-        x = torch.zeros(1, 4, 32, 32, device=device)
-        gflops = [count_forward_flops(net, x, torch.zeros(1, device=device),
-                                      torch.zeros(1, dtype=torch.long, device=device)) / 1e9]
+        gflops = [_forward_gflops(net, 4, 32, False, device)]
         fast = compiled(net, e["compile"], device)
         sampler = lambda y, seeds: sample_ddpm(fast, y, seeds, s["cfg"][0], s["steps"][0])  # noqa: E731
         return sampler, gflops, sum(p.numel() for p in net.parameters()) / 1e6, "none (DDPM)", [32]
@@ -171,12 +176,8 @@ def _latent_sampler(c: dict[str, Any], deps: dict[str, str], channels: int, devi
         set_attention(st, e["attention"])
     fast_stages = [compiled(st, e["compile"], device) for st in stages]
     msf = MSFModel(fast_stages, fac, channels, c["data"]["num_classes"]).to(device).eval()
-    gflops = []
-    for st, h in zip(stages, fac.scales.sizes, strict=True):
-        x = torch.zeros(1, channels, h, h, device=device)
-        gflops.append(count_forward_flops(st, x, torch.zeros(1, device=device),
-                                          torch.zeros(1, dtype=torch.long, device=device),
-                                          x if st.prior_channels else None) / 1e9)
+    gflops = [_forward_gflops(st, channels, h, bool(st.prior_channels), device)
+              for st, h in zip(stages, fac.scales.sizes, strict=True)]
     sampler = msf_sampler(msf, s["steps"], s["cfg"], s["solver"], device)
     return sampler, gflops, sum(p.numel() for p in msf.parameters()) / 1e6, fac.name, list(fac.scales.sizes)
 
@@ -328,12 +329,7 @@ def speed_benchmark(model: str, plan: list[SpeedStage], device: torch.device, dt
     (default 3) after a warm-up sample.
     """
     nets = [set_attention(speed_network(model, st), attention).to(device).eval() for st in plan]
-    gflops = []
-    for net, st in zip(nets, plan, strict=True):
-        x = torch.zeros(1, 4, st.h, st.h, device=device)
-        gflops.append(count_forward_flops(net, x, torch.zeros(1, device=device),
-                                          torch.zeros(1, dtype=torch.long, device=device),
-                                          x if st.prior else None) / 1e9)
+    gflops = [_forward_gflops(net, 4, st.h, st.prior, device) for net, st in zip(nets, plan, strict=True)]
     tflops = sum(g * st.passes for g, st in zip(gflops, plan, strict=True)) / 1e3
     fast = [compiled(net, compile_mode, device) for net in nets]
     y = torch.arange(batch, device=device) % 1000

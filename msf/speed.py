@@ -17,14 +17,14 @@ import torch
 
 
 def device_description(device: torch.device) -> str:
-    """A readable device name recorded beside every timing."""
+    """A readable device name recorded beside every timing (harness)."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
 def median_seconds(fn: Callable[[], Any], device: torch.device, repeats: int = 3, warmup: int = 1) -> float:
-    """Median wall time of ``fn`` over ``repeats`` after ``warmup`` calls, CUDA synchronised before and after."""
+    """Median wall time of ``fn`` over ``repeats`` after ``warmup`` calls, CUDA synchronised around each (harness)."""
     for _ in range(warmup):
         fn()
     times = []
