@@ -1,164 +1,98 @@
-"""Typed configuration of a sweep: presets and sweeps are YAML files merged into these dataclasses (harness).
+"""The sweep configuration: presets, sweeps (YAML) and ``key=value`` overrides merged into one typed Config (harness).
 
-Order of precedence: dataclass defaults < preset YAML (`ablations/presets/NAME.yaml`) < sweep's `base` block
-< command-line `key=value` overrides. Unknown keys and wrongly typed values are errors (:class:`ConfigError`).
+Order of precedence: dataclass defaults < preset YAML (``ablations/presets/NAME.yaml``) < the sweep's ``base`` block
+< command-line ``key=value`` overrides, which the dry-run lists. A key that the sweep's eval points set (its
+``grid`` or ``points``) cannot be given on the command line: that would be silently ignored. Every section type is
+the engine's (ablations/engine/specs.py), so the planner hands settings to jobs without copying them field by field.
+Every error is a :class:`ConfigError`: the runner prints it on one line and exits with code 2.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import difflib
 import importlib.util
 import itertools
 import shutil
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+
+from ablations.engine import paths
+from ablations.engine.families import FAMILIES
+from ablations.engine.specs import (
+    AutoencoderConfig,
+    BaselineConfig,
+    CacheConfig,
+    DataConfig,
+    Device,
+    EvalConfig,
+    MSFConfig,
+    SampleConfig,
+    SeedsConfig,
+    SpeedConfig,
+    StageConfig,
+    TrainConfig,
+    latent_factor,
+)
+from ablations.engine.typed import NON_NEGATIVE, POSITIVE, TypedDataError, all_keys, checked, from_data, to_data
 
 HERE = Path(__file__).resolve().parent
 PRESETS_DIR = HERE / "presets"
 SWEEPS_DIR = HERE / "sweeps"
+RENAMED = {  # keys of earlier versions -> their names now
+    "train.steps": "msf.steps",
+    "train.seed": "seeds.train",
+    "eval.seeds": "seeds.sample",
+}
 
 
 class ConfigError(ValueError):
     """A bad command line, preset or sweep: the runner prints it on one line and exits with code 2."""
 
 
-@dataclass
-class DataConfig:
-    name: str = "embedded"  # embedded | imagefolder | cifar10
-    root: str | None = None  # dataset folder (imagefolder, cifar10)
-    image_size: int = 32
-    num_classes: int = 10
-    train_size: int = 20000
-    ref_size: int = 5000
-    seed: int = 0
-
-
-@dataclass
-class AutoencoderConfig:
-    kind: str = "small_kl"  # small_kl (trained by the harness) | pretrained (diffusers AutoencoderKL) | pixel
-    path: str | None = None  # pretrained: a local folder or a hub name already in the local cache
-    block_out_channels: list[int] = field(default_factory=lambda: [16, 32, 32])
-    latent_channels: int = 4
-    steps: int = 1500
-    batch_size: int = 16
-    lr: float = 2e-3
-
-
-@dataclass
-class StageConfig:
-    depth: int = 4
-    hidden_size: int = 128
-    num_heads: int = 4
-    patch_size: int = 2
-
-
-@dataclass
-class MSFConfig:
-    factorization: str = "residual"  # residual | residual_latent_base | latent_resize | image_resize
-    scales: list[int] = field(default_factory=lambda: [6, 8])  # latent sizes h_0 < ... < h_N
-    mode: str = "bilinear"  # Up/Down filter
-    prior_mode: str = "concat"  # how the input prior enters a stage model
-    conditioning: str = "adaln_zero"  # of the stage models' blocks: adaln_zero (DiT, the paper) | tdln (DiMR's TD-LN)
-    stages: list[StageConfig] = field(default_factory=lambda: [StageConfig(), StageConfig(depth=2)])
-
-
-@dataclass
-class TrainConfig:
-    steps: list[int] = field(default_factory=lambda: [3000, 1500])  # per stage (paper: 400k and 250k)
-    batch_size: int = 64
-    lr: float = 3e-4
-    warmup_steps: int = 100
-    weight_decay: float = 0.0
-    ema_decay: float = 0.999
-    grad_clip: float = 1.0
-    label_dropout: float = 0.1
-    time_dist: str = "uniform"  # uniform | logit_normal
-    seed: int = 0
-    tf32: bool = False
-    ckpt_every: int = 500
-
-
-@dataclass
-class SampleConfig:
-    steps: list[int] = field(default_factory=lambda: [100, 50])  # per scale (paper Table 1)
-    cfg: list[float] = field(default_factory=lambda: [1.4, 1.0])  # per scale, DiT convention: w=1 is no guidance
-    solver: str = "euler"  # euler | heun
-
-
-@dataclass
-class EvalConfig:
-    n_samples: int = 1000
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    world: str = "embedded"  # embedded (harness classifier features) | inception (the paper's protocol)
-    batch_size: int = 250
-    inception_weights: str | None = None  # local pt file for offline clusters
-    reference_npz: str | None = None  # ADM's VIRTUAL_imagenet256_labeled.npz
-    dtype: str = "float32"  # the networks' sampling dtype: float32 | bfloat16 (autocast on CUDA or CPU)
-    attention: str = "auto"  # auto (xformers on CUDA when installed, else SDPA) | sdpa | xformers
-    compile: str = "none"  # torch.compile: none | default | max-autotune | reduce-overhead (adds CUDA graphs)
-    classifier_steps: int = 1500  # training steps of the embedded feature extractor (world=embedded)
-    bootstrap: int = 0  # >0: a 95% bootstrap interval of FID over this many resamples of the generated samples
-    save_npz: bool = False  # write samples.npz (ADM's format: uint8 NHWC under arr_0) for ADM's TF evaluator
-
-
-@dataclass
-class BaselineConfig:
-    dit_flow: StageConfig = field(default_factory=lambda: StageConfig(depth=6, hidden_size=128))
-    dit_flow_steps: int = 4500  # equal-recipe baseline: trained for the sum of the MSF stages' steps
-    dimr: str = "DiMR-tiny"  # DiMR size (baselines/dimr.py DIMR_CONFIGS), trained by the same flow loop
-    dimr_steps: int = 4500
-    dit_xl2_checkpoint: str | None = None  # official DiT-XL-2-256x256.pt for the pretrained baseline
-
-
-@dataclass
-class SpeedConfig:
-    """The speed nodes (paper sizes, random weights); dtype, attention and compile come from ``eval``."""
-
-    method: str = "auto"  # auto: sample on CUDA, else forward (one call timed x steps); sample: the whole sampler
-    batch: int = 0  # images per timed batch; 0: 64 on CUDA (the paper's), 2 on CPU
-    repeats: int = 0  # timed repeats, median taken; 0: 5 network calls (forward) or 3 whole samples (sample)
-
-
-@dataclass
+@dataclass(frozen=True)
 class SlurmConfig:
+    """Resources of the SLURM jobs (launcher=slurm)."""
+
     partition: str | None = None
     account: str | None = None
     qos: str | None = None
     constraint: str | None = None
-    nodes: int = 1
-    gpus_per_node: int = 8
-    cpus_per_task: int = 8
-    mem_gb: int = 64
-    timeout_min: int = 60 * 24
-    array_parallelism: int = 16
+    nodes: int = checked(1, check=POSITIVE)  # training jobs: nodes per job
+    gpus_per_node: int = checked(8, check=NON_NEGATIVE)  # training jobs: one task per GPU; other jobs use one GPU
+    cpus_per_task: int = checked(8, check=POSITIVE)
+    mem_gb: int = checked(64, check=POSITIVE)
+    timeout_min: int = checked(60 * 24, check=POSITIVE)
+    array_parallelism: int = checked(16, check=POSITIVE)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Config:
+    """Everything a sweep run is configured by (see the module docstring for where values come from)."""
+
     sweep: str = ""
     preset: str = "tiny"
-    launcher: str = "inprocess"  # inprocess (submitit debug executor) | local (subprocesses) | slurm
+    launcher: Literal["inprocess", "local", "slurm"] = "inprocess"  # inprocess (submitit's debug executor) | local
     runs_dir: str = "runs"
-    device: str = "auto"  # auto | cpu | cuda
-    cpu_threads: int = 0  # torch intra-op threads per job (0: torch's default); 1 avoids thrashing on a busy CPU
+    device: Device = "auto"  # auto | cpu | cuda: every job of the sweep runs there
+    cpu_threads: int = checked(0, check=NON_NEGATIVE)  # torch intra-op threads per job (0: torch's default)
     data: DataConfig = field(default_factory=DataConfig)
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     msf: MSFConfig = field(default_factory=MSFConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    seeds: SeedsConfig = field(default_factory=SeedsConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
     speed: SpeedConfig = field(default_factory=SpeedConfig)
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Sweep:
     """A sweep: which models to train and which evaluation points to run (one paper table or figure)."""
 
@@ -166,119 +100,52 @@ class Sweep:
     description: str
     table: str
     points: list[dict[str, Any]]  # each: overrides of one eval point, e.g. {"sample.cfg": [1.2, 1.0]}
-    models: list[str]  # msf | dit_flow | dimr | dit_xl2
-    recon: bool = False  # factorization reconstruction nodes (Fig. 2)
-    speed: bool = False  # timing/FLOP nodes at the paper's sizes
+    models: list[str]  # families (ablations/engine/families.py)
+    recon: bool = False  # factorization reconstruction jobs (Fig. 2)
+    speed: bool = False  # timing/FLOP jobs at the paper's sizes
+    overrides: dict[str, Any] = field(default_factory=dict)  # command-line keys that replaced preset/base values
+
+
+KEYS = all_keys(Config)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Parsing and merging.
+# Merging YAML and command-line values into a nested mapping, then into the typed Config.
 
 
 def available(directory: Path) -> list[str]:
+    """The names of the YAML files of a folder (presets, sweeps) (harness)."""
     return sorted(p.stem for p in directory.glob("*.yaml"))
 
 
-def _field_types(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+def _unknown(key: str) -> ConfigError:
+    """The error for a key Config does not have, with a suggestion (harness)."""
+    if key in RENAMED:
+        return ConfigError(f"key {key!r} is now {RENAMED[key]!r}")
+    close = difflib.get_close_matches(key, KEYS, n=1)
+    return ConfigError(f"unknown key {key!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check and convert a YAML/CLI value to the declared type of ``key``."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        obj = tp()
+def set_key(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set a dotted key (e.g. ``train.lr``) in a nested mapping; a mapping value merges into a section (harness)."""
+    prefixes = {k.rsplit(".", i)[0] for k in KEYS for i in range(k.count(".") + 1)}
+    if key not in prefixes:
+        raise _unknown(key)
+    *parents, leaf = key.split(".")
+    node = data
+    for p in parents:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{key}: {p} is not a section")
+    if isinstance(value, dict) and key not in KEYS:  # a whole section, e.g. data: {name: embedded, ...}
         for k, v in value.items():
-            _set(obj, [k], v, f"{key}.{k}")
-        return obj
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], key)
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: expected true/false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
-    raise ConfigError(f"{key}: unsupported type {tp}")
-
-
-def all_keys(cls: type = Config, prefix: str = "") -> list[str]:
-    """Every settable dotted key (for --help and suggestions)."""
-    keys = []
-    for name, tp in _field_types(cls).items():
-        if dataclasses.is_dataclass(tp):
-            keys += all_keys(tp, f"{prefix}{name}.")  # type: ignore[arg-type]
-        else:
-            keys.append(f"{prefix}{name}")
-    return keys
-
-
-def _set(obj: Any, path: list[str], value: Any, key: str) -> None:
-    types = _field_types(type(obj))
-    name = path[0]
-    if name not in types:
-        close = difflib.get_close_matches(key, all_keys(), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"unknown key {key!r}{hint}")
-    if len(path) > 1 and dataclasses.is_dataclass(types[name]):
-        _set(getattr(obj, name), path[1:], value, key)
-    elif len(path) > 1:
-        raise ConfigError(f"unknown key {key!r}: {'.'.join(path[:1])} is not a section")
+            set_key(data, f"{key}.{k}", v)
     else:
-        setattr(obj, name, _coerce(value, types[name], key))
-
-
-def set_key(cfg: Config, key: str, value: Any) -> None:
-    """Set a dotted key (e.g. ``train.lr``) with type checking."""
-    _set(cfg, key.split("."), value, key)
-
-
-def merge_mapping(cfg: Config, mapping: dict[str, Any], prefix: str = "") -> None:
-    """Merge a nested YAML mapping into ``cfg``."""
-    for k, v in mapping.items():
-        key = f"{prefix}{k}"
-        types = _field_types(type(_resolve_parent(cfg, key)))
-        leaf = key.split(".")[-1]
-        if isinstance(v, dict) and leaf in types and dataclasses.is_dataclass(types[leaf]):
-            merge_mapping(cfg, v, key + ".")
-        else:
-            set_key(cfg, key, v)
-
-
-def _resolve_parent(cfg: Config, key: str) -> Any:
-    obj: Any = cfg
-    parts = key.split(".")
-    for p in parts[:-1]:
-        if not hasattr(obj, p):
-            raise ConfigError(f"unknown key {key!r}")
-        obj = getattr(obj, p)
-    return obj
+        node[leaf] = copy.deepcopy(value)
 
 
 def parse_value(text: str) -> Any:
-    """A command-line value, parsed as YAML (so 1.5, [100,50], true and null work)."""
+    """A command-line value, parsed as YAML (so 1.5, 3e-4, [100,50], true and null work) (harness)."""
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -286,35 +153,56 @@ def parse_value(text: str) -> Any:
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
-    data = yaml.safe_load(path.read_text()) or {}
+    """A YAML file holding a mapping, read safely (no Python objects) (harness)."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"cannot read {path}: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at top level")
     return data
 
 
+def _name(kind: str, name: str, directory: Path) -> Path:
+    """The YAML file of a preset or sweep given by name (never a path) (harness)."""
+    names = available(directory)
+    if name not in names:
+        raise ConfigError(f"unknown {kind} {name!r}; valid {kind}s: {', '.join(names)}")
+    return directory / f"{name}.yaml"
+
+
 def load_sweep(name: str, preset: str) -> tuple[Sweep, dict[str, Any]]:
     """Read ``sweeps/NAME.yaml``: its description, models, eval points (``points`` and/or ``grid``) and base block."""
-    path = SWEEPS_DIR / f"{name}.yaml"
-    if not path.exists():
-        raise ConfigError(f"unknown sweep {name!r}; valid sweeps: {', '.join(available(SWEEPS_DIR))}")
-    raw = load_yaml(path)
+    raw = load_yaml(_name("sweep", name, SWEEPS_DIR))
     by_preset = raw.get("by_preset", {}).get(preset, {})
     grid = by_preset.get("grid", raw.get("grid", {}))
     points = list(by_preset.get("points", raw.get("points", [])))
     if grid:
         keys = list(grid)
         points += [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(grid[k] for k in keys))]
+    models = sorted({p.get("model", "msf") for p in points} | set(raw.get("models", [])))
+    unknown = [m for m in models if m not in FAMILIES]
+    if unknown:
+        raise ConfigError(f"sweep {name}: unknown model {unknown[0]!r}; expected one of {', '.join(FAMILIES)}")
     sweep = Sweep(
         name=name,
         description=raw.get("description", ""),
         table=str(raw.get("table", "")),
         points=points,
-        models=sorted({p.get("model", "msf") for p in points} | set(raw.get("models", []))),
+        models=models,
         recon=bool(raw.get("recon", False)),
         speed=bool(raw.get("speed", False)),
     )
     base = {**raw.get("base", {}), **by_preset.get("base", {})}
     return sweep, base
+
+
+def typed(data: dict[str, Any]) -> Config:
+    """The Config of a nested mapping, every value checked against its type and range (harness)."""
+    try:
+        return from_data(Config, data)
+    except TypedDataError as e:
+        raise ConfigError(str(e)) from None
 
 
 def resolve(argv_pairs: list[tuple[str, str]]) -> tuple[Config, Sweep]:
@@ -323,123 +211,141 @@ def resolve(argv_pairs: list[tuple[str, str]]) -> tuple[Config, Sweep]:
     if "sweep" not in pairs:
         raise ConfigError(f"missing sweep=NAME; valid sweeps: {', '.join(available(SWEEPS_DIR))}")
     preset = pairs.get("preset", "tiny")
-    preset_path = PRESETS_DIR / f"{preset}.yaml"
-    if not preset_path.exists():
-        raise ConfigError(f"unknown preset {preset!r}; valid presets: {', '.join(available(PRESETS_DIR))}")
-    cfg = Config()
-    merge_mapping(cfg, load_yaml(preset_path))
+    data: dict[str, Any] = {}
+    for k, v in load_yaml(_name("preset", preset, PRESETS_DIR)).items():
+        set_key(data, k, v)
     sweep, base = load_sweep(pairs["sweep"], preset)
     for k, v in base.items():
-        set_key(cfg, k, v)
-    cfg.sweep, cfg.preset = sweep.name, preset
+        set_key(data, k, v)
+    swept = {k for p in sweep.points for k in p if k != "model"}
+    overrides = {}
     for k, v in argv_pairs:
         if k in ("sweep", "preset"):
             continue
-        set_key(cfg, k, parse_value(v))
-    for point in sweep.points:  # every eval point must name real keys with the right types
-        point_config(cfg, point)
+        if k in swept:
+            raise ConfigError(f"{k} is swept by sweep={sweep.name} (its eval points set it); drop {k}=... or "
+                              "choose another sweep")
+        value = parse_value(v)
+        set_key(data, k, value)
+        overrides[k] = value
+    set_key(data, "sweep", sweep.name)
+    set_key(data, "preset", preset)
+    cfg = typed(data)
+    sweep = Sweep(**{**sweep.__dict__, "overrides": overrides})
     validate(cfg, sweep)
+    for point in sweep.points:
+        validate_point(point_config(cfg, point), point.get("model", "msf"), sweep)
     return cfg, sweep
 
 
-def validate(cfg: Config, sweep: Sweep) -> None:
-    """Checks that can be made before anything runs (each a one-line ConfigError)."""
-    from msf.factorize import FACTORIZATIONS, MODES, ScaleSpecError, make_scales
-    from msf.pipeline import COMPILE_MODES
+def point_config(cfg: Config, point: dict[str, Any]) -> Config:
+    """The config of one eval point: ``cfg`` with the point's overrides (all but ``model``) (harness)."""
+    data = to_data(cfg)
+    for k, v in point.items():
+        if k != "model":
+            set_key(data, k, v)
+    return typed(data)
 
-    choices = {
-        "launcher": (cfg.launcher, ("inprocess", "local", "slurm")),
-        "device": (cfg.device, ("auto", "cpu", "cuda")),
-        "data.name": (cfg.data.name, ("embedded", "imagefolder", "cifar10")),
-        "autoencoder.kind": (cfg.autoencoder.kind, ("small_kl", "pretrained", "pixel")),
-        "msf.factorization": (cfg.msf.factorization, FACTORIZATIONS),
-        "msf.mode": (cfg.msf.mode, MODES),
-        "msf.prior_mode": (cfg.msf.prior_mode, ("concat", "add")),
-        "msf.conditioning": (cfg.msf.conditioning, ("adaln_zero", "tdln")),
-        "sample.solver": (cfg.sample.solver, ("euler", "heun")),
-        "eval.world": (cfg.eval.world, ("embedded", "inception")),
-        "eval.dtype": (cfg.eval.dtype, ("float32", "bfloat16")),
-        "eval.attention": (cfg.eval.attention, ("auto", "sdpa", "xformers")),
-        "eval.compile": (cfg.eval.compile, COMPILE_MODES),
-        "speed.method": (cfg.speed.method, ("auto", "forward", "sample")),
-        "train.time_dist": (cfg.train.time_dist, ("uniform", "logit_normal")),
-    }
-    for key, (value, valid) in choices.items():
-        if value not in valid:
-            raise ConfigError(f"{key}={value!r} is not one of: {', '.join(valid)}")
-    factor = {"pixel": 1}.get(cfg.autoencoder.kind, 2 ** (len(cfg.autoencoder.block_out_channels) - 1))
-    if cfg.autoencoder.kind == "pretrained":
-        factor = 8
-    patch = max(s.patch_size for s in cfg.msf.stages)
-    if cfg.data.image_size % (factor * patch):
-        raise ConfigError(
-            f"data.image_size={cfg.data.image_size} is not divisible by the autoencoder factor {factor} "
-            f"times the patch size {patch}"
-        )
-    full = cfg.data.image_size // factor
-    scale_lists = [cfg.msf.scales] + [p["msf.scales"] for p in sweep.points if "msf.scales" in p]
-    for scales in scale_lists:
+
+def per_scale(values: list[Any], n: int, key: str) -> list[Any]:
+    """One entry per scale: a shorter list repeats its last entry; a longer one is an error (harness)."""
+    if len(values) > n:
+        raise ConfigError(f"{key} has {len(values)} entries but there are only {n} scales")
+    return [values[min(i, len(values) - 1)] for i in range(n)]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Checks that need several keys or the file system: all made before anything is written.
+
+
+def validate_point(cfg: Config, model: str, sweep: Sweep) -> None:
+    """Checks of one eval point's settings (harness)."""
+    from msf.factorize import ScaleSpecError, make_scales  # torch: imported once a command got this far
+
+    family = FAMILIES[model]
+    try:
+        factor = latent_factor(cfg.autoencoder)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if family.multi_scale:
+        stages = per_scale(cfg.msf.stages, len(cfg.msf.scales), "msf.stages")
+        per_scale(cfg.msf.steps, len(cfg.msf.scales), "msf.steps")
+        patch = max(s.patch_size for s in stages)
+        if cfg.data.image_size % (factor * patch):
+            raise ConfigError(f"data.image_size={cfg.data.image_size} is not divisible by the autoencoder factor "
+                              f"{factor} times the patch size {patch}")
         try:
-            make_scales(scales, full, patch)
+            make_scales(cfg.msf.scales, cfg.data.image_size // factor, patch)
         except ScaleSpecError as e:
-            raise ConfigError(f"msf.scales={scales}: {e}") from None
-    for p in [{}] + sweep.points:
-        steps, cfgs = p.get("sample.steps", cfg.sample.steps), p.get("sample.cfg", cfg.sample.cfg)
-        if any(s < 1 for s in steps):
-            raise ConfigError(f"sample.steps={steps}: every scale needs at least 1 step")
-        if any(w < 0 for w in cfgs):
-            raise ConfigError(f"sample.cfg={cfgs}: guidance scales must be >= 0")
-    if cfg.eval.n_samples < 1:
-        raise ConfigError(f"eval.n_samples={cfg.eval.n_samples}: need at least one sample")
-    if cfg.speed.batch < 0:
-        raise ConfigError(f"speed.batch={cfg.speed.batch}: give a positive batch, or 0 for 64 on CUDA and 2 on CPU")
-    if cfg.speed.repeats < 0:
-        raise ConfigError(f"speed.repeats={cfg.speed.repeats}: give a positive count, or 0 for the method's default")
-    if not cfg.eval.seeds:
-        raise ConfigError("eval.seeds is empty: give at least one seed")
-    if cfg.data.name != "embedded":
-        if not cfg.data.root or not Path(cfg.data.root).exists():
-            raise ConfigError(f"data.root={cfg.data.root!r} does not exist (needed for data.name={cfg.data.name})")
+            raise ConfigError(f"msf.scales={cfg.msf.scales}: {e}") from None
+        n = len(cfg.msf.scales)
+    else:
+        n = 1
+        if cfg.data.image_size % factor:
+            raise ConfigError(f"data.image_size={cfg.data.image_size} is not divisible by the autoencoder factor "
+                              f"{factor}")
+    for key in ("sample.steps", "sample.cfg"):
+        value = getattr(cfg.sample, key.split(".")[1])
+        if len(value) != n:
+            raise ConfigError(f"{key}={value} has {len(value)} entries but model {model} has {n} scale(s)")
+    if family.latent is not None:
+        c, h, _ = family.latent
+        if cfg.data.image_size // factor != h or cfg.autoencoder.latent_channels != c:
+            raise ConfigError(f"model {model} samples {c}x{h}x{h} latents: it needs data.image_size={h * 8} with "
+                              "the SD VAE (autoencoder.kind=pretrained)")
+
+
+def validate(cfg: Config, sweep: Sweep) -> None:
+    """Checks across keys, and of every path, made when the command is parsed (harness)."""
+    if cfg.data.name != "embedded" and not cfg.data.root:
+        raise ConfigError(f"data.name={cfg.data.name} needs data.root=DIR (the dataset folder)")
+    if cfg.data.name == "embedded" and cfg.data.root:
+        raise ConfigError(f"data.root={cfg.data.root!r} is set but data.name=embedded ignores it; add "
+                          "data.name=imagefolder (or cifar10)")
     if cfg.autoencoder.kind == "pretrained" and not cfg.autoencoder.path:
         raise ConfigError("autoencoder.kind=pretrained needs autoencoder.path (a local folder with the VAE weights)")
-    if cfg.autoencoder.kind == "pretrained" and not Path(str(cfg.autoencoder.path)).exists():
-        raise ConfigError(
-            f"autoencoder.path={cfg.autoencoder.path!r} does not exist; download stabilityai/sd-vae-ft-ema on a "
-            "machine with internet (huggingface-cli download stabilityai/sd-vae-ft-ema --local-dir DIR) and pass DIR"
-        )
-    if cfg.eval.world == "inception" and cfg.eval.inception_weights and not Path(cfg.eval.inception_weights).exists():
-        raise ConfigError(f"eval.inception_weights={cfg.eval.inception_weights!r} does not exist")
+    if cfg.autoencoder.kind != "pretrained" and cfg.autoencoder.path:
+        raise ConfigError(f"autoencoder.path is set but autoencoder.kind={cfg.autoencoder.kind} ignores it; add "
+                          "autoencoder.kind=pretrained")
+    if cfg.eval.world != "inception":
+        for key in ("inception_weights", "reference_npz"):
+            if getattr(cfg.eval, key):
+                raise ConfigError(f"eval.{key} is set but eval.world={cfg.eval.world} ignores it; add "
+                                  "eval.world=inception")
     if "dit_xl2" in sweep.models and not cfg.baseline.dit_xl2_checkpoint:
         raise ConfigError("this sweep needs baseline.dit_xl2_checkpoint=PATH (the official DiT-XL-2-256x256.pt)")
-    for key, path in (("baseline.dit_xl2_checkpoint", cfg.baseline.dit_xl2_checkpoint),
-                      ("eval.reference_npz", cfg.eval.reference_npz)):
-        if path and not Path(path).exists():
-            raise ConfigError(f"{key}={path!r} does not exist")
     if cfg.eval.compile == "reduce-overhead" and cfg.device == "cpu":
         raise ConfigError("eval.compile=reduce-overhead captures CUDA graphs: it needs device=cuda (or auto on a GPU)")
     if cfg.eval.attention == "xformers" and importlib.util.find_spec("xformers") is None:
         raise ConfigError("eval.attention=xformers but xformers is not installed (pip install -e '.[gpu]')")
     if cfg.launcher == "slurm" and shutil.which("sbatch") is None:
         raise ConfigError("launcher=slurm but no sbatch on PATH: run on a SLURM login node or use launcher=local")
-    if len(cfg.train.steps) < 1 or any(s < 1 for s in cfg.train.steps):
-        raise ConfigError(f"train.steps={cfg.train.steps}: every stage needs at least one step")
-    for p in [{}] + sweep.points:
-        n = len(p.get("msf.scales", cfg.msf.scales))
-        for key in ("sample.steps", "sample.cfg"):
-            value = p.get(key, getattr(cfg.sample, key.split(".")[1]))
-            if p.get("model", "msf") == "msf" and len(value) != n:
-                raise ConfigError(f"{key}={value} has {len(value)} entries but there are {n} scales")
+    if not sweep.points and not sweep.recon and not sweep.speed:
+        raise ConfigError(f"sweep {sweep.name} has no eval points at preset {cfg.preset}")
+    try:
+        check_paths(cfg, sweep)
+    except paths.PathError as e:
+        raise ConfigError(str(e)) from None
 
 
-def point_config(cfg: Config, point: dict[str, Any]) -> Config:
-    """The config of one eval point: a deep copy of ``cfg`` with the point's overrides (all but ``model``)."""
-    out = copy.deepcopy(cfg)
-    for k, v in point.items():
-        if k != "model":
-            set_key(out, k, v)
-    return out
+def check_paths(cfg: Config, sweep: Sweep) -> None:
+    """Every path key the sweep uses: exists, right kind, right format, opened without running code (harness)."""
+    if cfg.data.name == "imagefolder":
+        paths.image_folder("data.root", str(cfg.data.root))
+    if cfg.data.name == "cifar10":
+        paths.cifar10_folder("data.root", str(cfg.data.root))
+    if cfg.autoencoder.kind == "pretrained":
+        paths.vae_folder("autoencoder.path", str(cfg.autoencoder.path))
+    if cfg.eval.inception_weights:
+        paths.torch_state_dict("eval.inception_weights", cfg.eval.inception_weights,
+                               "torch-fidelity's InceptionV3 weights, pt_inception-2015-12-05")
+    if cfg.eval.reference_npz:
+        paths.adm_reference("eval.reference_npz", cfg.eval.reference_npz)
+    if "dit_xl2" in sweep.models and cfg.baseline.dit_xl2_checkpoint:
+        paths.torch_state_dict("baseline.dit_xl2_checkpoint", cfg.baseline.dit_xl2_checkpoint,
+                               "the official DiT-XL-2-256x256.pt state dict")
 
 
-def to_dict(obj: Any) -> Any:
-    """A dataclass config as plain JSON-able data."""
-    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj  # type: ignore[arg-type]
+def stage_of(cfg: Config, i: int) -> StageConfig:
+    """The network of MSF stage i (a shorter stage list repeats its last entry) (harness)."""
+    return per_scale(cfg.msf.stages, len(cfg.msf.scales), "msf.stages")[i]

@@ -1,240 +1,177 @@
 """The job graph of a sweep: autoencoder -> target cache -> trainings -> eval points -> report (harness).
 
-Every node is keyed by a hash of its resolved config (which includes its dependencies' keys), so a node that already
-has ``metrics.json`` for the same key is done and skipped. A node's folder is ``RUNS/PRESET/KIND-LABEL-KEY``.
+The planner turns the resolved Config into typed job specs (ablations/engine/specs.py), once. A job's key hashes its
+kind, results version, spec and dependencies, so a job whose run folder already has ``metrics.json`` for the same key
+is done and skipped, and a job whose inputs or code version changed gets a new folder. A job's folder is
+``RUNS/PRESET/KIND-LABEL-KEY``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
-import json
-import os
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from ablations.config import Config, Sweep, point_config, to_dict
+from ablations.config import Config, Sweep, per_scale, point_config, stage_of
+from ablations.engine.families import FAMILIES, SPEED_FAMILIES
+from ablations.engine.specs import (
+    AutoencoderJob,
+    CacheJob,
+    ClassifierJob,
+    EvalJob,
+    Factorization,
+    FactorizationSpec,
+    ReconJob,
+    Runtime,
+    SpeedJob,
+    TrainJob,
+    kind_of,
+    latent_factor,
+    run_key,
+    spec_record,
+)
 
 
 @dataclass
-class Node:
-    """One job: its kind, a readable label, its resolved config (hashed) and the keys of the nodes it needs."""
+class Job:
+    """One planned job: its kind, a readable label, its typed spec, its dependencies by role, key and folder."""
 
     kind: str
     label: str
-    config: dict[str, Any]
-    deps: list[str] = field(default_factory=list)
+    spec: Any
+    deps: dict[str, Job] = field(default_factory=dict)
     key: str = ""
-    run_dir: str = ""
+    run_dir: Path = Path()
 
     @property
     def name(self) -> str:
+        """The run folder's name (harness)."""
         return f"{self.kind}-{self.label}-{self.key}"
 
-
-def config_key(config: dict[str, Any]) -> str:
-    """8 hex digits of the SHA-256 of the canonical JSON of a node config."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:8]
+    def record(self, code: str) -> dict[str, Any]:
+        """The job's config.json (harness)."""
+        return spec_record(self.kind, self.name, self.key, self.spec, {r: d.name for r, d in self.deps.items()}, code)
 
 
 def code_version() -> str:
+    """The git commit of the code, recorded beside every job (harness)."""
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
-        )
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent)
         return out.stdout.strip() or "unknown"
     except OSError:
         return "unknown"
 
 
 class Graph:
-    """Nodes in topological order (each node's deps come before it), deduplicated by key."""
+    """Jobs in topological order (each job's dependencies come before it), deduplicated by key."""
 
     def __init__(self, runs_root: Path) -> None:
         self.root = runs_root
-        self.nodes: dict[str, Node] = {}
+        self.jobs: dict[str, Job] = {}
 
-    def add(self, kind: str, label: str, config: dict[str, Any], deps: list[Node] | None = None) -> Node:
-        """Add a node (or return the existing one with the same key); ``deps`` must already be in the graph."""
-        deps = deps or []
-        config = {**config, "deps": [d.key for d in deps]}
-        key = config_key({"kind": kind, **config})
-        if key not in self.nodes:
-            node = Node(kind, label, config, [d.key for d in deps], key)
-            node.run_dir = str(self.root / node.name)
-            self.nodes[key] = node
-        return self.nodes[key]
+    def add(self, label: str, spec: Any, deps: dict[str, Job] | None = None) -> Job:
+        """Add a job (or return the one with the same key); ``deps`` must already be in the graph (harness)."""
+        deps = deps or {}
+        kind = kind_of(spec)
+        key = run_key(kind, spec, {role: d.name for role, d in deps.items()})
+        if key not in self.jobs:
+            job = Job(kind, label, spec, deps, key)
+            job.run_dir = self.root / job.name
+            self.jobs[key] = job
+        return self.jobs[key]
 
-    def __iter__(self) -> Iterator[Node]:
-        return iter(self.nodes.values())
+    def __iter__(self) -> Iterator[Job]:
+        return iter(self.jobs.values())
 
-    def done(self, node: Node) -> bool:
-        return (Path(node.run_dir) / "metrics.json").exists()
+    def done(self, job: Job) -> bool:
+        """Whether the job's metrics.json exists (harness)."""
+        return (job.run_dir / "metrics.json").exists()
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Planning: which nodes a sweep needs.
+# Planning: which jobs a sweep needs.
 
 
-def _data(cfg: Config) -> dict[str, Any]:
-    return to_dict(cfg.data)
-
-
-def _stage(cfg: Config, i: int) -> dict[str, Any]:
-    return to_dict(cfg.msf.stages[min(i, len(cfg.msf.stages) - 1)])
+def _x(values: list[Any]) -> str:
+    return "x".join(map(str, values))
 
 
 def plan(cfg: Config, sweep: Sweep) -> Graph:
-    """The graph of a sweep for a resolved config (see module docstring)."""
+    """The graph of a sweep for a resolved config (see the module docstring)."""
     g = Graph(Path(cfg.runs_dir) / cfg.preset)
-    ae_deps: list[Node] = []
+    runtime = Runtime(cfg.device, cfg.cpu_threads)
+    factor = latent_factor(cfg.autoencoder)
+    shared: dict[str, Job] = {}
     if cfg.autoencoder.kind == "small_kl":
-        ae_deps = [g.add("autoencoder", "small_kl", {"data": _data(cfg), "autoencoder": to_dict(cfg.autoencoder)})]
-    ae = {"autoencoder": to_dict(cfg.autoencoder)}
-    clf_deps: list[Node] = []
+        shared["autoencoder"] = g.add("small_kl", AutoencoderJob(cfg.data, cfg.autoencoder, runtime))
+    ae_deps = dict(shared)
     if cfg.eval.world == "embedded":
-        clf_deps = [g.add("classifier", cfg.data.name, {"data": _data(cfg), "steps": cfg.eval.classifier_steps})]
+        shared["classifier"] = g.add(cfg.data.name, ClassifierJob(cfg.data, cfg.eval.classifier_steps, runtime))
 
-    def trained(model: str, pcfg: Config) -> list[Node]:
-        if model == "msf":
-            fac, scales = pcfg.msf.factorization, pcfg.msf.scales
-            stages = [_stage(pcfg, i) for i in range(len(scales))]
-            steps = [pcfg.train.steps[min(i, len(pcfg.train.steps) - 1)] for i in range(len(scales))]
-        elif model == "dit_flow":
-            fac, scales = "residual", [pcfg.data.image_size // _factor(pcfg)]
-            stages, steps = [to_dict(pcfg.baseline.dit_flow)], [pcfg.baseline.dit_flow_steps]
-        elif model == "dimr":
-            fac, scales = "residual", [pcfg.data.image_size // _factor(pcfg)]
-            stages, steps = [{"size": pcfg.baseline.dimr}], [pcfg.baseline.dimr_steps]
+    def trained(model: str, pcfg: Config, seed: int) -> dict[str, Job]:
+        """The train jobs of one model at one training seed, by role (train0, train1, ...) (harness)."""
+        family = FAMILIES[model]
+        if family.architecture is None:
+            return {}
+        if family.multi_scale:
+            fac = FactorizationSpec(pcfg.msf.factorization, pcfg.msf.scales, pcfg.msf.mode)
+            n = len(pcfg.msf.scales)
+            networks = [stage_of(pcfg, i) for i in range(n)]
+            steps = per_scale(pcfg.msf.steps, n, "msf.steps")
+            conditioning = pcfg.msf.conditioning
         else:
-            return []
-        cache = g.add(
-            "cache",
-            f"{fac}-{'x'.join(map(str, scales))}",
-            {"data": _data(pcfg), **ae, "factorization": fac, "scales": scales, "mode": pcfg.msf.mode},
-            ae_deps,
-        )
-        train = to_dict(pcfg.train)
-        # the default conditioning stays out of the key, so stages trained before the option existed are reused
-        conditioning = pcfg.msf.conditioning if model == "msf" else "adaln_zero"
-        tdln = {"conditioning": conditioning} if conditioning != "adaln_zero" else {}
-        return [
-            g.add(
-                "train",
-                f"{model}-{fac}-{'x'.join(map(str, scales))}{'-tdln' if tdln else ''}-s{i}",
-                {"model": model, "stage": i, "num_stages": len(scales), "stage_model": stages[i],
-                 "prior_mode": pcfg.msf.prior_mode, "train": {**train, "steps": steps[i]},
-                 "factorization": fac, "scales": scales, "mode": pcfg.msf.mode, "data": _data(pcfg), **tdln},
-                [cache],
+            assert family.baseline is not None
+            network, step_count = family.baseline(pcfg.baseline)
+            fac = FactorizationSpec("residual", [pcfg.data.image_size // factor], pcfg.msf.mode)
+            networks, steps, conditioning = [network], [step_count], "adaln_zero"
+        cache = g.add(f"{fac.name}-{_x(fac.scales)}", CacheJob(pcfg.data, pcfg.autoencoder, fac, pcfg.cache, runtime),
+                      ae_deps)
+        tdln = "-tdln" if conditioning == "tdln" else ""
+        return {
+            f"train{i}": g.add(
+                f"{model}-{fac.name}-{_x(fac.scales)}{tdln}-s{i}-t{seed}",
+                TrainJob(model, i, steps[i], seed, networks[i], pcfg.msf.prior_mode, conditioning, fac,  # type: ignore[arg-type]
+                         pcfg.data.num_classes, pcfg.train, runtime),
+                {"cache": cache},
             )
-            for i in range(len(scales))
-        ]
+            for i in range(len(networks))
+        }
 
     for point in sweep.points:
         model = point.get("model", "msf")
         pcfg = point_config(cfg, point)
-        stages = trained(model, pcfg)
-        for seed in pcfg.eval.seeds:
-            g.add(
-                "eval",
-                f"{model}-{pcfg.msf.factorization if model == 'msf' else 'single'}"
-                f"{'-tdln' if model == 'msf' and pcfg.msf.conditioning == 'tdln' else ''}"
-                f"-steps{'_'.join(map(str, pcfg.sample.steps))}-cfg{'_'.join(map(str, pcfg.sample.cfg))}-seed{seed}",
-                {"model": model, "preset": cfg.preset, "sample": to_dict(pcfg.sample), "eval": to_dict(pcfg.eval),
-                 "seed": seed, "data": _data(pcfg), **ae, "device": cfg.device,
-                 **({"checkpoint": cfg.baseline.dit_xl2_checkpoint} if model == "dit_xl2" else {})},
-                ae_deps + clf_deps + stages,
-            )
+        family = FAMILIES[model]
+        train_seeds: list[int | None] = list(pcfg.seeds.train) if family.architecture is not None else [None]
+        for train_seed in train_seeds:
+            stages = trained(model, pcfg, train_seed) if train_seed is not None else {}
+            for sample_seed in pcfg.seeds.sample:
+                kind = pcfg.msf.factorization if family.multi_scale else "single"
+                tdln = "-tdln" if family.multi_scale and pcfg.msf.conditioning == "tdln" else ""
+                t = "" if train_seed is None else f"-t{train_seed}"
+                g.add(
+                    f"{model}-{kind}{tdln}-steps{'_'.join(map(str, pcfg.sample.steps))}"
+                    f"-cfg{'_'.join(map(str, pcfg.sample.cfg))}{t}-seed{sample_seed}",
+                    EvalJob(model, pcfg.sample, pcfg.eval, sample_seed, train_seed,  # type: ignore[arg-type]
+                            sample_seed == pcfg.seeds.sample[0] and train_seed in (None, pcfg.seeds.train[0]),
+                            pcfg.data, pcfg.autoencoder,
+                            pcfg.baseline.dit_xl2_checkpoint if model == "dit_xl2" else None, cfg.preset, runtime),
+                    {**shared, **stages},
+                )
     if sweep.recon:
-        for fac in ("residual", "residual_latent_base", "latent_resize", "image_resize"):
-            g.add("recon", fac, {"factorization": fac, "scales": cfg.msf.scales, "mode": cfg.msf.mode,
-                                 "data": _data(cfg), **ae}, ae_deps)
+        for fac_name in get_args(Factorization):
+            fac = FactorizationSpec(fac_name, cfg.msf.scales, cfg.msf.mode)  # type: ignore[arg-type]
+            g.add(fac_name, ReconJob(fac, cfg.data, cfg.autoencoder, runtime), ae_deps)
     if sweep.speed:
-        for model in ("dit_xl2", "msf", "dimr"):
-            g.add("speed", model, {"model": model, "device": cfg.device, "dtype": cfg.eval.dtype,
-                                   "attention": cfg.eval.attention, "compile": cfg.eval.compile,
-                                   "method": cfg.speed.method, "batch": cfg.speed.batch,
-                                   "repeats": cfg.speed.repeats})
+        for model in SPEED_FAMILIES:
+            g.add(model, SpeedJob(model, cfg.speed, cfg.eval.dtype, cfg.eval.attention, cfg.eval.compile,  # type: ignore[arg-type]
+                                  runtime))
     return g
 
 
-def _factor(cfg: Config) -> int:
-    if cfg.autoencoder.kind == "pixel":
-        return 1
-    if cfg.autoencoder.kind == "pretrained":
-        return 8
-    return 2 ** (len(cfg.autoencoder.block_out_channels) - 1)
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Executing one node: lock, config.json, log, metrics.json last and atomically.
-
-
-class NodeLocked(RuntimeError):
-    """Another runner is writing this node right now."""
-
-
-@contextlib.contextmanager
-def node_lock(run_dir: Path) -> Iterator[None]:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / ".lock", "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise NodeLocked(f"{run_dir} is being written by another runner (lock held)") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
-
-
-def execute(node: Node, deps: dict[str, str], fn: Callable[..., dict[str, Any]]) -> dict[str, Any]:
-    """Run ``fn(node, run_dir, deps, log)`` under the node's lock, unless its metrics.json already exists."""
-    run_dir = Path(node.run_dir)
-    done = run_dir / "metrics.json"
-    if done.exists():
-        return json.loads(done.read_text())
-    with node_lock(run_dir):
-        if done.exists():  # finished by another runner while we waited
-            return json.loads(done.read_text())
-        write_json_atomic(run_dir / "config.json", {"kind": node.kind, "name": node.name, "key": node.key,
-                                                    "config": node.config, "code_version": code_version()})
-        with open(run_dir / "log.txt", "a") as log_fh:
-
-            def log(msg: str) -> None:
-                line = f"[{time.strftime('%H:%M:%S')}] {msg}"
-                log_fh.write(line + "\n")
-                log_fh.flush()
-
-            log(f"start {node.name}")
-            metrics = fn(node, run_dir, deps, log)
-            log(f"done {node.name}")
-        write_json_atomic(done, {"kind": node.kind, **metrics})
-        return metrics
-
-
-def dep_dirs(g: Graph, node: Node) -> dict[str, str]:
-    """A node's dependencies' run folders by role: autoencoder, classifier, cache, train0, train1, ..."""
-    out = {}
-    for d in node.deps:
-        dep = g.nodes[d]
-        out[dep.kind + (str(dep.config["stage"]) if dep.kind == "train" else "")] = dep.run_dir
-    return out
-
-
 def plan_summary(g: Graph) -> list[dict[str, Any]]:
-    """One row per node for --dry-run: kind, name, status (done / todo), run folder."""
-    return [{"kind": n.kind, "name": n.name, "status": "done" if g.done(n) else "todo", "run_dir": n.run_dir}
-            for n in g]
-
+    """One row per job for --dry-run: kind, name, status (done / todo), run folder (harness)."""
+    return [{"kind": j.kind, "name": j.name, "status": "done" if g.done(j) else "todo", "run_dir": str(j.run_dir)}
+            for j in g]

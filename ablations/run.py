@@ -12,7 +12,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ablations.config import PRESETS_DIR, SWEEPS_DIR, ConfigError, all_keys, available, load_sweep, resolve  # noqa: E402
+from ablations.config import KEYS, PRESETS_DIR, SWEEPS_DIR, ConfigError, available, load_sweep, resolve  # noqa: E402
 from ablations.graph import plan, plan_summary  # noqa: E402
 
 USAGE = """usage: python ablations/run.py sweep=NAME [preset=NAME] [key=value ...] [--dry-run] [--help]
@@ -21,7 +21,7 @@ sweeps:  {sweeps}
 presets: {presets}  (default: tiny)
 keys:    {keys}
 
-Values are YAML: sample.cfg=[1.4,1.0] train.lr=3e-4 data.root=/datasets/imagenet launcher=slurm.
+Values are YAML: sample.cfg=[1.4,1.0] train.lr=3e-4 seeds.train=[0,1,2] data.root=/datasets/imagenet launcher=slurm.
 --dry-run prints the planned jobs (done / todo) and exits without running anything."""
 
 
@@ -31,7 +31,7 @@ def usage() -> str:
         sweep, _ = load_sweep(name, "tiny")
         descr.append(f"\n  {name:14s} {sweep.description}")
     return USAGE.format(
-        sweeps="".join(descr), presets=", ".join(available(PRESETS_DIR)), keys=" ".join(all_keys())
+        sweeps="".join(descr), presets=", ".join(available(PRESETS_DIR)), keys=" ".join(KEYS)
     )
 
 
@@ -65,10 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = plan_summary(graph)
     if dry:
         print(f"sweep {sweep.name} (preset {cfg.preset}, launcher {cfg.launcher}): {sweep.description}")
+        for key, value in sweep.overrides.items():
+            print(f"  override {key}={value}")
         for r in rows:
             print(f"  {r['status']:5s} {r['kind']:12s} {r['run_dir']}")
         todo = sum(r["status"] == "todo" for r in rows)
-        print(f"{len(rows)} node(s): {len(rows) - todo} done, {todo} to run")
+        print(f"{len(rows)} job(s): {len(rows) - todo} done, {todo} to run")
         return 0
     from ablations.launch import run_graph
     from reports.build import build_report
@@ -76,11 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     results = run_graph(cfg, graph)
     failed = [r for r in results if r["status"] != "done"]
     out = Path(cfg.runs_dir) / cfg.preset / "reports" / sweep.name
-    runs = [n.run_dir for n in graph if (Path(n.run_dir) / "metrics.json").exists()]
+    runs = [j.run_dir for j in graph if (j.run_dir / "metrics.json").exists()]
     build_report(runs, out, title=f"{sweep.name}: {sweep.description} (preset {cfg.preset})")
     print(f"report: {out / 'report.md'} and {out / 'report.html'}")
     if failed:
-        print(f"{len(failed)} node(s) failed or were skipped; see the logs above", file=sys.stderr)
+        print(f"{len(failed)} job(s) failed or were skipped; see the logs above", file=sys.stderr)
         return 1
     return 0
 

@@ -1,5 +1,6 @@
 """DiMR (Liu et al. 2024, "Alleviating Distortion in Image Generation via Multi-Resolution Diffusion Models and
-Time-Dependent Layer Normalization"): the multi-resolution baseline, as a stage model of msf/train.py's flow loop.
+Time-Dependent Layer Normalization"): the multi-resolution baseline, as a stage model of the
+harness's flow loop (ablations/engine/train.py).
 
 Written from the paper (Sec. 3, Fig. 2 and 4) and its released code (qihao067/DiMR: ``libs/core/blocks.py``,
 ``libs/core/sigmoid/module.py`` and the ``DiMR-XL-2R`` / ``DiMR-G-2R`` configs), with our own code and names.
@@ -31,7 +32,8 @@ Training objective, and how it differs from DiMR's own (``train.py``): DiMR trai
 Diffusion's scaled-linear betas 0.00085-0.012, 1000 steps, n ~ U{1..1000}) to predict the noise, with a multi-scale
 loss sum_r c_r ||eps_r - pool_r(eps)||^2 over every branch's head (pool: 2x2 sum / 2, c = (1/4, 1) for 2R), AdamW
 (lr 2e-4, betas (0.99, 0.99), weight decay 0.03, none on w and b) and samples with DPM-Solver at CFG 0.4 (U-ViT's
-convention, = 1.4 in DiT's). Here the same network is trained by msf/train.py with Eq. 5: rectified-flow velocity,
+convention, = 1.4 in DiT's). Here the same network is trained by the
+harness's loop (ablations/engine/train.py) with Eq. 5: rectified-flow velocity,
 t ~ U(0, 1), the final output only, and sampled by msf/flow.py's Euler/Heun, as every model of the harness.
 
 Published sizes (qihao067/DiMR README, ImageNet 256, 32x32x4 latents): DiMR-XL/2R 505M and DiMR-G/2R 1.06B
@@ -243,7 +245,8 @@ class DiMR(nn.Module):
         class_dropout_prob: label dropout for CFG; > 0 adds the null-class row ``num_classes``.
         num_classes: number of classes.
         learn_sigma, prior_channels: the stage-model interface's; only False and 0 (single-scale velocity).
-        t_scale: t * t_scale is the DDPM-range time n of TD-LN's tau (1000 for flow t in [0, 1], msf/train.py).
+        t_scale: t * t_scale is the DDPM-range time n of TD-LN's tau (1000 for flow t in [0, 1],
+            ablations/engine/train.py).
         attn: attention backend of the Transformer branch (msf/dit.py).
         generator: RNG for the weight initialisation (None: torch's default generator).
     """

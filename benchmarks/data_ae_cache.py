@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from msf.autoencoder import SmallAEConfig, psnr, save_autoencoder, train_small_autoencoder
-from msf.cache import build_cache
-from msf.data import EmbeddedDataset, to_float
+from ablations.engine.autoencoders import SmallAEConfig, psnr, save_autoencoder, train_small_autoencoder
+from ablations.engine.cache import build_cache
+from ablations.engine.data import EmbeddedDataset
+from ablations.engine.images import to_float
 from msf.factorize import make_factorization, make_scales
 
 

@@ -4,7 +4,7 @@ step counts cut down (harness benchmark).
     .venv/bin/python benchmarks/speed_methods.py [--steps 4] [--threads 1] [--batch 2] [--device cpu]
 
 For DiT-XL/2 (DDPM, CFG 1.5) and MSF (stage 1 CFG 1.4, stage 2 half the steps without CFG), random weights, each
-model's plan from ablations/nodes.py SPEED_PLANS with only the step counts replaced; runs ``speed_benchmark`` with
+model's speed plan (ablations/engine/families.py) with only the step counts replaced; runs ``speed_benchmark`` with
 method "forward" and "sample" and prints seconds per image of both and their ratio (1.0: the "forward" estimate is
 exact; above 1: the sampler's own work, noise, solver arithmetic and the factorization, costs that much extra).
 """
@@ -16,7 +16,8 @@ import dataclasses
 
 import torch
 
-from ablations.nodes import SPEED_PLANS, speed_benchmark
+from ablations.engine.families import FAMILIES
+from ablations.engine.jobs import speed_benchmark
 
 
 def main() -> None:
@@ -32,10 +33,10 @@ def main() -> None:
     print("|---|---|---:|---:|---:|")
     for model in ("dit_xl2", "msf"):
         plan = [dataclasses.replace(st, steps=max(1, args.steps // (2 if i else 1)))
-                for i, st in enumerate(SPEED_PLANS[model])]
+                for i, st in enumerate(FAMILIES[model].speed_plan)]
         seconds = {}
         for method in ("forward", "sample"):
-            m = speed_benchmark(model, plan, device, torch.float32, "sdpa", "none", method, args.batch,
+            m = speed_benchmark(FAMILIES[model], tuple(plan), device, torch.float32, "sdpa", "none", method, args.batch,
                                 log=lambda line: print(f"  {line}", flush=True))
             seconds[method] = m["sec_per_image"]
         steps = " + ".join(f"{st.steps}x{st.cfg:g}" for st in plan)

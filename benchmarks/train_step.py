@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/train_step.py [--steps 30] [--threads 1] [--images 1024]
 
 The models, scales and batch size come from ablations/presets/tiny.yaml: MSF stage 0 (6x6 latents, no prior),
-stage 1 (8x8 latents with its prior) and the single-scale flow DiT (8x8). Each runs ``steps`` steps of msf/train.py's
+stage 1 (8x8 latents with its prior) and the single-scale flow DiT (8x8). Each runs ``steps`` steps of ablations/engine/train.py's
 loop, float32 on CPU, on a real memory-mapped TargetCache of ``images`` embedded 32-px images encoded by a
 random-weight autoencoder of the preset's shape (the bytes read per step are what matter here, not their values).
 Step times exclude the first step (start-up); the data share is the time blocked on the loader thread.
@@ -19,11 +19,12 @@ from pathlib import Path
 import torch
 import yaml
 
-from msf.autoencoder import KLAutoencoder, SmallAEConfig
-from msf.cache import build_cache
-from msf.data import EmbeddedDataset
+from ablations.engine.autoencoders import SmallAEConfig
+from msf.autoencoder import KLAutoencoder
+from ablations.engine.cache import build_cache
+from ablations.engine.data import EmbeddedDataset
 from msf.factorize import make_factorization, make_scales
-from msf.train import TrainConfig, read_jsonl, train
+from ablations.engine.train import TrainConfig, read_jsonl, train
 
 PRESET = Path(__file__).parents[1] / "ablations" / "presets" / "tiny.yaml"
 

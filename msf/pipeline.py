@@ -16,8 +16,6 @@ from torch import Tensor, nn
 from msf.factorize import Factorization
 from msf.flow import cfg_velocity, sample_euler, sample_heun, time_grid
 
-COMPILE_MODES = ("none", "default", "max-autotune", "reduce-overhead")  # reduce-overhead: CUDA graphs
-
 SOLVERS = {"euler": sample_euler, "heun": sample_heun}
 NOISE_STREAMS = 1000  # scale indices per seed: sample b at scale i draws from seed_b * NOISE_STREAMS + i
 
@@ -33,30 +31,6 @@ class MSFModel(nn.Module):
         self.factorization = factorization
         self.channels = channels
         self.num_classes = num_classes  # the null class of CFG is num_classes
-
-
-class ClonedOutputs(nn.Module):
-    """A network whose outputs are copied out (harness): a CUDA graph replay rewrites the previous replay's output
-    buffer, and Heun's corrector (Eq. 6) still needs the predictor's velocity after the next call."""
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, *args: object, **kwargs: object) -> Tensor:
-        return self.net(*args, **kwargs).clone()
-
-
-def compiled(net: nn.Module, mode: str, device: torch.device) -> nn.Module:
-    """torch.compile a network for sampling's fixed shapes; "reduce-overhead" also captures CUDA graphs (harness)."""
-    if mode not in COMPILE_MODES:
-        raise ValueError(f"unknown compile mode {mode!r}; expected one of {', '.join(COMPILE_MODES)}")
-    if mode == "reduce-overhead" and device.type != "cuda":
-        raise ValueError(f"compile mode reduce-overhead (CUDA graphs) needs a CUDA device, got {device}")
-    if mode == "none":
-        return net
-    fast: nn.Module = torch.compile(net, mode=mode)  # type: ignore[assignment]
-    return ClonedOutputs(fast) if mode == "reduce-overhead" else fast
 
 
 def stage_noise(

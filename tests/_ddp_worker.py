@@ -1,7 +1,7 @@
 """Helper of tests/test_train.py: a tiny in-memory target source and a training process to launch, kill and resume.
 
 Run as ``python tests/_ddp_worker.py RUN_DIR STEPS [--delay S] [--dump FILE]``; under RANK/WORLD_SIZE/MASTER_* it joins
-a gloo job. ``--dump`` writes this rank's final model and EMA weights (captured by wrapping ``msf.train.ema_update``),
+a gloo job. ``--dump`` writes this rank's final model and EMA weights (captured by wrapping ``ablations.engine.train.ema_update``),
 so the test can compare the replicas of a data-parallel run.
 """
 
@@ -15,9 +15,10 @@ from pathlib import Path
 import safetensors.torch
 import torch
 
-import msf.train
+import ablations.engine.train
 from msf.factorize import make_factorization, make_scales
-from msf.train import TrainConfig, train
+from ablations.engine.specs import FactorizationSpec, Runtime, StageConfig, TrainConfig, TrainJob
+from ablations.engine.train import train
 
 SIZES, C, NUM_CLASSES = (4, 8), 4, 4
 
@@ -51,24 +52,32 @@ class MemorySource:
         return targets, self.labels[i]
 
 
-def tiny_config(**changes) -> TrainConfig:
-    """A DiT of depth 2, width 32 on the 8x8 residual scale (stage 1, with its prior), float32 on CPU."""
-    base = dict(
-        stage=1,
-        model="DiT-S/2",
-        model_overrides=dict(depth=2, hidden_size=32, num_heads=2),
-        num_classes=NUM_CLASSES,
-        batch_size=8,
-        steps=20,
-        lr=1e-3,
-        ema_decay=0.9,
-        label_dropout=0.25,
-        device="cpu",
-        ckpt_every=4,
-        keep_last=2,
-        log_every=10,
-    )
-    return TrainConfig(**{**base, **changes})
+def tiny_config(**changes) -> TrainJob:
+    """A DiT of depth 2, width 32 on the 8x8 residual scale (stage 1, with its prior), float32 on CPU.
+
+    ``changes`` may name any TrainJob field, any TrainConfig field, ``device``, ``model`` (a size-table name) or
+    ``model_overrides`` (network sizes, prior_mode, conditioning).
+    """
+    job = dict(family="msf", stage=1, steps=20, seed=0, num_classes=NUM_CLASSES, prior_mode="concat",
+               conditioning="adaln_zero")
+    network = dict(depth=2, hidden_size=32, num_heads=2, patch_size=2)
+    train = dict(batch_size=8, lr=1e-3, ema_decay=0.9, label_dropout=0.25, ckpt_every=4, keep_last=2, log_every=10)
+    device = "cpu"
+    for k, v in changes.items():
+        if k == "device":
+            device = v
+        elif k == "model":
+            network["size"] = v
+        elif k == "model_overrides":
+            for name, value in v.items():
+                (job if name in ("prior_mode", "conditioning") else network)[name] = value
+        elif k in job:
+            job[k] = v
+        else:
+            train[k] = v
+    factorization = FactorizationSpec("residual", list(SIZES), "bilinear")
+    return TrainJob(**job, network=StageConfig(**network), factorization=factorization,  # type: ignore[arg-type]
+                    train=TrainConfig(**train), runtime=Runtime(device=device))
 
 
 def main() -> None:
@@ -80,13 +89,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)  # two processes share two cores
     captured = {}
-    ema_update = msf.train.ema_update
+    ema_update = ablations.engine.train.ema_update
 
     def capture(ema, model, decay):
         captured.update(ema=ema, model=model)
         ema_update(ema, model, decay)
 
-    msf.train.ema_update = capture
+    ablations.engine.train.ema_update = capture
     source = MemorySource(delay=args.delay)
     train(tiny_config(steps=args.steps), source, source.factorization, args.run_dir, log=lambda _: None)
     if args.dump:

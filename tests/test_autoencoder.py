@@ -7,9 +7,8 @@ import pytest
 import torch
 from diffusers import AutoencoderKL
 
-from msf.autoencoder import (
-    KLAutoencoder,
-    PixelAutoencoder,
+from msf.autoencoder import KLAutoencoder, PixelAutoencoder
+from ablations.engine.autoencoders import (
     SmallAEConfig,
     VAEWeightsNotFoundError,
     load_autoencoder,
@@ -18,7 +17,8 @@ from msf.autoencoder import (
     save_autoencoder,
     train_small_autoencoder,
 )
-from msf.data import EmbeddedDataset, to_float
+from ablations.engine.data import EmbeddedDataset
+from ablations.engine.images import to_float
 
 TINY = SmallAEConfig(block_out_channels=(8, 16), norm_num_groups=4, steps=40, batch_size=8, scale_batch=32)
 

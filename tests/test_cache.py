@@ -8,8 +8,9 @@ import torch
 from diffusers import AutoencoderKL
 
 from msf.autoencoder import KLAutoencoder, PixelAutoencoder
-from msf.cache import CacheIncompleteError, CacheKeyError, TargetCache, build_cache
-from msf.data import EmbeddedDataset, to_float
+from ablations.engine.cache import CacheIncompleteError, CacheKeyError, TargetCache, build_cache
+from ablations.engine.data import EmbeddedDataset
+from ablations.engine.images import to_float
 from msf.factorize import make_factorization, make_scales
 
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 from scipy import stats
 
-from msf.data import (
+from ablations.engine.data import (
     CIFAR10Dataset,
     EmbeddedDataset,
     ImageFolderDataset,
@@ -20,9 +20,8 @@ from msf.data import (
     hash_uniform,
     hsv_to_rgb,
     render_embedded,
-    to_float,
-    to_uint8,
 )
+from ablations.engine.images import to_float, to_uint8
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Embedded dataset: determinism and splits.

@@ -1,5 +1,5 @@
 """Tests of baselines/dimr.py: the released DiMR sizes (parameter counts against the README and a closed form of the
-released code), shapes, TD-RMSNorm, the stage-model interface, and training through msf/train.py's loop."""
+released code), shapes, TD-RMSNorm, the stage-model interface, and training through ablations/engine/train.py's loop."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from _ddp_worker import tiny_config
 
 from baselines.dimr import DIMR_CONFIGS, DiMR, TDRMSNorm, build_dimr
 from msf.factorize import make_factorization, make_scales
-from msf.train import Architecture, latest_checkpoint, load_stage, train
+from ablations.engine.families import dimr_architecture
+from ablations.engine.train import latest_checkpoint, load_stage, train
 
-DIMR = Architecture("dimr", DiMR, DIMR_CONFIGS)
 TINY = dict(input_size=8, num_classes=4)  # the embedded preset's 8x8x4 latents
 QUIET = lambda _: None  # noqa: E731
 
@@ -108,7 +108,7 @@ def test_tiny_forward_and_every_parameter_gets_a_gradient():
     out = model(x, t, y, force_drop_ids=torch.tensor([0, 1, 0]))
     assert out.shape == x.shape and torch.isfinite(out).all()
     out.square().mean().backward()
-    # DDP (msf/train.py) fails on parameters without a gradient: the lower prediction heads are left out for this
+    # DDP (ablations/engine/train.py) fails on parameters without a gradient: the lower prediction heads are left out for this
     assert [n for n, p in model.named_parameters() if p.grad is None] == []
     # all gradients are non-zero except TD's w and b: p0 = p1 at init, so d p(tau) / d(w, b) = sigmoid' (p0 - p1) = 0
     zero = {n.rsplit(".", 1)[-1] for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() == 0}
@@ -190,7 +190,7 @@ def test_bad_inputs_and_names_are_rejected():
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Training through msf/train.py's loop (the Architecture hook)
+# Training through ablations/engine/train.py's loop (the Architecture hook)
 
 
 class SingleScaleSource:
@@ -214,18 +214,18 @@ class SingleScaleSource:
 def test_a_few_training_steps_reduce_the_loss_and_the_stage_reloads(tmp_path):
     source = SingleScaleSource()
     # the shared tiny recipe (tests/_ddp_worker.py) on DiMR-tiny's single scale
-    cfg = tiny_config(stage=0, model="DiMR-tiny", model_overrides={}, steps=60, ckpt_every=60, log_every=60)
-    metrics = train(cfg, source, source.factorization, tmp_path, log=QUIET, arch=DIMR)
+    cfg = tiny_config(family="dimr", stage=0, model="DiMR-tiny", steps=60, ckpt_every=60, log_every=60)
+    metrics = train(cfg, source, source.factorization, tmp_path, log=QUIET, arch=dimr_architecture())
     losses = [json.loads(line)["loss"] for line in (tmp_path / "stats.jsonl").read_text().splitlines()]
     # Eq. 5 from a random (not zero-initialised) output head: seeds 0-2 end at 0.47-0.53 of the first ten steps' mean
     assert sum(losses[-10:]) / 10 < 0.65 * sum(losses[:10]) / 10, losses
     assert (
-        metrics["model"] == "dimr_flow"
+        metrics["model"] == "dimr"
         and abs(metrics["params_m"] - count(build_dimr("DiMR-tiny", **TINY)) / 1e6) < 1e-3
     )
     kwargs = json.loads((tmp_path / "model.json").read_text())  # the DiMR constructor kwargs
     assert kwargs["ratios"] == [4, 2, 1] and kwargs["t_scale"] == 1000.0 and kwargs["prior_channels"] == 0
-    stage = load_stage(tmp_path, arch=DIMR)
+    stage = load_stage(tmp_path, arch=dimr_architecture())
     ckpt = safetensors.torch.load_file(str(latest_checkpoint(tmp_path / "checkpoints").with_suffix(".safetensors")))
     assert all(torch.equal(v, ckpt[f"ema/{k}"]) for k, v in stage.state_dict().items())
     assert isinstance(stage, DiMR) and not stage.training

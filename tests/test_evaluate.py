@@ -10,9 +10,10 @@ from ablations.config import resolve
 from ablations.graph import plan
 from ablations.launch import run_graph
 from msf.dit import DiT
-from msf.evaluate import sample_seeds, sampling_gflops
+from ablations.engine.evaluate import sample_seeds, sampling_gflops
 from msf.factorize import make_factorization, make_scales
-from msf.pipeline import ClonedOutputs, MSFModel, compiled, sample
+from ablations.engine.evaluate import ClonedOutputs, compiled
+from msf.pipeline import MSFModel, sample
 
 
 def test_per_sample_seeds_and_gflops_bookkeeping():
@@ -77,19 +78,19 @@ FAST = [("data.train_size", "3000"), ("autoencoder.steps", "400"), ("eval.classi
 def eval_point(runs: Path, train_steps: str, changes: list[tuple[str, str]]) -> dict:
     """metrics.json of Table 3's CFG 1.4/1.0 point (seed 0, tiny preset with ``changes``) with the stages trained
     ``train_steps``: only that eval node and the nodes it needs run (shared nodes run once across calls)."""
-    base = [("sweep", "cfg_scale1"), ("preset", "tiny"), ("cpu_threads", "1"), ("eval.seeds", "[0]")]
-    cfg, sweep = resolve([*base, *changes, ("runs_dir", str(runs)), ("train.steps", train_steps)])
+    base = [("sweep", "cfg_scale1"), ("preset", "tiny"), ("cpu_threads", "1"), ("seeds.sample", "[0]")]
+    cfg, sweep = resolve([*base, *changes, ("runs_dir", str(runs)), ("msf.steps", train_steps)])
     g = plan(cfg, sweep)
-    (target,) = [n for n in g if n.kind == "eval" and n.config["sample"]["cfg"] == [1.4, 1.0]]
-    need, todo = set(), [target.key]
+    (target,) = [j for j in g if j.kind == "eval" and j.spec.sample.cfg == [1.4, 1.0]]
+    need, todo = set(), [target]
     while todo:
-        key = todo.pop()
-        need.add(key)
-        todo += g.nodes[key].deps
-    g.nodes = {k: n for k, n in g.nodes.items() if k in need}
+        job = todo.pop()
+        need.add(job.key)
+        todo += job.deps.values()
+    g.jobs = {k: j for k, j in g.jobs.items() if k in need}
     rows = run_graph(cfg, g)
     assert all(r["status"] == "done" for r in rows), rows
-    return json.loads((Path(target.run_dir) / "metrics.json").read_text())
+    return json.loads((target.run_dir / "metrics.json").read_text())
 
 
 def test_trained_model_is_far_better_than_untrained(tmp_path):

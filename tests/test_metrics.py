@@ -18,8 +18,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 
-from msf import metrics as M
-from msf.classifier import (
+from ablations.engine import metrics as M
+from ablations.engine.images import to_uint8
+from ablations.engine.classifier import (
     EmbeddedClassifier,
     accuracy,
     classifier_digest,
@@ -96,7 +97,7 @@ def test_to_uint8_matches_dit_formula_on_edge_values():
     # 1 -> 255.5 clamps to 255, 0 -> 128 (ADM's (x + 1) * 127.5 would give 127 there).
     x = torch.tensor([-1.0, -0.5, -0.25, 0.0, 0.25, 1.0, -2.0, 2.0])
     expected = np.clip(127.5 * x.double().numpy() + 128.0, 0, 255).astype(np.uint8)  # DiT sample_ddp.py in float64
-    out = M.to_uint8(x)
+    out = to_uint8(x)
     assert out.dtype == torch.uint8
     assert out.tolist() == expected.tolist() == [0, 64, 96, 128, 159, 255, 0, 255]
 
@@ -460,7 +461,7 @@ def test_classifier_save_load_round_trip(classifier, tmp_path):
 
 @pytest.mark.slow  # ~2 min on 2 CPU cores
 def test_classifier_reaches_target_accuracy_on_embedded_dataset():
-    from msf.data import EmbeddedDataset
+    from ablations.engine.data import EmbeddedDataset
 
     train_set, ref = EmbeddedDataset("train", size=32), EmbeddedDataset("ref", size=32, length=2000)
 

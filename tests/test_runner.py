@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 from ablations.config import resolve
-from ablations.graph import NodeLocked, execute, node_lock, plan
+from ablations.engine.jobs import JobLocked, job_lock, run
+from ablations.graph import plan
+from ablations.launch import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = [sys.executable, str(ROOT / "ablations" / "run.py")]
@@ -29,19 +31,23 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         (["sweep=nope"], "unknown sweep 'nope'; valid sweeps: cfg_scale0"),
         (["sweep=cfg_scale0", "preset=huge"], "unknown preset 'huge'; valid presets: imagenet256, smoke, tiny"),
         (["sweep=cfg_scale0", "train.lrr=1"], "unknown key 'train.lrr'; did you mean 'train.lr'?"),
-        (["sweep=cfg_scale0", "train.lr=abc"], "train.lr: expected a number, got 'abc'"),
+        (["sweep=cfg_scale0", "train.lr=abc"], "train.lr='abc': expected a finite number"),
+        (["sweep=cfg_scale0", "train.steps=[1,1]"], "key 'train.steps' is now 'msf.steps'"),
         (["sweep=cfg_scale0", "msf.scales=[8,6]"], "strictly increasing"),
         (["sweep=cfg_scale0", "data.image_size=36"], "not divisible by the autoencoder factor 4 times the patch size"),
-        (["sweep=cfg_scale0", "sample.steps=[0,50]"], "at least 1 step"),
-        (["sweep=cfg_scale0", "sample.cfg=[-1,1]"], "guidance scales must be >= 0"),
-        (["sweep=cfg_scale0", "preset=imagenet256"], "data.root=None does not exist"),
+        (["sweep=cfg_scale0", "sample.steps=[0,50]"], "sample.steps=[0, 50]: expected a value > 0"),
+        (["sweep=steps_scale0", "sample.cfg=[-1,1]"], "sample.cfg=[-1.0, 1.0]: expected a value >= 0"),
+        (["sweep=cfg_scale0", "sample.cfg=[1,1]"], "sample.cfg is swept by sweep=cfg_scale0"),
+        (["sweep=cfg_scale0", "preset=imagenet256"], "data.name=imagefolder needs data.root=DIR"),
         (["sweep=cfg_scale0", "preset=imagenet256", "data.root=/"], "autoencoder.kind=pretrained needs"),
-        (["sweep=main", "baseline.dit_xl2_checkpoint=/nope.pt"], "/nope.pt' does not exist"),
+        (["sweep=main", "preset=imagenet256", "launcher=inprocess", "data.root=/dev/null", "autoencoder.path=/",
+          "baseline.dit_xl2_checkpoint=/"],
+         "data.root='/dev/null' is a file; expected a folder of class folders holding images"),
         (["sweep=cfg_scale0", "eval.compile=fast"], "eval.compile='fast' is not one of: none, default"),
         (["sweep=cfg_scale0", "device=cpu", "eval.compile=reduce-overhead"], "needs device=cuda"),
         (["sweep=speed", "speed.method=full"], "speed.method='full' is not one of: auto, forward, sample"),
-        (["sweep=speed", "speed.batch=-2"], "speed.batch=-2: give a positive batch"),
-        (["sweep=speed", "speed.repeats=-1"], "speed.repeats=-1: give a positive count"),
+        (["sweep=speed", "speed.batch=-2"], "speed.batch=-2: expected a value >= 0"),
+        (["sweep=speed", "speed.repeats=-1"], "speed.repeats=-1: expected a value >= 0"),
         (["sweep=cfg_scale0", "--bogus"], "unknown option '--bogus'"),
         (["cfg_scale0"], "expected key=value"),
     ],
@@ -90,10 +96,11 @@ def test_paper_grid_values():
 
 def test_lock_prevents_two_writers(tmp_path):
     cfg, s = resolve([("sweep", "cfg_scale0"), ("preset", "smoke"), ("runs_dir", str(tmp_path))])
-    node = next(iter(plan(cfg, s)))
-    with node_lock(Path(node.run_dir)):
-        with pytest.raises(NodeLocked, match="being written by another runner"):
-            execute(node, {}, lambda *a: {})
+    job = next(iter(plan(cfg, s)))
+    prepare(job, "test")
+    with job_lock(job.run_dir):
+        with pytest.raises(JobLocked, match="being written by another runner"):
+            run(job.run_dir)
 
 
 def test_smoke_sweep_end_to_end_then_nothing_recomputed(tmp_path):
@@ -122,14 +129,14 @@ def test_smoke_sweep_end_to_end_then_nothing_recomputed(tmp_path):
     stamps = {p: (p / "metrics.json").stat().st_mtime_ns for p in folders}
     t0 = time.time()
     again = run_cli("sweep=cfg_scale1", *SMOKE, f"runs_dir={runs}", cwd=tmp_path)
-    assert again.returncode == 0 and "0 node(s) to run" in again.stdout
+    assert again.returncode == 0 and "0 job(s) to run" in again.stdout
     assert time.time() - t0 < 60
     assert stamps == {p: (p / "metrics.json").stat().st_mtime_ns for p in folders}  # nothing rewritten
 
     lost = evals[-1]
     shutil.rmtree(lost)
     redo = run_cli("sweep=cfg_scale1", *SMOKE, f"runs_dir={runs}", cwd=tmp_path)
-    assert redo.returncode == 0 and "1 node(s) to run" in redo.stdout
+    assert redo.returncode == 0 and "1 job(s) to run" in redo.stdout
     assert (lost / "metrics.json").exists()
     assert all(stamps[p] == (p / "metrics.json").stat().st_mtime_ns for p in folders if p != lost)
 

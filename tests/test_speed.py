@@ -8,15 +8,16 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-import msf.speed
-from ablations.nodes import SpeedStage, speed_benchmark, speed_network, speed_sampler
+import ablations.engine.speed
+from ablations.engine.families import FAMILIES, SpeedStage
+from ablations.engine.jobs import speed_benchmark
 from baselines.dit import sample_ddpm
 from msf.dit import DiT
-from msf.evaluate import generate, msf_sampler
+from ablations.engine.evaluate import generate, msf_sampler
 from msf.factorize import make_factorization, make_scales
 from msf.flow import sample_euler, time_grid
 from msf.pipeline import MSFModel, sample
-from msf.speed import matmul_tflops, utilisation
+from ablations.engine.speed import matmul_tflops, utilisation
 
 DEVICES = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
 TINY = (("depth", 1), ("hidden_size", 32), ("num_heads", 2))  # DiT constructor overrides for the plans below
@@ -114,7 +115,7 @@ def test_ddpm_sampling_reads_nothing_back_to_the_host():
 
 def test_matmul_rate_is_two_n_cubed_over_the_median_time(monkeypatch):
     ticks = iter(float(i) * 0.25 for i in range(100))  # every timed call takes exactly 0.25 s on this clock
-    monkeypatch.setattr(msf.speed.time, "perf_counter", lambda: next(ticks))
+    monkeypatch.setattr(ablations.engine.speed.time, "perf_counter", lambda: next(ticks))
     assert matmul_tflops(torch.device("cpu"), torch.float32, n=64, repeats=3) == pytest.approx(2 * 64**3 / 0.25 / 1e12)
 
 
@@ -142,18 +143,20 @@ PLANS = {
 def test_speed_plan_flops_match_a_count_of_the_whole_sampler(model):
     """tflops_per_image (forward GFLOPs x steps x 2 under CFG) equals FlopCounterMode over one full sample."""
     plan, device = PLANS[model], torch.device("cpu")
-    nets = [speed_network(model, st).eval() for st in plan]
+    nets = [FAMILIES[model].speed_network(st).eval() for st in plan]
     counter = FlopCounterMode(display=False)
     with counter:
-        speed_sampler(model, nets, plan, device)(torch.tensor([3]), [0])
-    metrics = speed_benchmark(model, plan, device, torch.float32, "sdpa", "none", "forward", 2, log=lambda _: None)
+        FAMILIES[model].speed_sampler(nets, plan, device)(torch.tensor([3]), [0])
+    metrics = speed_benchmark(FAMILIES[model], plan, device, torch.float32, "sdpa", "none", "forward", 2,
+                              log=lambda _: None)
     assert metrics["tflops_per_image"] * 1e12 == pytest.approx(counter.get_total_flops(), rel=1e-9)
 
 
 @pytest.mark.parametrize("method", ["forward", "sample"])
 def test_speed_benchmark_metrics_are_consistent(method):
     logs: list[str] = []
-    m = speed_benchmark("msf", PLANS["msf"], torch.device("cpu"), torch.float32, "sdpa", "none", method, 2, logs.append)
+    m = speed_benchmark(FAMILIES["msf"], PLANS["msf"], torch.device("cpu"), torch.float32, "sdpa", "none", method, 2,
+                        logs.append)
     assert m["steps"] == [3, 2] and m["cfg"] == [1.4, 1.0] and m["batch"] == 2 and m["dtype"] == "float32"
     assert m["images_per_s"] == pytest.approx(1 / m["sec_per_image"])
     assert m["achieved_tflops"] == pytest.approx(m["tflops_per_image"] / m["sec_per_image"])
@@ -164,8 +167,6 @@ def test_speed_benchmark_metrics_are_consistent(method):
 
 
 def test_speed_plans_are_the_papers_sampling_settings():
-    from ablations.nodes import SPEED_PLANS
-
-    assert [(st.steps, st.cfg, st.passes) for st in SPEED_PLANS["dit_xl2"]] == [(250, 1.5, 500)]
-    assert [(st.h, st.steps, st.cfg, st.passes) for st in SPEED_PLANS["msf"]] == [(24, 100, 1.4, 200),
-                                                                                   (32, 50, 1.0, 50)]
+    assert [(st.steps, st.cfg, st.passes) for st in FAMILIES["dit_xl2"].speed_plan] == [(250, 1.5, 500)]
+    assert [(st.h, st.steps, st.cfg, st.passes) for st in FAMILIES["msf"].speed_plan] == [
+        (24, 100, 1.4, 200), (32, 50, 1.0, 50)]

@@ -1,4 +1,4 @@
-"""The training loop (msf/train.py): it learns, EMA and label dropout follow their formulas, data-parallel replicas
+"""The training loop (ablations/engine/train.py): it learns, EMA and label dropout follow their formulas, data-parallel replicas
 stay identical, a run killed with SIGKILL resumes bit-exactly, and NaN losses or bad checkpoints stop it clearly."""
 
 import json
@@ -18,16 +18,18 @@ import torch
 from _ddp_worker import NUM_CLASSES, MemorySource, tiny_config
 from torch import nn
 
-from msf.autoencoder import KLAutoencoder, SmallAEConfig
-from msf.cache import build_cache
-from msf.data import EmbeddedDataset
+from msf.autoencoder import KLAutoencoder
+from ablations.engine.autoencoders import SmallAEConfig
+from ablations.engine.cache import build_cache
+from ablations.engine.data import EmbeddedDataset
 from msf.dit import DiT
 from msf.factorize import make_factorization, make_scales
-from msf.train import (
+from ablations.engine.specs import Runtime, TrainConfig
+from ablations.engine.typed import TypedDataError, from_data
+from ablations.engine.train import (
     INIT_STREAM,
     CheckpointError,
     NonFiniteLossError,
-    TrainConfig,
     ema_update,
     generator,
     latest_checkpoint,
@@ -137,14 +139,25 @@ def test_dropped_labels_train_the_null_class_only(tmp_path):
 
 def test_learning_rate_warms_up_linearly_then_stays():
     cfg = tiny_config(lr=1e-3, warmup_steps=4)
-    assert [learning_rate(s, cfg) for s in range(6)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
-    assert learning_rate(0, tiny_config(lr=1e-3)) == 1e-3
+    assert [learning_rate(s, cfg.train) for s in range(6)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+    assert learning_rate(0, tiny_config(lr=1e-3).train) == 1e-3
 
 
-@pytest.mark.parametrize("change", [dict(lr=0.0), dict(label_dropout=1.0), dict(keep_last=0), dict(device="tpu")])
-def test_bad_config_is_rejected(change):
-    with pytest.raises(ValueError, match="invalid TrainConfig"):
-        TrainConfig(**change)
+@pytest.mark.parametrize(
+    "cls, change, message",
+    [
+        (TrainConfig, dict(lr=0.0), "lr=0.0: expected a value > 0"),
+        (TrainConfig, dict(label_dropout=1.0), "label_dropout=1.0: expected a value in [0, 1)"),
+        (TrainConfig, dict(keep_last=0), "keep_last=0: expected a value > 0"),
+        (TrainConfig, dict(ema_decay=1.5), "ema_decay=1.5: expected a value in [0, 1]"),
+        (TrainConfig, dict(lr="nan"), "lr='nan': expected a finite number"),
+        (Runtime, dict(device="tpu"), "device='tpu' is not one of: auto, cpu, cuda"),
+    ],
+)
+def test_bad_config_is_rejected(cls, change, message):
+    with pytest.raises(TypedDataError) as err:
+        from_data(cls, change)
+    assert message in str(err.value)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -270,7 +283,7 @@ def _flip_a_byte(path: Path) -> None:
         (lambda c: (c / "step_00000004.safetensors").write_bytes(b"\0" * 10), {}, "corrupt"),
         (lambda c: (c / "step_00000004.json").write_text('{"step": 4, "tens'), {}, "cannot read"),
         (lambda c: (c / "step_00000004.safetensors").unlink(), {}, "cannot read"),
-        (lambda c: None, dict(lr=2e-3), r"different config \(lr: 0.001 -> 0.002\)"),
+        (lambda c: None, dict(lr=2e-3), r"different config \(train.lr: 0.001 -> 0.002\)"),
         (lambda c: None, dict(model_overrides=dict(depth=3, hidden_size=32, num_heads=2)), "different config"),
     ],
 )

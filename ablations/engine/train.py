@@ -34,7 +34,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -44,13 +44,18 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ablations.engine.flops import count_params
+from ablations.engine.io import append_jsonl, atomic_write, file_sha256, read_jsonl, write_json
+from ablations.engine.specs import TrainConfig, TrainJob
+from ablations.engine.typed import to_data
 from msf.dit import DIT_CONFIGS, DiT
 from msf.factorize import Factorization
-from msf.flow import TimeDist, flow_loss, sample_time
+from msf.flow import flow_loss, sample_time
 
 Log = Callable[[str], None]
-# config keys a resume may change
-RESUMABLE_CHANGES = ("steps", "ckpt_every", "keep_last", "log_every", "compile", "prefetch")
+# spec keys (dotted) a resume may change: they do not change what the remaining steps compute
+RESUMABLE_CHANGES = ("steps", "train.ckpt_every", "train.keep_last", "train.log_every", "train.compile",
+                     "train.prefetch", "runtime.threads")
 DATA_STREAM, STEP_STREAM, INIT_STREAM = 0, 1, 2
 T_SCALE = 1000.0  # flow time t in [0, 1] -> the DiT frequency range of t in [0, 1000) (msf/dit.py)
 
@@ -61,87 +66,6 @@ class CheckpointError(ValueError):
 
 class NonFiniteLossError(RuntimeError):
     """The loss or the gradient norm became NaN/inf; the run stops and keeps its last good checkpoint."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Hyper-parameters of one stage's training (harness; paper values in Sec. 4.1: lr 3e-4, global batch 2560).
-
-    Args:
-        stage: scale index i of the stage to train (0 = base scale, no prior).
-        model: size name in the architecture's size table (DiT's DIT_CONFIGS: e.g. "MSF-stage1", "DiT-XL/2").
-        model_overrides: extra constructor kwargs (e.g. depth, hidden_size, prior_mode); the latent shape,
-            prior channels, class count and flow time scale are set from the data and cannot be overridden.
-        num_classes: class count of the dataset (the null class for CFG is num_classes).
-        batch_size: global batch over all ranks (divisible by the world size).
-        steps: total optimizer steps.
-        lr: AdamW learning rate after warm-up (constant afterwards, as DiT).
-        warmup_steps: linear warm-up from 0 to lr over this many steps (0: none).
-        weight_decay, betas: AdamW settings.
-        ema_decay: EMA decay per step (DiT: 0.9999).
-        grad_clip: max global gradient norm (None: no clipping; the norm is still logged).
-        label_dropout: probability of replacing a label by the null class (CFG training, DiT: 0.1).
-        time_dist: distribution of t ("uniform" as Eq. 5, or "logit_normal").
-        seed: seed of the data order, the noise/time/dropout draws and the weight initialisation.
-        device: "auto" (CUDA when available), "cpu" or "cuda".
-        bf16: bfloat16 autocast of the forward pass on CUDA (CPU runs stay float32).
-        tf32: allow TF32 matmuls/convolutions on CUDA (sets torch.backends flags for the process).
-        ckpt_every: checkpoint period in steps (the last step is always checkpointed).
-        keep_last: number of checkpoints kept.
-        log_every: period of the plain progress lines.
-        compile: torch.compile the model.
-        fused_adamw: fused AdamW kernel (None: on CPU and CUDA, where torch has one).
-        prefetch: prepare the next batch (pinned on CUDA) in a thread during the step (None: on CUDA only; on CPU a
-            second thread's torch ops oversubscribe the intra-op pool: 3x slower steps measured on 2 cores).
-    """
-
-    stage: int = 0
-    model: str = "DiT-S/2"
-    model_overrides: dict[str, Any] = field(default_factory=dict)
-    num_classes: int = 1000
-    batch_size: int = 256
-    steps: int = 1000
-    lr: float = 3e-4
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    ema_decay: float = 0.9999
-    grad_clip: float | None = 1.0  # not stated in the paper
-    label_dropout: float = 0.1
-    time_dist: TimeDist = "uniform"
-    seed: int = 0
-    device: str = "auto"
-    bf16: bool = True
-    tf32: bool = True
-    ckpt_every: int = 1000
-    keep_last: int = 2
-    log_every: int = 100
-    compile: bool = False
-    fused_adamw: bool | None = None
-    prefetch: bool | None = None
-
-    def __post_init__(self) -> None:
-        checks = {
-            "stage must be >= 0": self.stage >= 0,
-            "batch_size must be >= 1": self.batch_size >= 1,
-            "steps must be >= 0": self.steps >= 0,
-            "lr must be > 0": self.lr > 0,
-            "warmup_steps must be >= 0": self.warmup_steps >= 0,
-            "ema_decay must be in [0, 1]": 0 <= self.ema_decay <= 1,
-            "grad_clip must be > 0 or None": self.grad_clip is None or self.grad_clip > 0,
-            "label_dropout must be in [0, 1)": 0 <= self.label_dropout < 1,
-            "ckpt_every, keep_last and log_every must be >= 1": min(self.ckpt_every, self.keep_last, self.log_every)
-            >= 1,
-            "device must be auto, cpu or cuda": self.device in ("auto", "cpu", "cuda"),
-            "time_dist must be uniform or logit_normal": self.time_dist in ("uniform", "logit_normal"),
-        }
-        bad = [message for message, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(f"invalid TrainConfig: {'; '.join(bad)}")
-
-    def to_json(self) -> dict[str, Any]:
-        """The resolved config as plain JSON data (harness)."""
-        return json.loads(json.dumps(asdict(self)))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -196,7 +120,7 @@ def mean_over_ranks(x: Tensor, world: int) -> Tensor:
 
 
 class TargetSource(Protocol):
-    """Per-scale cached targets (e.g. msf/cache.py's TargetCache): ``batch(indices) -> (targets per scale, labels)``."""
+    """Per-scale cached targets (e.g. TargetCache): ``batch(indices) -> (targets per scale, labels)``."""
 
     def __len__(self) -> int: ...
 
@@ -240,17 +164,17 @@ def epoch_order(seed: int, epoch: int, n: int) -> Tensor:
     return torch.randperm(n, generator=generator(seed, DATA_STREAM, epoch))
 
 
-def rank_indices(step: int, cfg: TrainConfig, n: int, rank: int, world: int) -> list[int]:
+def rank_indices(step: int, batch_size: int, seed: int, n: int, rank: int, world: int) -> list[int]:
     """Dataset indices of step ``step``'s global batch (drop-last epochs) that belong to ``rank`` (harness)."""
-    epoch, j = divmod(step, n // cfg.batch_size)
-    b = cfg.batch_size // world
-    start = j * cfg.batch_size + rank * b
-    return epoch_order(cfg.seed, epoch, n)[start : start + b].tolist()
+    epoch, j = divmod(step, n // batch_size)
+    b = batch_size // world
+    start = j * batch_size + rank * b
+    return epoch_order(seed, epoch, n)[start : start + b].tolist()
 
 
 def make_batch(
     step: int,
-    cfg: TrainConfig,
+    job: TrainJob,
     source: TargetSource,
     factorization: Factorization,
     rank: int,
@@ -258,13 +182,13 @@ def make_batch(
     pin: bool = False,
 ) -> Batch:
     """Algorithm 2 (teacher forcing): stage i's target and prior, plus Eq. 5's t, z0 and the CFG label-dropout mask."""
-    targets, y = source.batch(rank_indices(step, cfg, len(source), rank, world))
-    x1 = targets[cfg.stage]  # [b, C, h_i, h_i]
-    prior = factorization.priors(targets)[cfg.stage]  # [b, C, h_i, h_i] or None at scale 0
-    g = generator(cfg.seed, STEP_STREAM, step, rank)
-    t = sample_time(x1.shape[0], g, cfg.time_dist)  # [b]
+    targets, y = source.batch(rank_indices(step, job.train.batch_size, job.seed, len(source), rank, world))
+    x1 = targets[job.stage]  # [b, C, h_i, h_i]
+    prior = factorization.priors(targets)[job.stage]  # [b, C, h_i, h_i] or None at scale 0
+    g = generator(job.seed, STEP_STREAM, step, rank)
+    t = sample_time(x1.shape[0], g, job.train.time_dist)  # [b]
     z0 = torch.randn(x1.shape, generator=g)  # [b, C, h_i, h_i]
-    drop = torch.rand(x1.shape[0], generator=g) < cfg.label_dropout  # [b] bool: label -> null class
+    drop = torch.rand(x1.shape[0], generator=g) < job.train.label_dropout  # [b] bool: label -> null class
     batch = Batch(x1.float(), None if prior is None else prior.float(), y.long(), t, z0, drop)
     return batch.pinned() if pin else batch
 
@@ -295,39 +219,51 @@ def batch_loader(prefetch: bool) -> Iterator[ThreadPoolExecutor | InlineExecutor
 
 @dataclass(frozen=True)
 class Architecture:
-    """A family of stage models the loop can train: a name, a constructor and its size table (harness).
+    """A network the loop can train: a name, a constructor, its size table and its own options (harness).
 
     ``build(**kwargs, generator=g)`` returns a velocity model ``model(x, t, y, prior=None, *, force_drop_ids=None)``
     with attributes ``input_size``, ``in_channels``, ``prior_channels``, and accepts :func:`stage_kwargs`' keys
     (input_size, in_channels, prior_channels, num_classes, class_dropout_prob, learn_sigma, t_scale) plus its sizes.
+    ``options(job)`` are the architecture's own constructor options taken from the job (e.g. DiT's prior_mode).
+    ``custom`` says whether a network may be given by depth/width/heads/patch instead of a size-table name.
     """
 
-    name: str  # the train metrics' model is "<name>_flow" for a single-scale run
+    name: str
     build: Callable[..., nn.Module]
     sizes: Mapping[str, Mapping[str, Any]]
+    options: Callable[[TrainJob], dict[str, Any]]
+    custom: bool
 
 
-DIT = Architecture("dit", DiT, DIT_CONFIGS)
+DIT = Architecture(
+    "dit", DiT, DIT_CONFIGS, lambda job: {"prior_mode": job.prior_mode, "conditioning": job.conditioning}, True
+)
 
 
 def stage_kwargs(
-    cfg: TrainConfig, factorization: Factorization, channels: int, arch: Architecture = DIT
+    job: TrainJob, factorization: Factorization, channels: int, arch: Architecture = DIT
 ) -> dict[str, Any]:
-    """Constructor kwargs of stage i (Sec. 4.1): size-table entry, overrides, then the stage's latent shape."""
-    if cfg.model not in arch.sizes:
-        raise ValueError(f"unknown {arch.name} size {cfg.model!r}; expected one of {', '.join(arch.sizes)}")
-    if cfg.stage >= len(factorization.scales):
-        raise ValueError(f"stage {cfg.stage} does not exist: the factorization has {len(factorization.scales)} scales")
+    """Constructor kwargs of stage i (Sec. 4.1): network size, the architecture's options, the stage's latent shape."""
+    net = job.network
+    if net.size and net.size not in arch.sizes:
+        raise ValueError(f"unknown {arch.name} size {net.size!r}; expected one of {', '.join(arch.sizes)}")
+    if not net.size and not arch.custom:
+        raise ValueError(f"{arch.name} networks are named by size; expected one of {', '.join(arch.sizes)}")
+    if job.stage >= len(factorization.scales):
+        raise ValueError(f"stage {job.stage} does not exist: the factorization has {len(factorization.scales)} scales")
+    size = dict(arch.sizes[net.size]) if net.size else dict(
+        depth=net.depth, hidden_size=net.hidden_size, num_heads=net.num_heads, patch_size=net.patch_size
+    )
     shape = dict(
-        input_size=factorization.scales.sizes[cfg.stage],
+        input_size=factorization.scales.sizes[job.stage],
         in_channels=channels,
-        prior_channels=channels if cfg.stage > 0 else 0,
-        num_classes=cfg.num_classes,
-        class_dropout_prob=cfg.label_dropout,  # > 0 creates the null-class row used by CFG
+        prior_channels=channels if job.stage > 0 else 0,
+        num_classes=job.num_classes,
+        class_dropout_prob=job.train.label_dropout,  # > 0 creates the null-class row used by CFG
         learn_sigma=False,  # a velocity has no variance
         t_scale=T_SCALE,
     )
-    return {**arch.sizes[cfg.model], **cfg.model_overrides, **shape}
+    return {**size, **arch.options(job), **shape}
 
 
 @torch.no_grad()
@@ -342,22 +278,31 @@ def learning_rate(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
 
 
+def autocast_dtype(job: TrainJob, device: torch.device) -> torch.dtype | None:
+    """bfloat16 when the job asks for it (``train.bf16``) and the device has it, else None: float32 (harness)."""
+    if not job.train.bf16:
+        return None
+    if device.type == "cpu" and not torch.backends.mkldnn.is_available():
+        raise ValueError("train.bf16=true but this CPU build of torch has no bfloat16 kernels (oneDNN)")
+    return torch.bfloat16
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # The training loop.
 
 
 def train(
-    cfg: TrainConfig,
+    job: TrainJob,
     source: TargetSource,
     factorization: Factorization,
     run_dir: Path,
     log: Log = print,
     arch: Architecture = DIT,
 ) -> dict[str, Any]:
-    """Train stage cfg.stage with Eq. 5 on Algorithm 2's teacher-forced priors (Sec. 3.3, 4.1); resumes from run_dir.
+    """Train stage job.stage with Eq. 5 on Algorithm 2's teacher-forced priors (Sec. 3.3, 4.1); resumes from run_dir.
 
     Args:
-        cfg: the stage's hyper-parameters.
+        job: the stage's spec: family network, stage, steps, training seed, optimisation, device and threads.
         source: per-scale cached targets and labels (all scales; the priors are built from the coarser ones).
         factorization: the factorization the targets came from (its ``priors`` and ``scales``).
         run_dir: the run folder: checkpoints/, stats.jsonl, and at the end ema.safetensors + model.json.
@@ -371,10 +316,11 @@ def train(
         NonFiniteLossError: the loss or gradient norm became NaN/inf (the last good checkpoint is kept).
         CheckpointError: the latest checkpoint is unreadable, corrupt, or from a different configuration.
     """
+    cfg = job.train
     run_dir = Path(run_dir)
     ckpt_dir, stats_path = run_dir / "checkpoints", run_dir / "stats.jsonl"
     with contextlib.ExitStack() as stack:
-        env = stack.enter_context(distributed(cfg.device))
+        env = stack.enter_context(distributed(job.runtime.device))
         cuda = env.device.type == "cuda"
         loader = stack.enter_context(batch_loader(cuda if cfg.prefetch is None else cfg.prefetch))
         main = env.rank == 0
@@ -386,18 +332,19 @@ def train(
         run_dir.mkdir(parents=True, exist_ok=True)
 
         # ---- the stage model (identical initialisation on every rank), its EMA, and AdamW
-        kwargs = stage_kwargs(cfg, factorization, source.batch([0])[0][cfg.stage].shape[1], arch)
-        raw_model = arch.build(**kwargs, generator=generator(cfg.seed, INIT_STREAM)).to(env.device)
+        kwargs = stage_kwargs(job, factorization, source.batch([0])[0][job.stage].shape[1], arch)
+        raw_model = arch.build(**kwargs, generator=generator(job.seed, INIT_STREAM)).to(env.device)
         ema = copy.deepcopy(raw_model).requires_grad_(False).eval()
         fused = env.device.type in ("cpu", "cuda") if cfg.fused_adamw is None else cfg.fused_adamw
         params = [p for p in raw_model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, fused=fused)
-        log(f"stage {cfg.stage}: {cfg.model} {kwargs}, {count_params(raw_model) / 1e6:.2f}M parameters")
+        params_m = count_params(raw_model) / 1e6
+        log(f"stage {job.stage} ({job.family}, seed {job.seed}): {kwargs}, {params_m:.2f}M parameters")
 
         # ---- resume from the latest checkpoint (a bad one is an error, never a silent fresh start)
         step, latest = 0, latest_checkpoint(ckpt_dir)
         if latest is not None:
-            step = load_checkpoint(latest, raw_model, ema, opt, cfg, kwargs, len(source))
+            step = load_checkpoint(latest, raw_model, ema, opt, job, kwargs, len(source))
             log(f"resumed from {latest} at step {step}")
         if main:
             truncate_stats(stats_path, step)  # drop lines logged after the checkpoint by a killed run
@@ -407,16 +354,18 @@ def train(
         if env.world > 1:
             model = DistributedDataParallel(model, device_ids=[env.device.index] if cuda else None)
         model.train()
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and cfg.bf16)
-        fetch = lambda s: loader.submit(make_batch, s, cfg, source, factorization, env.rank, env.world, cuda)  # noqa: E731
+        amp = autocast_dtype(job, env.device)
+        autocast = torch.autocast(env.device.type, dtype=amp or torch.float32, enabled=amp is not None)
+        fetch = lambda s: loader.submit(make_batch, s, job, source, factorization, env.rank, env.world, cuda)  # noqa: E731
+        log_every = cfg.log_every or max(job.steps // 20, 1)
         tty = main and sys.stderr.isatty()
         times: list[tuple[float, float]] = []  # (step seconds, data-wait seconds) of this process
-        pending = fetch(step) if step < cfg.steps else None
+        pending = fetch(step) if step < job.steps else None
         while pending is not None:
             t0 = time.perf_counter()
             # -- data: this step's batch was prepared by the loader thread during the previous step
             batch = pending.result().to(env.device)
-            pending = fetch(step + 1) if step + 1 < cfg.steps else None
+            pending = fetch(step + 1) if step + 1 < job.steps else None
             data_wait = time.perf_counter() - t0
             lr = learning_rate(step, cfg)
             for group in opt.param_groups:
@@ -444,17 +393,17 @@ def train(
             dt = time.perf_counter() - t0
             times.append((dt, data_wait))
             stats = dict(step=step, loss=loss_value, lr=lr, grad_norm=grad_norm, img_per_s=cfg.batch_size / dt)
-            line = f"step {step}/{cfg.steps} loss {loss_value:.4f} lr {lr:.2e} grad {grad_norm:.3f} "
+            line = f"step {step}/{job.steps} loss {loss_value:.4f} lr {lr:.2e} grad {grad_norm:.3f} "
             line += f"{stats['img_per_s']:.1f} img/s data {100 * data_wait / dt:.1f}%"
             if main:
                 append_jsonl(stats_path, {**stats, "data_wait_s": data_wait})
                 if tty:
-                    sys.stderr.write(f"\r{line}\x1b[K" + ("\n" if step == cfg.steps else ""))
-                if step % cfg.log_every == 0 or step == cfg.steps:
+                    sys.stderr.write(f"\r{line}\x1b[K" + ("\n" if step == job.steps else ""))
+                if step % log_every == 0 or step == job.steps:
                     log(line)
-            if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            if step % cfg.ckpt_every == 0 or step == job.steps:
                 if main:
-                    latest = save_checkpoint(ckpt_dir, step, raw_model, ema, opt, cfg, kwargs, len(source))
+                    latest = save_checkpoint(ckpt_dir, step, raw_model, ema, opt, job, kwargs, len(source))
                     prune_checkpoints(ckpt_dir, cfg.keep_last)
                 else:
                     latest = ckpt_dir / manifest_name(step)
@@ -464,76 +413,49 @@ def train(
             save_stage(run_dir, ema, kwargs)
         if env.world > 1:
             dist.barrier()  # rank 0's files are complete before anyone returns
-        return train_metrics(cfg, factorization, read_jsonl(stats_path), raw_model, times, arch.name)
+        return train_metrics(job, factorization, read_jsonl(stats_path), raw_model, times, env, amp)
 
 
 def train_metrics(
-    cfg: TrainConfig,
+    job: TrainJob,
     factorization: Factorization,
     stats: list[dict],
     model: nn.Module,
     times: list[tuple[float, float]],
-    arch_name: str,
+    env: Dist,
+    amp: torch.dtype | None,
 ) -> dict[str, Any]:
-    """The run-folder schema's train metrics (final_loss_ema100: EMA of the loss with decay 1 - 1/100) (harness)."""
+    """The run-folder schema's train metrics (final_loss_ema100: EMA of the loss with decay 1 - 1/100) (harness).
+
+    Besides the losses and timings it records where the run went: device, autocast dtype, world size and threads.
+    """
     losses = [s["loss"] for s in stats]
     smooth = functools.reduce(lambda m, x: 0.99 * m + 0.01 * x, losses[1:], losses[0]) if losses else None
     timed = times[1:] or times  # the first step of a process includes start-up (no prefetch yet)
     step_s = sum(dt for dt, _ in timed)
     return {
         "kind": "train",
-        "model": "msf" if len(factorization.scales) > 1 else f"{arch_name}_flow",
-        "stage": cfg.stage,
+        "model": job.family,
+        "stage": job.stage,
+        "train_seed": job.seed,
         "factorization": factorization.name,
         "num_stages": len(factorization.scales),
-        "scale_size": factorization.scales.sizes[cfg.stage],
-        "steps": cfg.steps,
+        "scale_size": factorization.scales.sizes[job.stage],
+        "steps": job.steps,
         "final_loss": losses[-1] if losses else None,
         "final_loss_ema100": smooth,
         "params_m": count_params(model) / 1e6,
         "sec_per_step": step_s / len(timed) if timed else None,
         "data_wait_frac": sum(w for _, w in timed) / step_s if timed else None,
+        "device": str(env.device),
+        "dtype": "bfloat16" if amp is not None else "float32",
+        "world_size": env.world,
+        "threads": torch.get_num_threads(),
     }
-
-
-def count_params(model: nn.Module) -> int:
-    """Number of parameters (the frozen sin-cos position table included, as DiT counts) (harness)."""
-    return sum(p.numel() for p in model.parameters())
 
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Files: stats.jsonl, checkpoints (safetensors + JSON manifest, atomic), the final stage.
-
-
-def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Write ``path`` via ``write(tmp)``, fsync, then os.replace, so readers never see a partial file (harness)."""
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Atomic JSON write (harness)."""
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1)))
-
-
-def append_jsonl(path: Path, record: dict) -> None:
-    """Append one JSON line and flush it (other processes poll the file) (harness)."""
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """The complete JSON lines of a file (a torn last line from a killed writer is skipped) (harness)."""
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        with contextlib.suppress(json.JSONDecodeError):
-            records.append(json.loads(line))
-    return records
 
 
 def truncate_stats(path: Path, step: int) -> None:
@@ -547,22 +469,13 @@ def manifest_name(step: int) -> str:
     return f"step_{step:08d}.json"
 
 
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes (harness)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 24), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def save_checkpoint(
     ckpt_dir: Path,
     step: int,
     model: nn.Module,
     ema: nn.Module,
     opt: torch.optim.Optimizer,
-    cfg: TrainConfig,
+    job: TrainJob,
     kwargs: dict,
     data_len: int,
 ) -> Path:
@@ -581,7 +494,7 @@ def save_checkpoint(
         "sha256": file_sha256(tensors_path),
         "param_groups": optim["param_groups"],
         "torch_cpu_rng": torch.get_rng_state().tolist(),
-        "config": cfg.to_json(),
+        "config": to_data(job),
         "model_kwargs": kwargs,
         "data_len": data_len,
     }
@@ -608,7 +521,7 @@ def load_checkpoint(
     model: nn.Module,
     ema: nn.Module,
     opt: torch.optim.Optimizer,
-    cfg: TrainConfig,
+    job: TrainJob,
     kwargs: dict,
     data_len: int,
 ) -> int:
@@ -625,7 +538,7 @@ def load_checkpoint(
         tensors = safetensors.torch.load_file(str(tensors_path))
     except (OSError, KeyError, ValueError, safetensors.SafetensorError) as e:
         raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
-    old, new = manifest["config"], cfg.to_json()
+    old, new = _flat(manifest["config"]), _flat(to_data(job))
     changed = sorted(k for k in old.keys() | new.keys() if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k))
     if changed:
         diffs = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
@@ -645,6 +558,17 @@ def load_checkpoint(
         raise CheckpointError(f"checkpoint {path} does not fit the model: {e}") from e
     torch.set_rng_state(torch.tensor(manifest["torch_cpu_rng"], dtype=torch.uint8))
     return int(manifest["step"])
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as {dotted key: leaf value} (harness)."""
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        if isinstance(v, dict):
+            out |= _flat(v, f"{prefix}{k}.")
+        else:
+            out[prefix + k] = v
+    return out
 
 
 def save_stage(run_dir: Path, ema: nn.Module, kwargs: dict) -> None:

@@ -2,7 +2,7 @@
 
 Every dataset returns ``(uint8 [3, H, W] tensor, label)`` items and has a batch API ``make_batch(indices) ->
 (uint8 [B, 3, H, W], int64 [B])`` plus a ``key`` string that names its content (used by the target cache).
-Convert to the model range with :func:`to_float` ([-1, 1], the shared image convention).
+Convert to the model range with :func:`ablations.engine.images.to_float` ([-1, 1]).
 
 The embedded dataset (harness, standing in for ImageNet in Sec. 4 experiments that must run offline) is procedural:
 image i is a pure function of (dataset seed, i). Its classes are (coarse family) x (fine texture):
@@ -30,18 +30,14 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ablations.engine.paths import IMAGE_EXTENSIONS
+
 SPLITS = ("train", "ref")
 DATASETS = ("embedded", "imagefolder", "cifar10")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 
 
-def to_float(images: Tensor) -> Tensor:
-    """uint8 [B,3,H,W] in [0,255] -> float32 [B,3,H,W] in [-1,1] (harness; the shared image convention)."""
-    return images.to(torch.float32) / 127.5 - 1.0
-
-
-def to_uint8(images: Tensor) -> Tensor:
-    """float [B,3,H,W] in [-1,1] -> uint8 [B,3,H,W], rounded to nearest (harness)."""
+def _quantize_rendering(images: Tensor) -> Tensor:
+    """float [B,3,H,W] in [-1,1] -> uint8 [B,3,H,W], rounded half to even (the embedded set's rendering)."""
     return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
@@ -201,7 +197,7 @@ class EmbeddedDataset(ImageDataset):
             raise IndexError(f"embedded {self.split} index out of range [0, {self.length}): {index.tolist()[:8]}")
         labels = torch.from_numpy(index % self.num_classes)
         u = hash_uniform(self.seed, index + self.offset, _NUM_PARAMS)
-        return to_uint8(render_embedded(labels, u, self.size)), labels
+        return _quantize_rendering(render_embedded(labels, u, self.size)), labels
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -229,7 +225,7 @@ def pil_to_tensor(pil_image: Image.Image) -> Tensor:
 class ImageFolderDataset(ImageDataset):
     """Any class-per-folder tree (e.g. ImageNet train), ADM centre-cropped to ``image_size`` (Sec. 4.1, harness).
 
-    Labels are the sorted class-folder names' ranks; images are found recursively inside each class folder.
+    Labels are the sorted class-folder names' ranks; the images are the files directly inside each class folder.
     Raises FileNotFoundError for a missing root and ValueError for a tree without class folders or images.
     """
 
@@ -243,7 +239,7 @@ class ImageFolderDataset(ImageDataset):
         self.samples = [
             (path, label)
             for label, name in enumerate(self.classes)
-            for path in sorted((root / name).rglob("*"))
+            for path in sorted((root / name).iterdir())
             if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
         ]
         if not self.samples:

@@ -28,8 +28,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ablations.engine.data import ImageDataset
+from ablations.engine.images import to_float
+from ablations.engine.io import write_json
 from msf.autoencoder import Autoencoder
-from msf.data import ImageDataset, to_float
 from msf.factorize import Factorization
 
 Flip = Literal["both", "none"]
@@ -68,13 +70,6 @@ def cache_key(
         "dtype": dtype,
         "shard_size": shard_size,
     }
-
-
-def _write_json(path: Path, data: dict) -> None:
-    """Write JSON to a temporary name, then rename it into place (atomic) (harness)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
 
 
 def _shard_dir(root: Path, k: int) -> Path:
@@ -179,7 +174,7 @@ def build_cache(
     _check_key(root, key)
     n_shards = -(-len(dataset) // shard_size)
     done = [k for k in range(n_shards) if _shard_dir(root, k).is_dir()]
-    _write_json(root / MANIFEST, {"key": key, "shards": done, "num_shards": n_shards, "complete": False})
+    write_json(root / MANIFEST, {"key": key, "shards": done, "num_shards": n_shards, "complete": False})
     for k in range(n_shards):
         if k in done:
             continue
@@ -190,9 +185,9 @@ def build_cache(
         )
         _write_shard(root, k, targets, labels, dtype)
         done.append(k)
-        _write_json(root / MANIFEST, {"key": key, "shards": done, "num_shards": n_shards, "complete": False})
+        write_json(root / MANIFEST, {"key": key, "shards": done, "num_shards": n_shards, "complete": False})
         log(f"cache shard {k + 1}/{n_shards}: {len(ids) / (time.perf_counter() - t0):.0f} images/s")
-    _write_json(root / MANIFEST, {"key": key, "shards": done, "num_shards": n_shards, "complete": True})
+    write_json(root / MANIFEST, {"key": key, "shards": done, "num_shards": n_shards, "complete": True})
     return TargetCache(root)
 
 

@@ -11,21 +11,22 @@ Two feature worlds, and every output carries its ``world`` and ``feature_extract
   ``logits_unbiased`` for IS. Reference statistics come from the dataset (cached by :class:`ReferenceKey`) or from ADM's
   reference batch ``VIRTUAL_imagenet256_labeled.npz`` (:func:`load_adm_reference`), which makes numbers comparable
   with the paper's. Weights are never downloaded implicitly: pass ``inception_weights=PATH`` on offline clusters.
-* ``"embedded"``: the harness's own classifier (``msf/classifier.py``) for the embedded dataset, registered with
-  torch-fidelity as ``msf-embedded-cnn``; penultimate features for FID/PR, logits for IS. Never "Inception" numbers.
+* ``"embedded"``: the harness's own classifier (``ablations/engine/classifier.py``) for the embedded dataset,
+  registered with torch-fidelity as ``msf-embedded-cnn``; penultimate features for FID/PR, logits for IS. Never
+  "Inception" numbers.
 
-Images enter as uint8 ``[N, 3, H, W]`` (see :func:`to_uint8`) and reach torch-fidelity as an in-memory Dataset.
+Images enter as uint8 ``[N, 3, H, W]`` (see :func:`ablations.engine.images.to_uint8`) and reach torch-fidelity as an
+in-memory Dataset.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -39,7 +40,8 @@ from torch_fidelity.metric_prc import calculate_precision_recall_part
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
-from msf.classifier import EmbeddedClassifier, classifier_digest, load_classifier
+from ablations.engine.classifier import EmbeddedClassifier, classifier_digest, load_classifier
+from ablations.engine.io import atomic_open
 
 World = Literal["inception", "embedded"]
 INCEPTION_NAME = "inception-v3-compat"
@@ -56,16 +58,7 @@ class InceptionWeightsMissing(FileNotFoundError):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Images: generated samples -> uint8, and the class labels they are generated for.
-
-
-def to_uint8(x: Tensor) -> Tensor:
-    """DiT sample_ddp.py's conversion: clamp(127.5 * x + 128, 0, 255) truncated to uint8; x in [-1, 1], any shape.
-
-    DiT's +128 makes the truncation a rounding of 127.5 (x + 1); ADM's image_sample.py truncates (x + 1) * 127.5
-    instead, half a level lower. MSF builds on DiT's code, so DiT's formula is the one used here.
-    """
-    return torch.clamp(127.5 * x + 128.0, 0, 255).to(torch.uint8)
+# Images: the class labels samples are generated for, and the Dataset torch-fidelity reads.
 
 
 def class_labels_for(n: int, num_classes: int) -> Tensor:
@@ -95,7 +88,7 @@ class UInt8Images(Dataset):
 
 
 class EmbeddedFeatureExtractor(FeatureExtractorBase):
-    """Harness: torch-fidelity view of msf/classifier.py: 'features' (penultimate) and 'logits' (last layer)."""
+    """Harness: torch-fidelity view of the embedded classifier: 'features' (penultimate) and 'logits' (last layer)."""
 
     def __init__(self, name, features_list, feature_extractor_weights_path=None, classifier=None, **kwargs):
         super().__init__(name, features_list)
@@ -460,19 +453,6 @@ def bootstrap_fid(
 
 # ----------------------------------------------------------------------------------------------------------------------
 # ADM-compatible sample export (for ADM's TensorFlow evaluator.py).
-
-
-@contextlib.contextmanager
-def atomic_open(path: str | Path) -> Iterator[IO[bytes]]:
-    """Harness: a binary file that appears at ``path`` only once it is completely written."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            yield f
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def save_adm_npz(path: str | Path, images: np.ndarray) -> Path:

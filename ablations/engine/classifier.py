@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +24,8 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file, save, save_file
 from torch import Tensor, nn
+
+from ablations.engine.io import atomic_write
 
 BatchFn = Callable[[torch.Generator], tuple[Tensor, Tensor]]
 
@@ -132,9 +133,7 @@ def save_classifier(model: EmbeddedClassifier, path: str | Path, metadata: dict 
     header = {"config": json.dumps({"num_classes": model.num_classes, "width": model.width})}
     header["metadata"] = json.dumps(metadata or {})
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file(state, tmp, metadata=header)
-    os.replace(tmp, path)  # readers never see a partial file
+    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=header))  # readers never see a partial file
     return path
 
 

@@ -1,0 +1,275 @@
+"""The model families of Table 1, one registry entry each: how a family is trained, loaded, sampled, timed and
+FLOP-counted (harness).
+
+=========  ==============================================  ===================================================
+family     trained by the harness                          sampled by
+=========  ==============================================  ===================================================
+msf        one DiT stage per scale (Algorithm 2, Eq. 5)    Algorithm 3 (Euler / Heun per scale, CFG per scale)
+dit_flow   one DiT at the full latent size, same loop      Algorithm 3 with one scale (a plain flow DiT)
+dimr       one DiMR network at the full size, same loop    Algorithm 3 with one scale
+dit_xl2    no: the official pretrained checkpoint          DiT's 250-step DDPM, guidance on 3 channels
+=========  ==============================================  ===================================================
+
+Adding a baseline is one :class:`ModelFamily` entry in :data:`FAMILIES`: the planner reads which networks a family
+trains from it, the eval job loads and samples through it, the speed job times it; nothing else names a family.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ablations.engine.specs import BaselineConfig, EvalJob, FactorizationSpec, StageConfig, TrainJob
+
+if TYPE_CHECKING:  # the registry is read when a command is parsed: torch and the models load only when used
+    import torch
+    from torch import Tensor, nn
+
+    from ablations.engine.evaluate import LatentSampler
+    from ablations.engine.train import Architecture
+    from msf.factorize import Factorization
+
+
+def dit_architecture() -> Architecture:
+    """MSF's stage network and the flow DiT: msf/dit.py's DiT (harness)."""
+    from ablations.engine.train import DIT
+
+    return DIT
+
+
+def dimr_architecture() -> Architecture:
+    """DiMR (baselines/dimr.py), named by its size table (harness)."""
+    from ablations.engine.train import Architecture
+    from baselines.dimr import DIMR_CONFIGS, DiMR
+
+    return Architecture("dimr", DiMR, DIMR_CONFIGS, lambda job: {}, False)
+
+
+def factorization_of(spec: FactorizationSpec) -> Factorization:
+    """The factorization object of a spec (Algorithm 1): its name, validated scales and Up/Down filter (harness)."""
+    from msf.factorize import make_factorization, make_scales
+
+    return make_factorization(spec.name, make_scales(spec.scales, spec.scales[-1]), spec.mode)
+
+
+def forward_gflops(net: nn.Module, channels: int, h: int, prior: bool, device: torch.device) -> float:
+    """GFLOPs of one network call (x, t, y[, prior]) on one h x h latent (Table 1 'GFLOPs') (harness)."""
+    import torch
+
+    from ablations.engine.flops import count_forward_flops
+
+    x = torch.zeros(1, channels, h, h, device=device)
+    t, y = torch.zeros(1, device=device), torch.zeros(1, dtype=torch.long, device=device)
+    return count_forward_flops(net, x, t, y, x if prior else None) / 1e9
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A family's trained (or pretrained) model, ready to sample, with what Table 1 reports about it (harness)."""
+
+    sampler: LatentSampler  # (labels [B], per-sample seeds) -> latents [B, C, h_N, h_N]
+    forward_gflops: list[float]  # one network call per scale
+    params_m: float
+    factorization: str
+    scales: list[int]
+    conditioning: str | None  # the stage blocks' conditioning (msf), None for the baselines
+
+
+@dataclass(frozen=True)
+class SpeedStage:
+    """One network of a speed plan: its size-table name, latent size h, input prior or not, sampling steps and CFG
+    scale (DiT convention, 1 = one pass per step), and constructor overrides (tests shrink the paper's sizes)."""
+
+    size: str
+    h: int
+    prior: bool
+    steps: int
+    cfg: float
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def passes(self) -> int:
+        """Forward passes per image: steps x 2 under CFG (conditional and null halves in one 2B batch)."""
+        return self.steps * (1 if self.cfg == 1.0 else 2)
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """One model family of Table 1 (see the module docstring) (harness).
+
+    Attributes:
+        name: the family's name in sweeps, run keys and metrics.
+        architecture: the network the training loop builds for it (loaded on call), or None for pretrained weights.
+        multi_scale: one network per MSF scale (msf.scales), else one network at the full latent size.
+        baseline: for single-scale trained baselines, their network and step count in the baseline config.
+        latent: a pretrained family's fixed latent shape (C, h, w) (DiT-XL/2: 4 x 32 x 32, the SD VAE at 256 px).
+        load: the eval job's model: (spec, dependency run folders by role, latent channels, device) -> Loaded.
+        speed_plan: its networks at the paper's sizes, steps and CFG (Table 1, Sec. 4.2); empty: not timed.
+        speed_network: a random-weight network of one speed stage.
+        speed_sampler: the whole latent sampler over the speed plan's networks.
+    """
+
+    name: str
+    architecture: Callable[[], Architecture] | None
+    multi_scale: bool
+    baseline: Callable[[BaselineConfig], tuple[StageConfig, int]] | None
+    latent: tuple[int, int, int] | None
+    load: Callable[[EvalJob, dict[str, Path], int, torch.device], Loaded]
+    speed_plan: tuple[SpeedStage, ...]
+    speed_network: Callable[[SpeedStage], nn.Module]
+    speed_sampler: Callable[[list[nn.Module], Sequence[SpeedStage], torch.device], LatentSampler]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Trained families (msf, dit_flow, dimr): stages trained by engine/train.py, sampled by Algorithm 3.
+
+
+def _load_trained(
+    architecture: Callable[[], Architecture],
+) -> Callable[[EvalJob, dict[str, Path], int, torch.device], Loaded]:
+    """The eval-time loader of a family trained by the harness: its train jobs' EMA weights, Algorithm 3 (harness)."""
+
+    def load(job: EvalJob, deps: dict[str, Path], channels: int, device: torch.device) -> Loaded:
+        from ablations.engine.evaluate import compiled, msf_sampler
+        from ablations.engine.flops import count_params
+        from ablations.engine.io import read_json
+        from ablations.engine.specs import read_spec
+        from ablations.engine.train import load_stage
+        from msf.dit import set_attention
+        from msf.pipeline import MSFModel
+
+        arch = architecture()
+        train0: TrainJob = read_spec(read_json(deps["train0"] / "config.json"))
+        fac = factorization_of(train0.factorization)
+        stages = [load_stage(deps[f"train{i}"], device, arch) for i in range(len(fac.scales))]
+        for st in stages:
+            set_attention(st, job.eval.attention)
+        fast = [compiled(st, job.eval.compile, device) for st in stages]
+        msf = MSFModel(fast, fac, channels, job.data.num_classes).to(device).eval()
+        gflops = [forward_gflops(st, channels, h, bool(st.prior_channels), device)
+                  for st, h in zip(stages, fac.scales.sizes, strict=True)]
+        sampler = msf_sampler(msf, job.sample.steps, job.sample.cfg, job.sample.solver, device)
+        conditioning = train0.conditioning if job.family == "msf" else None
+        return Loaded(sampler, gflops, count_params(msf) / 1e6, fac.name, list(fac.scales.sizes), conditioning)
+
+    return load
+
+
+def _flow_speed_sampler(nets: list[nn.Module], plan: Sequence[SpeedStage], device: torch.device) -> LatentSampler:
+    """Algorithm 3 (Euler) over a speed plan's networks: the residual factorization at the plan's sizes (harness)."""
+    from ablations.engine.evaluate import msf_sampler
+    from msf.factorize import make_factorization, make_scales
+    from msf.pipeline import MSFModel
+
+    fac = make_factorization("residual", make_scales([st.h for st in plan], plan[-1].h))
+    msf = MSFModel(nets, fac, channels=4, num_classes=1000)
+    return msf_sampler(msf, [st.steps for st in plan], [st.cfg for st in plan], "euler", device)
+
+
+def _dit_speed_network(stage: SpeedStage) -> nn.Module:
+    """A random MSF stage or flow DiT of the speed plan (velocity output: no learned sigma) (harness)."""
+    from msf.dit import build_dit
+
+    return build_dit(stage.size, input_size=stage.h, learn_sigma=False, prior_channels=4 if stage.prior else 0,
+                     **dict(stage.overrides))
+
+
+def _dimr_speed_network(stage: SpeedStage) -> nn.Module:
+    """A random DiMR of the speed plan (harness)."""
+    from baselines.dimr import build_dimr
+
+    return build_dimr(stage.size, input_size=stage.h, **dict(stage.overrides))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The pretrained DiT-XL/2 baseline (baselines/dit.py): official weights, 250-step DDPM, guidance on 3 channels.
+
+DIT_XL2_LATENT = (4, 32, 32)
+
+
+def _load_dit_xl2(job: EvalJob, deps: dict[str, Path], channels: int, device: torch.device) -> Loaded:
+    """The official DiT-XL/2 checkpoint (state dict only) with its DDPM sampler at the eval point's steps and CFG."""
+    from ablations.engine.evaluate import compiled
+    from ablations.engine.flops import count_params
+    from baselines.dit import dit_xl2, load_official_checkpoint, sample_ddpm
+    from msf.dit import set_attention
+
+    net = set_attention(load_official_checkpoint(str(job.checkpoint), dit_xl2()), job.eval.attention).to(device).eval()
+    fast = compiled(net, job.eval.compile, device)
+    steps, cfg = job.sample.steps[0], job.sample.cfg[0]
+    c, h, _ = DIT_XL2_LATENT
+
+    def sampler(y: Tensor, seeds: Sequence[int]) -> Tensor:
+        return sample_ddpm(fast, y, seeds, cfg, steps)
+
+    return Loaded(sampler, [forward_gflops(net, c, h, False, device)], count_params(net) / 1e6, "none (DDPM)", [h],
+                  None)
+
+
+def _dit_xl2_speed_network(stage: SpeedStage) -> nn.Module:
+    """DiT-XL/2 as released, random weights (harness)."""
+    from baselines.dit import dit_xl2
+
+    return dit_xl2(input_size=stage.h, **dict(stage.overrides))
+
+
+def _dit_xl2_speed_sampler(nets: list[nn.Module], plan: Sequence[SpeedStage], device: torch.device) -> LatentSampler:
+    """DiT-XL/2's DDPM sampler at the plan's steps and CFG (harness)."""
+    from baselines.dit import sample_ddpm
+
+    (st,) = plan
+    return lambda y, seeds: sample_ddpm(nets[0], y, seeds, st.cfg, st.steps, (4, st.h, st.h))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The registry.
+
+FAMILIES: dict[str, ModelFamily] = {
+    "msf": ModelFamily(
+        name="msf",
+        architecture=dit_architecture,
+        multi_scale=True,
+        baseline=None,
+        latent=None,
+        load=_load_trained(dit_architecture),
+        speed_plan=(SpeedStage("MSF-stage1", 24, False, 100, 1.4), SpeedStage("MSF-stage2", 32, True, 50, 1.0)),
+        speed_network=_dit_speed_network,
+        speed_sampler=_flow_speed_sampler,
+    ),
+    "dit_flow": ModelFamily(
+        name="dit_flow",
+        architecture=dit_architecture,
+        multi_scale=False,
+        baseline=lambda b: (b.dit_flow, b.dit_flow_steps),
+        latent=None,
+        load=_load_trained(dit_architecture),
+        speed_plan=(),  # not timed: at the paper's size it is DiT-XL/2's network under a flow sampler
+        speed_network=_dit_speed_network,
+        speed_sampler=_flow_speed_sampler,
+    ),
+    "dimr": ModelFamily(
+        name="dimr",
+        architecture=dimr_architecture,
+        multi_scale=False,
+        baseline=lambda b: (StageConfig(size=b.dimr), b.dimr_steps),
+        latent=None,
+        load=_load_trained(dimr_architecture),
+        speed_plan=(SpeedStage("DiMR-XL/2R", 32, False, 250, 1.5),),  # our flow sampler at DiT-XL/2's steps
+        speed_network=_dimr_speed_network,
+        speed_sampler=_flow_speed_sampler,
+    ),
+    "dit_xl2": ModelFamily(
+        name="dit_xl2",
+        architecture=None,
+        multi_scale=False,
+        baseline=None,
+        latent=DIT_XL2_LATENT,
+        load=_load_dit_xl2,
+        speed_plan=(SpeedStage("DiT-XL/2", 32, False, 250, 1.5),),  # the official 250-step DDPM sampler
+        speed_network=_dit_xl2_speed_network,
+        speed_sampler=_dit_xl2_speed_sampler,
+    ),
+}
+SPEED_FAMILIES = tuple(name for name, f in FAMILIES.items() if f.speed_plan)  # the speed sweep's rows

@@ -1,0 +1,127 @@
+"""Checks of every file and folder a user points the harness at, made before anything runs (harness).
+
+Each check opens the file only with a loader that cannot run code from it (safetensors headers, JSON, numpy without
+pickle, torch's ``weights_only`` unpickler) and raises :class:`PathError` with one line naming the key, the path and
+what was expected. The runner calls them when the command is parsed, so a wrong path never reaches a job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
+VAE_WEIGHTS = "diffusion_pytorch_model.safetensors"
+ADM_ARRAYS = ("mu", "sigma", "arr_0")
+
+
+class PathError(ValueError):
+    """A path that does not exist, has the wrong kind, or holds the wrong format."""
+
+
+def _exists(key: str, path: str, kind: str) -> Path:
+    """``path`` as a Path that exists and is a file or a directory, as ``kind`` says (harness)."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise PathError(f"{key}={path!r} does not exist (expected {kind})")
+    if kind.startswith("a folder") and not p.is_dir():
+        raise PathError(f"{key}={path!r} is a file; expected {kind}")
+    if not kind.startswith("a folder") and not p.is_file():
+        raise PathError(f"{key}={path!r} is a folder; expected {kind}")
+    return p
+
+
+def image_folder(key: str, path: str, probe: int = 3, entries: int = 1000) -> Path:
+    """A class-per-folder image tree (ImageNet's train layout): the first ``probe`` class folders hold an image among
+    their first ``entries`` entries (a cheap check at parse time; the dataset lists every file when it loads)."""
+    root = _exists(key, path, "a folder of class folders holding images")
+    classes = sorted(p for p in root.iterdir() if p.is_dir())
+    if not classes:
+        raise PathError(f"{key}={path!r} has no class folders (expected ImageNet's layout: one folder per class)")
+    for c in classes[:probe]:
+        with os.scandir(c) as it:
+            names = [e.name for e, _ in zip(it, range(entries), strict=False) if e.is_file()]
+        if not any(Path(n).suffix.lower() in IMAGE_EXTENSIONS for n in names):
+            raise PathError(f"{key}={path!r}: class folder {c.name!r} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+    return root
+
+
+def safetensors_header(key: str, path: Path) -> dict[str, Any]:
+    """The JSON header of a safetensors file, read without loading any tensor (harness)."""
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if not 2 <= n <= 100_000_000:
+                raise ValueError("no safetensors header")
+            header = json.loads(f.read(n))
+        if not isinstance(header, dict):
+            raise ValueError("header is not a mapping")
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise PathError(f"{key}: {path} is not a safetensors file ({e})") from None
+    return header
+
+
+def vae_folder(key: str, path: str) -> Path:
+    """A diffusers AutoencoderKL folder as ``save_pretrained`` writes it: config.json and safetensors weights."""
+    root = _exists(key, path, "a folder holding a diffusers AutoencoderKL (config.json and safetensors weights)")
+    config = root / "config.json"
+    try:
+        cfg = json.loads(config.read_text())
+        missing = [k for k in ("block_out_channels", "latent_channels", "scaling_factor") if k not in cfg]
+    except (OSError, ValueError) as e:
+        raise PathError(f"{key}={path!r}: no readable config.json ({type(e).__name__}); expected a diffusers "
+                        "AutoencoderKL folder (save_pretrained)") from None
+    if missing:
+        raise PathError(f"{key}={path!r}: config.json lacks {', '.join(missing)}; not an AutoencoderKL config")
+    weights = root / VAE_WEIGHTS
+    if not weights.is_file():
+        raise PathError(f"{key}={path!r}: no {VAE_WEIGHTS} (safetensors weights are required; .bin pickles are "
+                        "never loaded)")
+    safetensors_header(key, weights)
+    return root
+
+
+def torch_state_dict(key: str, path: str, what: str) -> dict[str, Any]:
+    """A torch-saved state dict, loaded with torch's ``weights_only`` unpickler (tensors only: no code runs)."""
+    import torch
+
+    p = _exists(key, path, f"a file ({what})")
+    zipped = zipfile.is_zipfile(p)
+    with open(p, "rb") as f:
+        if not zipped and f.read(1) != b"\x80":  # torch.save's zip format, or the legacy pickle format
+            raise PathError(f"{key}={path!r} is not a torch-saved file (expected {what})")
+    try:  # the zip format is memory-mapped: a 2.7 GB checkpoint is checked without reading it all
+        state = torch.load(p, map_location="cpu", weights_only=True, mmap=zipped)
+    except Exception as e:  # noqa: BLE001 - any refusal of the safe unpickler: one line, nothing ran
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise PathError(f"{key}={path!r} is not a plain state dict of tensors ({first[:160]}); refusing to load "
+                        "it") from None
+    if not isinstance(state, dict) or not state or not all(hasattr(v, "shape") for v in state.values()):
+        raise PathError(f"{key}={path!r} does not hold a state dict of tensors (expected {what})")
+    return state
+
+
+def adm_reference(key: str, path: str) -> Path:
+    """ADM's reference batch npz (mu, sigma, arr_0), read without pickle."""
+    import numpy as np
+
+    p = _exists(key, path, "a file (ADM's reference batch .npz)")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            missing = [a for a in ADM_ARRAYS if a not in z.files]
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise PathError(f"{key}={path!r} is not an npz file ({type(e).__name__})") from None
+    if missing:
+        raise PathError(f"{key}={path!r} lacks ADM's arrays {', '.join(missing)} (expected mu, sigma, arr_0)")
+    return p
+
+
+def cifar10_folder(key: str, path: str) -> Path:
+    """A folder holding CIFAR-10's python version (cifar-10-batches-py), as torchvision expects it."""
+    root = _exists(key, path, "a folder holding cifar-10-batches-py")
+    if not (root / "cifar-10-batches-py").is_dir():
+        raise PathError(f"{key}={path!r} has no cifar-10-batches-py folder (extract CIFAR-10's python version there)")
+    return root

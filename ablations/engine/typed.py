@@ -1,0 +1,180 @@
+"""Plain typed data: dataclasses to and from JSON/YAML values, every value checked against its declared type (harness).
+
+One coercion serves the command line, the preset and sweep YAML files and the ``config.json`` a job reads back, so a
+setting has one type everywhere. Supported field types: dataclasses, ``list[T]``, ``tuple[T, ...]``, ``T | None``,
+``Literal[...]``, ``bool``, ``int``, ``float`` and ``str``. Numbers must be finite; a float field also takes an int or
+a string in scientific notation (YAML reads ``3e-4`` as a string), an int field an integral float (``1e5``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from collections.abc import Callable
+from typing import Any
+
+
+class TypedDataError(ValueError):
+    """A value that does not fit its declared type; the message names the dotted key, the value and the type."""
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """The resolved type of every field of a dataclass (harness)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def type_name(tp: Any) -> str:
+    """A readable name of a declared type for error messages (harness)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Literal:
+        return "one of: " + ", ".join(map(str, args))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else type_name(a) for a in args)
+    if origin in (list, tuple):
+        return f"a list of {type_name(args[0])}"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {bool: "true/false", int: "an integer", float: "a finite number", str: "a string"}.get(tp, str(tp))
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a float when it is a number or a numeric string, else None (harness)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check and convert a JSON/YAML value to the declared type ``tp`` of the dotted key ``key`` (harness)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    bad = TypedDataError(f"{key}={value!r}: expected {type_name(tp)}")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):  # type: ignore[arg-type]
+            return value
+        if not isinstance(value, dict):
+            raise bad
+        return from_data(tp, value, key)  # type: ignore[arg-type]
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        if value is None:
+            raise bad
+        return coerce(value, inner[0], key)
+    if origin is typing.Literal:
+        if value in args and type(value) is type(args[0]):
+            return value
+        raise TypedDataError(f"{key}={value!r} is not one of: {', '.join(map(str, args))}")
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise bad
+        if origin is tuple and args[-1] is not Ellipsis:  # a fixed-length tuple, e.g. AdamW's betas
+            if len(value) != len(args):
+                raise TypedDataError(f"{key}={value!r}: expected {len(args)} values")
+            return tuple(coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+        return [coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        x = _number(value)
+        if x is not None and math.isfinite(x) and x == int(x):
+            return int(x)
+        raise bad
+    if tp is float:
+        x = _number(value)
+        if x is None:
+            raise bad
+        if not math.isfinite(x):
+            raise TypedDataError(f"{key}={value!r}: expected a finite number")
+        return x
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise bad
+    raise TypedDataError(f"{key}: unsupported type {tp}")
+
+
+Check = tuple[Callable[[Any], bool], str]  # (predicate on one value, what is expected)
+
+
+def checked(default: Any = dataclasses.MISSING, *, check: Check, factory: Callable[[], Any] | None = None) -> Any:
+    """A dataclass field whose value (each element, for a list) must satisfy ``check`` (harness).
+
+    Example: ``lr: float = checked(3e-4, check=POSITIVE)``; a bad value is a TypedDataError naming the key.
+    """
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata={"check": check})
+    return dataclasses.field(default=default, metadata={"check": check})
+
+
+POSITIVE: Check = (lambda x: x > 0, "a value > 0")
+NON_NEGATIVE: Check = (lambda x: x >= 0, "a value >= 0")
+UNIT: Check = (lambda x: 0 <= x <= 1, "a value in [0, 1]")
+UNIT_OPEN: Check = (lambda x: 0 <= x < 1, "a value in [0, 1)")
+
+
+def check_fields(obj: Any, prefix: str = "") -> None:
+    """Apply every field's ``check`` (see :func:`checked`) to a dataclass's values, recursively (harness)."""
+    for f in dataclasses.fields(obj):
+        value, key = getattr(obj, f.name), f"{prefix}.{f.name}" if prefix else f.name
+        if dataclasses.is_dataclass(value):
+            check_fields(value, key)
+        elif isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
+            for i, v in enumerate(value):
+                check_fields(v, f"{key}[{i}]")
+        elif "check" in f.metadata and value is not None:
+            ok, expected = f.metadata["check"]
+            values = value if isinstance(value, list | tuple) else [value]
+            if not values and isinstance(value, list):
+                raise TypedDataError(f"{key}=[]: expected a non-empty list")
+            for v in values:
+                if not ok(v):
+                    raise TypedDataError(f"{key}={value!r}: expected {expected}")
+
+
+def from_data(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """A dataclass from a (partial) mapping: missing fields take their defaults, unknown ones are errors (harness)."""
+    types_ = field_types(cls)
+    unknown = [k for k in data if k not in types_]
+    if unknown:
+        raise TypedDataError(f"unknown key {prefix + '.' if prefix else ''}{unknown[0]}")
+    kwargs = {k: coerce(v, types_[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
+    obj = cls(**kwargs)
+    check_fields(obj, prefix)
+    return obj
+
+
+def to_data(obj: Any) -> Any:
+    """A dataclass (or nested lists of them) as plain JSON data (harness)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_data(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, list | tuple):
+        return [to_data(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_data(v) for k, v in obj.items()}
+    return obj
+
+
+def all_keys(cls: type, prefix: str = "") -> list[str]:
+    """Every settable dotted key of a (nested) dataclass (harness)."""
+    keys = []
+    for name, tp in field_types(cls).items():
+        if dataclasses.is_dataclass(tp):
+            keys += all_keys(tp, f"{prefix}{name}.")  # type: ignore[arg-type]
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
