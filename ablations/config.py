@@ -21,6 +21,7 @@ from typing import Any, Literal
 import yaml
 
 from ablations.engine import paths
+from ablations.engine.assets import ASSETS
 from ablations.engine.families import FAMILIES
 from ablations.engine.specs import (
     AutoencoderConfig,
@@ -35,6 +36,7 @@ from ablations.engine.specs import (
     SpeedConfig,
     StageConfig,
     TrainConfig,
+    latent_channels,
     latent_factor,
 )
 from ablations.engine.typed import NON_NEGATIVE, POSITIVE, TypedDataError, all_keys, checked, from_data, to_data
@@ -63,10 +65,13 @@ class SlurmConfig:
     constraint: str | None = None
     nodes: int = checked(1, check=POSITIVE)  # training jobs: nodes per job
     gpus_per_node: int = checked(8, check=NON_NEGATIVE)  # training jobs: one task per GPU; other jobs use one GPU
+    tasks_per_node: int = checked(0, check=NON_NEGATIVE)  # training jobs' processes per node (0: one per GPU)
     cpus_per_task: int = checked(8, check=POSITIVE)
     mem_gb: int = checked(64, check=POSITIVE)
-    timeout_min: int = checked(60 * 24, check=POSITIVE)
+    timeout_min: int = checked(60 * 24, check=POSITIVE)  # per job; longer work is requeued and resumes
     array_parallelism: int = checked(16, check=POSITIVE)
+    gpu_tflops: float = checked(312.0, check=POSITIVE)  # the dry-run's estimate: a GPU's dense bf16 rate (A100)
+    mfu: float = checked(0.4, check=POSITIVE)  # the dry-run's estimate: the share of it the jobs reach
 
 
 @dataclass(frozen=True)
@@ -231,11 +236,21 @@ def resolve(argv_pairs: list[tuple[str, str]]) -> tuple[Config, Sweep]:
     set_key(data, "sweep", sweep.name)
     set_key(data, "preset", preset)
     cfg = typed(data)
+    resolved = to_data(cfg)
+    for k in overrides:  # as typed: 3e-4 -> 0.0003, [1e3, 5e2] -> [1000, 500]
+        overrides[k] = lookup(resolved, k)
     sweep = Sweep(**{**sweep.__dict__, "overrides": overrides})
     validate(cfg, sweep)
     for point in sweep.points:
         validate_point(point_config(cfg, point), point.get("model", "msf"), sweep)
     return cfg, sweep
+
+
+def lookup(data: dict[str, Any], key: str) -> Any:
+    """The value of a dotted key in nested config data (harness)."""
+    for part in key.split("."):
+        data = data[part]
+    return data
 
 
 def point_config(cfg: Config, point: dict[str, Any]) -> Config:
@@ -249,6 +264,8 @@ def point_config(cfg: Config, point: dict[str, Any]) -> Config:
 
 def per_scale(values: list[Any], n: int, key: str) -> list[Any]:
     """One entry per scale: a shorter list repeats its last entry; a longer one is an error (harness)."""
+    if not values:
+        raise ConfigError(f"{key}=[]: expected at least one entry (one per scale)")
     if len(values) > n:
         raise ConfigError(f"{key} has {len(values)} entries but there are only {n} scales")
     return [values[min(i, len(values) - 1)] for i in range(n)]
@@ -290,23 +307,29 @@ def validate_point(cfg: Config, model: str, sweep: Sweep) -> None:
             raise ConfigError(f"{key}={value} has {len(value)} entries but model {model} has {n} scale(s)")
     if family.latent is not None:
         c, h, _ = family.latent
-        if cfg.data.image_size // factor != h or cfg.autoencoder.latent_channels != c:
+        if cfg.data.image_size // factor != h or latent_channels(cfg.autoencoder) != c:
             raise ConfigError(f"model {model} samples {c}x{h}x{h} latents: it needs data.image_size={h * 8} with "
                               "the SD VAE (autoencoder.kind=pretrained)")
 
 
 def validate(cfg: Config, sweep: Sweep) -> None:
     """Checks across keys, and of every path, made when the command is parsed (harness)."""
-    if cfg.data.name != "embedded" and not cfg.data.root:
+    if cfg.data.name in ("imagefolder", "cifar10") and not cfg.data.root:
         raise ConfigError(f"data.name={cfg.data.name} needs data.root=DIR (the dataset folder)")
     if cfg.data.name == "embedded" and cfg.data.root:
         raise ConfigError(f"data.root={cfg.data.root!r} is set but data.name=embedded ignores it; add "
                           "data.name=imagefolder (or cifar10)")
     if cfg.autoencoder.kind == "pretrained" and not cfg.autoencoder.path:
         raise ConfigError("autoencoder.kind=pretrained needs autoencoder.path (a local folder with the VAE weights)")
-    if cfg.autoencoder.kind != "pretrained" and cfg.autoencoder.path:
-        raise ConfigError(f"autoencoder.path is set but autoencoder.kind={cfg.autoencoder.kind} ignores it; add "
-                          "autoencoder.kind=pretrained")
+    frozen_aes = [name for name, a in ASSETS.items() if a.folder]
+    if cfg.autoencoder.kind == "frozen" and cfg.autoencoder.frozen not in frozen_aes:
+        raise ConfigError(f"autoencoder.frozen={cfg.autoencoder.frozen!r} is not one of the committed autoencoders: "
+                          f"{', '.join(frozen_aes)} (autoencoder.kind=pretrained loads a folder)")
+    if cfg.eval.world == "embedded" and cfg.eval.features not in ASSETS:
+        try:
+            paths.classifier_file("eval.features", cfg.eval.features)
+        except paths.PathError as e:
+            raise ConfigError(f"{e}; or name a frozen network: {', '.join(ASSETS)}") from None
     if cfg.eval.world != "inception":
         for key in ("inception_weights", "reference_npz"):
             if getattr(cfg.eval, key):
@@ -330,6 +353,7 @@ def validate(cfg: Config, sweep: Sweep) -> None:
 
 def check_paths(cfg: Config, sweep: Sweep) -> None:
     """Every path key the sweep uses: exists, right kind, right format, opened without running code (harness)."""
+    paths.writable_folder("runs_dir", cfg.runs_dir)
     if cfg.data.name == "imagefolder":
         paths.image_folder("data.root", str(cfg.data.root))
     if cfg.data.name == "cifar10":

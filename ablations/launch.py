@@ -1,20 +1,23 @@
 """Launchers: run a planned graph in process, as local subprocesses, or on SLURM, all through submitit (harness).
 
-- ``inprocess``: submitit's DebugExecutor (the job runs in this process; errors are caught by the job wrapper so
-  submitit's post-mortem debugger never starts).
+- ``inprocess``: each job runs in this process, one after the other (no executor: no debugger prompt on an error).
 - ``local``: submitit's LocalExecutor (one subprocess per job, in graph order).
 - ``slurm``: submitit's AutoExecutor; trainings are multi-GPU jobs (one task per GPU, torch.distributed set up from
   SLURM's variables), every job waits on its dependencies with ``afterok``, eval points go out as one job array with a
   parallelism cap, and a preempted or requeued job re-runs, resuming from its own checkpoint.
 
 What a job receives is its run folder's path: the job reads its typed spec back from the ``config.json`` written
-there before submission (ablations/engine/jobs.py ``run``).
+there before submission (ablations/engine/jobs.py ``run``). While jobs run, the last line of each one's log is shown
+with the time left (:class:`Watch`), whatever the launcher.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -23,6 +26,7 @@ from typing import Any
 import submitit
 
 from ablations.config import Config
+from ablations.costs import is_training
 from ablations.engine.io import read_json, write_json
 from ablations.graph import Graph, Job, code_version
 
@@ -41,9 +45,11 @@ class JobCall(submitit.helpers.Checkpointable):
             if not catch:
                 raise
             log = Path(run_dir) / "log.txt"
-            with open(log, "a") as fh:
-                fh.write(traceback.format_exc())
-            return {"status": "failed", "error": f"{type(e).__name__}: {e}", "log": str(log)}
+            with contextlib.suppress(OSError):  # a full or read-only disk: the one-line error still reaches the user
+                with open(log, "a") as fh:
+                    fh.write(traceback.format_exc())
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            return {"status": "failed", "error": f"{type(e).__name__}: {first}", "log": str(log)}
 
 
 def prepare(job: Job, code: str) -> None:
@@ -60,30 +66,32 @@ def prepare(job: Job, code: str) -> None:
     write_json(path, record)
 
 
-def _executor(cfg: Config, folder: Path, kind: str) -> submitit.Executor:
-    if cfg.launcher == "inprocess":
-        return submitit.DebugExecutor(folder=folder)
+def _executor(cfg: Config, folder: Path, job: Job) -> submitit.Executor:
+    """The submitit executor of a job: a local subprocess, or a SLURM job with the configured resources (trainings
+    get several GPUs and nodes, every other job one GPU)."""
     if cfg.launcher == "local":
-        ex = submitit.LocalExecutor(folder=folder)
-        ex.update_parameters(timeout_min=cfg.slurm.timeout_min)
-        return ex
+        local = submitit.LocalExecutor(folder=folder)
+        local.update_parameters(timeout_min=cfg.slurm.timeout_min)
+        return local
     ex = submitit.AutoExecutor(folder=folder, cluster="slurm")
     s = cfg.slurm
-    gpus = s.gpus_per_node if kind == "train" else min(1, s.gpus_per_node)
+    train = is_training(job)
+    gpus = s.gpus_per_node if train else min(1, s.gpus_per_node)
+    tasks = (s.tasks_per_node or max(gpus, 1)) if train else 1
     extra = {k: v for k, v in {"account": s.account, "qos": s.qos, "constraint": s.constraint}.items() if v}
     params: dict[str, Any] = {"slurm_partition": s.partition} if s.partition else {}
     if gpus:
         params["gpus_per_node"] = gpus  # omitted on CPU-only clusters without GPU GRES
     ex.update_parameters(
         **params,
-        nodes=s.nodes if kind == "train" else 1,
-        tasks_per_node=max(gpus, 1),
+        nodes=s.nodes if train else 1,
+        tasks_per_node=tasks,
         cpus_per_task=s.cpus_per_task,
         mem_gb=s.mem_gb,
         timeout_min=s.timeout_min,
         slurm_array_parallelism=s.array_parallelism,
         slurm_additional_parameters=extra,
-        name=f"msf-{kind}",
+        name=f"msf-{job.kind}",
     )
     return ex
 
@@ -98,6 +106,62 @@ class Progress:
     def show(self, msg: str) -> None:
         elapsed = time.time() - self.t0
         print(f"[{self.done}/{self.total} done, {self.failed} failed, {elapsed:6.0f}s] {msg}", flush=True)
+
+
+FRACTION = re.compile(r"(\d+)/(\d+)")
+
+
+def last_line(log: Path) -> str:
+    """The last line of a job's log, without its time stamp ("" while there is none) (harness)."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+            lines = f.read().decode(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1].split("] ", 1)[-1] if lines else ""
+
+
+def time_left(line: str, elapsed: float) -> str:
+    """'~Ns left' from the first 'a/b' progress fraction of a log line and the time since the job started."""
+    m = FRACTION.search(line)
+    if not m or int(m[1]) == 0 or int(m[1]) > int(m[2]):
+        return ""
+    a, b = int(m[1]), int(m[2])
+    return f", ~{elapsed * (b - a) / a:.0f}s left"
+
+
+class Watch:
+    """While a job runs, show the last line of its log with the elapsed time and the time left, every ``every``
+    seconds: on one rewritten line in a terminal, as new lines (only when changed) otherwise (harness)."""
+
+    def __init__(self, name: str, log: Path, every: float = 2.0) -> None:
+        self.name, self.log, self.every = name, log, every
+        self.tty = sys.stdout.isatty()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.t0 = time.time()
+
+    def _loop(self) -> None:
+        shown = ""
+        while not self.stop.wait(self.every if self.tty else 5 * self.every):
+            line = last_line(self.log)
+            if not line or (line == shown and not self.tty):
+                continue
+            elapsed = time.time() - self.t0
+            text = f"  {self.name}: {line} ({elapsed:.0f}s{time_left(line, elapsed)})"
+            print(f"\r{text[:200]}\x1b[K" if self.tty else text, end="" if self.tty else "\n", flush=True)
+            shown = line
+
+    def __enter__(self) -> Watch:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+        if self.tty:
+            print("\r\x1b[K", end="", flush=True)
 
 
 def run_graph(cfg: Config, g: Graph) -> list[dict[str, Any]]:
@@ -118,7 +182,11 @@ def run_graph(cfg: Config, g: Graph) -> list[dict[str, Any]]:
             continue
         progress.show(f"running {job.name}")
         prepare(job, code)
-        result = _executor(cfg, folder, job.kind).submit(JobCall(), str(job.run_dir), True).result()
+        with Watch(job.name, job.run_dir / "log.txt"):
+            if cfg.launcher == "inprocess":
+                result = JobCall()(str(job.run_dir), True)
+            else:
+                result = _executor(cfg, folder, job).submit(JobCall(), str(job.run_dir), True).result()
         status[job.key] = result["status"]
         if result["status"] == "done":
             progress.done += 1
@@ -139,36 +207,52 @@ def _run_slurm(cfg: Config, g: Graph, todo: list[Job], folder: Path, progress: P
         ids = sorted({jobs[d.key].job_id for j in planned for d in j.deps.values() if d.key in jobs})
         return {"dependency": "afterok:" + ":".join(ids)} if ids else {}
 
+    def submit(batch: list[Job]) -> None:
+        """One job, or several of one kind as a job array, after their dependencies."""
+        if not batch:
+            return
+        ex = _executor(cfg, folder, batch[0])
+        ex.update_parameters(slurm_additional_parameters={**ex.parameters.get("additional_parameters", {}),
+                                                          **after(batch)})
+        if len(batch) == 1:
+            jobs[batch[0].key] = ex.submit(JobCall(), str(batch[0].run_dir), False)
+            progress.show(f"submitted {batch[0].name} as job {jobs[batch[0].key].job_id}")
+            return
+        with ex.batch():
+            array = [ex.submit(JobCall(), str(j.run_dir), False) for j in batch]
+        for j, sub in zip(batch, array, strict=True):
+            jobs[j.key] = sub
+        progress.show(f"submitted {len(batch)} {batch[0].kind} job(s) as array {array[0].job_id.split('_')[0]}")
+
     for job in todo:
         prepare(job, code)
-    for job in [j for j in todo if j.kind != "eval"]:
-        ex = _executor(cfg, folder, job.kind)
-        ex.update_parameters(slurm_additional_parameters={**ex.parameters.get("additional_parameters", {}),
-                                                          **after([job])})
-        jobs[job.key] = ex.submit(JobCall(), str(job.run_dir), False)
-        progress.show(f"submitted {job.name} as job {jobs[job.key].job_id}")
-    evals = [j for j in todo if j.kind == "eval"]
-    if evals:
-        ex = _executor(cfg, folder, "eval")
-        ex.update_parameters(slurm_additional_parameters={**ex.parameters.get("additional_parameters", {}),
-                                                          **after(evals)})
-        with ex.batch():
-            array = [ex.submit(JobCall(), str(j.run_dir), False) for j in evals]
-        for j, sub in zip(evals, array, strict=True):
-            jobs[j.key] = sub
-        progress.show(f"submitted {len(evals)} eval point(s) as array {array[0].job_id.split('_')[0]}")
-    rows = []
-    for job in todo:
-        sub = jobs[job.key]
-        try:
-            sub.result()
-            progress.done += 1
-            progress.show(f"done    {job.name}")
-            rows.append({"job": job.name, "status": "done"})
-        except Exception as e:  # noqa: BLE001 - a failed SLURM job: report it with its log
-            progress.failed += 1
-            log = job.run_dir / "log.txt"
-            progress.show(f"FAILED  {job.name} (job {sub.job_id}): {str(e).splitlines()[0][:200]} (log: {log})")
-            rows.append({"job": job.name, "status": "failed", "error": str(e), "log": str(log)})
-    print(file=sys.stderr)
+    for job in [j for j in todo if j.kind == "autoencoder"]:
+        submit([job])
+    submit([j for j in todo if j.kind == "cache"])  # the cache's parts (all caches of the sweep) as one array
+    for job in [j for j in todo if j.kind not in ("autoencoder", "cache", "eval")]:  # graph order
+        submit([job])
+    submit([j for j in todo if j.kind == "eval"])  # the eval points as one array
+    rows, pending, shown = [], list(todo), 0.0
+    while pending:
+        for job in [j for j in pending if jobs[j.key].done()]:
+            pending.remove(job)
+            sub = jobs[job.key]
+            try:
+                sub.result()
+                progress.done += 1
+                progress.show(f"done    {job.name}")
+                rows.append({"job": job.name, "status": "done"})
+            except Exception as e:  # noqa: BLE001 - a failed SLURM job: report it with its log
+                progress.failed += 1
+                log = job.run_dir / "log.txt"
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+                progress.show(f"FAILED  {job.name} (job {sub.job_id}): {first} (log: {log})")
+                rows.append({"job": job.name, "status": "failed", "error": str(e), "log": str(log)})
+        if pending and time.time() - shown > 30:  # the running jobs' progress, from their logs
+            shown = time.time()
+            for job in pending:
+                line = last_line(job.run_dir / "log.txt")
+                if line:
+                    print(f"  {job.name} (job {jobs[job.key].job_id}): {line}", flush=True)
+        time.sleep(1 if pending else 0)
     return rows

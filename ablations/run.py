@@ -6,14 +6,28 @@ the chosen launcher, and builds the sweep's report. Bad input is one line on std
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ablations.config import KEYS, PRESETS_DIR, SWEEPS_DIR, ConfigError, available, load_sweep, resolve  # noqa: E402
-from ablations.graph import plan, plan_summary  # noqa: E402
+from ablations.config import (  # noqa: E402
+    KEYS,
+    PRESETS_DIR,
+    SWEEPS_DIR,
+    Config,
+    ConfigError,
+    Sweep,
+    available,
+    load_sweep,
+    resolve,
+)
+from ablations.graph import Graph, check_overrides, plan, plan_summary  # noqa: E402
 
 USAGE = """usage: python ablations/run.py sweep=NAME [preset=NAME] [key=value ...] [--dry-run] [--help]
 
@@ -22,7 +36,7 @@ presets: {presets}  (default: tiny)
 keys:    {keys}
 
 Values are YAML: sample.cfg=[1.4,1.0] train.lr=3e-4 seeds.train=[0,1,2] data.root=/datasets/imagenet launcher=slurm.
---dry-run prints the planned jobs (done / todo) and exits without running anything."""
+--dry-run prints the planned jobs (done / todo / redo: damaged outputs) and exits without running anything."""
 
 
 def usage() -> str:
@@ -58,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         pairs, dry = parse_args(argv)
         cfg, sweep = resolve(pairs)
+        check_overrides(pairs, cfg, sweep)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -69,22 +84,59 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  override {key}={value}")
         for r in rows:
             print(f"  {r['status']:5s} {r['kind']:12s} {r['run_dir']}")
-        todo = sum(r["status"] == "todo" for r in rows)
-        print(f"{len(rows)} job(s): {len(rows) - todo} done, {todo} to run")
+        todo = sum(r["status"] != "done" for r in rows)
+        redo = sum(r["status"] == "redo" for r in rows)
+        print(f"{len(rows)} job(s): {len(rows) - todo} done, {todo} to run" +
+              (f" ({redo} with damaged outputs)" if redo else ""))
+        if cfg.launcher == "slurm":
+            from ablations.costs import cluster_plan
+
+            print("\n".join(cluster_plan(graph, cfg)))
         return 0
     from ablations.launch import run_graph
-    from reports.build import build_report
 
-    results = run_graph(cfg, graph)
-    failed = [r for r in results if r["status"] != "done"]
-    out = Path(cfg.runs_dir) / cfg.preset / "reports" / sweep.name
-    runs = [j.run_dir for j in graph if (j.run_dir / "metrics.json").exists()]
-    build_report(runs, out, title=f"{sweep.name}: {sweep.description} (preset {cfg.preset})")
+    try:
+        results = run_graph(cfg, graph)
+        failed = [r for r in results if r["status"] != "done"]
+        out = write_report(cfg, sweep, graph, partial=bool(failed))
+    except OSError as e:  # a full or read-only disk, a vanished folder: one line, the jobs' logs have the rest
+        print(f"error: {e.filename or cfg.runs_dir}: {e.strerror or e}", file=sys.stderr)
+        return 1
     print(f"report: {out / 'report.md'} and {out / 'report.html'}")
     if failed:
-        print(f"{len(failed)} job(s) failed or were skipped; see the logs above", file=sys.stderr)
+        print(f"{len(failed)} job(s) failed or were skipped; see the logs above. The report of what finished is "
+              f"{out} (an earlier complete report, if any, is kept)", file=sys.stderr)
         return 1
     return 0
+
+
+def write_report(cfg: Config, sweep: Sweep, graph: Graph, partial: bool) -> Path:
+    """Build the sweep's report into a temporary folder, then rename it into place: readers never see a half-built
+    report, and a failed run writes ``NAME.partial`` instead of replacing the last complete report (harness)."""
+    from reports.build import build_report
+
+    root = Path(cfg.runs_dir) / cfg.preset / "reports"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / (f"{sweep.name}.partial" if partial else sweep.name)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=root))
+    old = root / f".{final.name}.old-{os.getpid()}"
+    try:
+        runs = [j.run_dir for j in graph if (j.run_dir / "metrics.json").exists()]
+        build_report(runs, tmp, title=f"{sweep.name}: {sweep.description} (preset {cfg.preset})")
+        for _ in range(10):  # another runner may swap its report in at the same moment: the last one wins
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(final, old)
+            try:
+                os.replace(tmp, final)
+                break
+            except OSError:
+                shutil.rmtree(old, ignore_errors=True)
+        if not partial:
+            shutil.rmtree(root / f"{sweep.name}.partial", ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return final
 
 
 if __name__ == "__main__":

@@ -3,9 +3,9 @@
     .venv/bin/python benchmarks/train_step.py [--steps 30] [--threads 1] [--images 1024]
 
 The models, scales and batch size come from ablations/presets/tiny.yaml: MSF stage 0 (6x6 latents, no prior),
-stage 1 (8x8 latents with its prior) and the single-scale flow DiT (8x8). Each runs ``steps`` steps of ablations/engine/train.py's
-loop, float32 on CPU, on a real memory-mapped TargetCache of ``images`` embedded 32-px images encoded by a
-random-weight autoencoder of the preset's shape (the bytes read per step are what matter here, not their values).
+stage 1 (8x8 latents with its prior) and the single-scale flow DiT (8x8). Each runs ``steps`` steps of the
+training loop (ablations/engine/train.py), float32 on CPU, on a real memory-mapped TargetCache of ``images``
+embedded 32-px images encoded by the preset's committed autoencoder.
 Step times exclude the first step (start-up); the data share is the time blocked on the loader thread.
 """
 
@@ -19,12 +19,13 @@ from pathlib import Path
 import torch
 import yaml
 
-from ablations.engine.autoencoders import SmallAEConfig
-from msf.autoencoder import KLAutoencoder
+from ablations.engine import autoencoders
 from ablations.engine.cache import build_cache
 from ablations.engine.data import EmbeddedDataset
+from ablations.engine.io import read_jsonl
+from ablations.engine.specs import AutoencoderConfig, FactorizationSpec, Runtime, StageConfig, TrainConfig, TrainJob
+from ablations.engine.train import train
 from msf.factorize import make_factorization, make_scales
-from ablations.engine.train import TrainConfig, read_jsonl, train
 
 PRESET = Path(__file__).parents[1] / "ablations" / "presets" / "tiny.yaml"
 
@@ -38,11 +39,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     preset = yaml.safe_load(PRESET.read_text())
-    data, ae_cfg = preset["data"], preset["autoencoder"]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)  # SmallAEConfig.build initialises from the global RNG
-        vae = SmallAEConfig(tuple(ae_cfg["block_out_channels"]), latent_channels=ae_cfg["latent_channels"]).build(32)
-    ae = KLAutoencoder(vae, name="random-small-ae")
+    data = preset["data"]
+    ae = autoencoders.load(AutoencoderConfig(**preset["autoencoder"]))
     full = data["image_size"] // ae.factor
     runs = [  # (label, scales, stage, model shape)
         *((f"MSF stage {i}", preset["msf"]["scales"], i, m) for i, m in enumerate(preset["msf"]["stages"])),
@@ -54,25 +52,21 @@ def main() -> None:
         for label, sizes, stage, shape in runs:
             factorization = make_factorization("residual", make_scales(sizes, full))
             cache = build_cache(Path(tmp) / f"cache{len(sizes)}", dataset, ae, factorization, 256, log=lambda _: None)
-            cfg = TrainConfig(
-                stage=stage,
-                model="DiT-S/2",
-                model_overrides=shape,
-                num_classes=data["num_classes"],
-                batch_size=preset["train"]["batch_size"],
-                steps=args.steps,
-                device="cpu",
-                ckpt_every=args.steps,
-                log_every=args.steps,
+            batch = preset["train"]["batch_size"]
+            job = TrainJob(
+                "msf" if len(sizes) > 1 else "dit_flow", stage, args.steps, 0, StageConfig(**shape), "concat",
+                "adaln_zero", FactorizationSpec("residual", sizes, "bilinear"), data["num_classes"],
+                TrainConfig(batch_size=batch, ckpt_every=args.steps, log_every=args.steps),
+                Runtime("cpu", args.threads),
             )
             run_dir = Path(tmp) / label.replace(" ", "_")
-            metrics = train(cfg, cache, factorization, run_dir, log=lambda _: None)
-            seconds = [cfg.batch_size / s["img_per_s"] for s in read_jsonl(run_dir / "stats.jsonl")[1:]]
+            metrics = train(job, cache, factorization, run_dir, log=lambda _: None)
+            seconds = [batch / s["img_per_s"] for s in read_jsonl(run_dir / "stats.jsonl")[1:]]
             median = statistics.median(seconds)
             print(
                 f"| {label} | {sizes[stage]}x{sizes[stage]}x{ae.channels} | {metrics['params_m']:.2f}M | {median:.4f} "
                 f"| {metrics['sec_per_step']:.4f} | {100 * metrics['data_wait_frac']:.1f}% "
-                f"| {cfg.batch_size / median:.0f} |"
+                f"| {batch / median:.0f} |"
             )
 
 

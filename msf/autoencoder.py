@@ -84,7 +84,7 @@ class KLAutoencoder:
 
     def to(self, device: torch.device | str) -> KLAutoencoder:
         """Move the VAE to ``device``; encode/decode move their inputs there (harness)."""
-        self.vae.to(device)
+        torch.nn.Module.to(self.vae, torch.device(device))
         return self
 
     @property

@@ -85,15 +85,32 @@ def sample(
         device: where noise and labels go; None means class_labels' device.
         dtype: the sampling dtype of noise, time grid and ODE state.
     """
+    return sample_scales(msf, class_labels, seeds, steps, cfg, solver, device, dtype)[0]
+
+
+@torch.no_grad()
+def sample_scales(
+    msf: MSFModel,
+    class_labels: Tensor,
+    seeds: Sequence[int],
+    steps: Sequence[int],
+    cfg: Sequence[float],
+    solver: str = "euler",
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[Tensor, list[Tensor]]:
+    """Algorithm 3 (lines 1-13) as :func:`sample`, also returning every scale's output f_resi^{h_i} [B, C, h_i, h_i]."""
     _check_sample_args(msf, class_labels, seeds, steps, cfg, solver)
     device = class_labels.device if device is None else torch.device(device)
     y = class_labels.to(device)  # line 1: class label c
     f_hat: Tensor | None = None  # line 2: f_hat = 0 (None until scale 0 is added)
     prior: Tensor | None = None  # scale 0 has no input prior (line 5)
+    outputs = []
     for i, h in enumerate(msf.factorization.scales.sizes):  # line 3: for i = 0 to N
         z0 = stage_noise(seeds, i, (msf.channels, h, h), device, dtype)  # [B, C, h_i, h_i]
         v = cfg_velocity(msf.stages[i], y, msf.num_classes, cfg[i], prior)  # lines 4-8: v_theta(z_t, t | c[, f_hat_hi])
         f_i = SOLVERS[solver](v, z0, time_grid(steps[i], dtype, device))  # lines 5/7: f_resi^{h_i} by Eq. 6
         f_hat, prior = msf.factorization.step(f_hat, f_i, i)  # lines 9-12: accumulate, next prior
+        outputs.append(f_i)
     assert f_hat is not None  # there is at least one scale
-    return f_hat  # [B, C, h_N, h_N]; line 14 (decode) is the caller's
+    return f_hat, outputs  # [B, C, h_N, h_N]; line 14 (decode) is the caller's

@@ -1,23 +1,31 @@
-"""The paper's claims, each judged against our measurements with explicit rules (MSF Secs. 4.1, 4.2, 5; Tables 1-5).
+"""The paper's claims, each judged from paired differences of exactly the arms it compares (MSF Secs. 3.2, 4.1, 4.2,
+5; Tables 1-5, Figs. 2, 4).
 
-A verdict is one of ``supported``, ``contradicted`` or ``not resolvable at this preset``. Differences are judged against
-the spread over seeds: a difference counts only when it exceeds ``NOISE_K`` times the pooled standard deviation of
-the seeds, and a setting measured with a single seed has no spread, so nothing about it is resolvable. The rules are
-in ``RULES`` and printed in every report.
+A verdict is ``supported``, ``contradicted`` or ``not resolvable at this preset``. Two arms (settings) are compared
+run by run: the runs of one arm are paired with the runs of the other that share their (training seed, sampling
+seed), each pair gives a difference, and the differences give a 95% Student-t interval. When the pairs span two or
+more training seeds, the pairs of one training seed share a trained model and are not independent, so they are
+averaged first and the interval runs over training seeds; with a single training seed (or a pretrained model) it
+runs over sampling seeds and covers sampling noise only, which the evidence says. An arm without a training seed
+(pretrained weights, real images) pairs by sampling seed alone. Fewer than two independent units give no interval,
+and a claim that needs one is not resolvable. The rules are in :data:`RULES` and printed in every report.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+
+from scipy.special import stdtrit
 
 SUPPORTED = "supported"
 CONTRADICTED = "contradicted"
 UNRESOLVED = "not resolvable at this preset"
 
-NOISE_K = 2.0  # a difference is real only when |delta| > NOISE_K * pooled seed std
+LEVEL = 0.95  # two-sided confidence level of every interval
 MUCH_LOWER = 0.5  # "much lower" loss: at most half
 SPEEDUP = 2.0  # "2x faster"
 TIMING_SLACK = 0.9  # accept a measured speedup >= SPEEDUP * TIMING_SLACK (timing jitter of a shared machine)
@@ -26,217 +34,314 @@ BEST_STEPS_SCALE1 = (100.0, 125.0)  # Table 4 caption: "better results at 100 an
 RESIZINGS = ("latent_resize", "image_resize")  # Fig. 2 (a), (b)
 
 RULES = (
-    f"Seed spread: s = pooled sample std over seeds of the settings compared; a difference d is resolved only when "
-    f"|d| > {NOISE_K:g} s. A setting with one seed has no spread: claims that need it are not resolvable.",
-    "Flat claims (Tables 3, 5): range r = max - min of the mean FID across the swept settings; supported when "
-    f"r <= max(paper's printed range, {NOISE_K:g} s), else contradicted.",
-    "Best-setting claims (Tables 2, 4): d = (best mean FID outside the claimed settings) - (best mean FID inside "
-    "them); "
-    f"supported when d > {NOISE_K:g} s, contradicted when d < -{NOISE_K:g} s, else not resolvable; not resolvable "
-    "when a claimed setting was not measured.",
-    f"Factorization (Fig. 2): d = FID(resizing) - FID(residual) for each of {', '.join(RESIZINGS)} at otherwise equal "
-    f"settings; supported when d > {NOISE_K:g} s for both, contradicted when d < -{NOISE_K:g} s for either.",
-    f"Loss (Fig. 4): ratio q = mean final_loss_ema100 of stage 1 (paper's scale 2) / stage 0 (scale 1) over MSF "
-    f"train nodes; supported when q <= {MUCH_LOWER:g}, contradicted when q >= 1, else not resolvable.",
-    f"Speed (Table 1): same device and dtype required; contradicted when MSF's FID exceeds the baseline's by more than "
-    f"{NOISE_K:g} s; otherwise with speedup S = time(baseline) / time(MSF) per 64 images: supported when "
-    f"S >= {SPEEDUP * TIMING_SLACK:g} ({SPEEDUP:g}x with {100 * (1 - TIMING_SLACK):.0f}% timing slack), contradicted "
-    "when FIDs are equal within the spread and S is below that, not resolvable when MSF is better but not that fast.",
+    "Intervals: runs of two arms are paired by (training seed, sampling seed) and d = FID(first) - FID(second) is "
+    f"taken per pair; the {100 * LEVEL:g}% interval is Student t over the pairs, after averaging the pairs of each "
+    "training seed when there are two or more training seeds (then n = training seeds; with one training seed n = "
+    "sampling seeds, covering sampling noise only). An arm without a training seed (pretrained, real images) pairs "
+    "by sampling seed. Fewer than 2 units: no interval, and the claim is not resolvable.",
+    "Best-setting claims (Tables 2, 4): d = FID(other) - FID(claimed) for every other setting measured; supported "
+    "when one claimed setting beats every other (each interval above 0), contradicted when another setting beats "
+    "every claimed setting (interval below 0; all claimed settings measured), else not resolvable.",
+    "Flat claims (Tables 3, 5), an equivalence test with tolerance t = the paper's printed range for that table "
+    "(0.03, 0.05 FID, applied to our FID as is): d for every pair of settings; supported only when every interval "
+    "lies inside [-t, t], contradicted when one interval lies entirely outside it, else not resolvable (large noise "
+    "never supports a flat claim).",
+    f"Factorization (Fig. 2): d = FID(resizing) - FID(residual) for each of {', '.join(RESIZINGS)}, each with its own "
+    "interval; supported when both intervals are above 0, contradicted when either is below 0, else not resolvable.",
+    f"Loss (Fig. 4): the paper's arm only (2-scale residual MSF, adaLN-Zero), each run folder once: per training seed "
+    f"q = final_loss_ema100(stage 1, the paper's scale 2) / final_loss_ema100(stage 0); interval over training seeds; "
+    f"supported when its upper end <= {MUCH_LOWER:g}, contradicted when its lower end >= 1, else not resolvable.",
+    f"Speed (Table 1): same device and dtype required; d = FID(MSF) - FID(baseline) paired; contradicted when d's "
+    f"interval is above 0; otherwise with speedup S = time(baseline) / time(MSF) per 64 images: supported when "
+    f"S >= {SPEEDUP * TIMING_SLACK:g} ({SPEEDUP:g}x with {100 * (1 - TIMING_SLACK):.0f}% timing slack), not "
+    "resolvable when d's interval is below 0 (MSF better, 'at equal FID' not established) or missing, else "
+    "contradicted.",
 )
 
 
+# ----------------------------------------------------------------------------------------------------------------------
+# Paired differences and their intervals
+
+SeedPair = tuple[int | None, int]  # (training seed or None for pretrained / real, sampling seed)
+
+
 @dataclass(frozen=True)
-class Stat:
-    """Mean and sample standard deviation over seeds of one measured quantity (harness)."""
+class Arm:
+    """One arm of a comparison: a measured value per run, keyed by (training seed, sampling seed) (harness)."""
+
+    label: str
+    values: Mapping[SeedPair, float]
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean paired difference and its two-sided Student-t interval over n independent units (harness)."""
 
     mean: float
-    std: float  # nan when n < 2
+    lo: float  # nan when n < 2
+    hi: float
     n: int
+    unit: str  # what n counts, singular: "training seed" or "sampling seed"
+    pairs: int
+    note: str = ""  # e.g. "one training seed: sampling noise only"
 
-    @classmethod
-    def of(cls, values: Sequence[float]) -> Stat:
-        """Summarise the per-seed values of one setting (harness)."""
-        if not values:
-            raise ValueError("Stat.of needs at least one value")
-        std = statistics.stdev(values) if len(values) > 1 else math.nan
-        return cls(statistics.fmean(values), std, len(values))
+    @property
+    def defined(self) -> bool:
+        """Whether there are two or more units, so that the interval exists (harness)."""
+        return self.n >= 2 and math.isfinite(self.lo) and math.isfinite(self.hi)
+
+    def text(self, signed: bool = True) -> str:
+        """'+0.52 [+0.31, +0.73], 95% t over 3 training seeds' (harness)."""
+        f = "+.3g" if signed else ".3g"
+        units = f"{self.n} {self.unit}{'' if self.n == 1 else 's'}" + (f"; {self.note}" if self.note else "")
+        if not self.defined:
+            return f"{self.mean:{f}} (no interval: {units})"
+        return f"{self.mean:{f}} [{self.lo:{f}}, {self.hi:{f}}], {100 * LEVEL:g}% t over {units}"
+
+
+def t_interval(values: Sequence[float], unit: str, pairs: int, note: str = "") -> Interval:
+    """Mean and Student-t interval of independent values (nan bounds when fewer than 2) (harness)."""
+    n = len(values)
+    mean = statistics.fmean(values)
+    if n < 2:
+        return Interval(mean, math.nan, math.nan, n, unit, pairs, note)
+    half = float(stdtrit(n - 1, 0.5 + LEVEL / 2)) * statistics.stdev(values) / math.sqrt(n)  # Student t quantile
+    return Interval(mean, mean - half, mean + half, n, unit, pairs, note)
+
+
+def pair_differences(a: Arm, b: Arm) -> list[tuple[int | None, int, float]]:
+    """(training seed, sampling seed, a - b) for every run pair sharing its seeds; an arm without a training seed
+    pairs by sampling seed alone (harness)."""
+    out = []
+    for (ta, sa), va in sorted(a.values.items(), key=lambda kv: (kv[0][0] is None, kv[0][0] or 0, kv[0][1])):
+        for (tb, sb), vb in b.values.items():
+            if sa == sb and (ta == tb or ta is None or tb is None):
+                out.append((ta if ta is not None else tb, sa, va - vb))
+    return out
+
+
+def paired(a: Arm, b: Arm) -> Interval | None:
+    """FID(a) - FID(b) over paired runs with its interval (module docstring); None when no run pairs (harness)."""
+    diffs = pair_differences(a, b)
+    if not diffs:
+        return None
+    by_train: dict[int | None, list[float]] = defaultdict(list)
+    for t, _, d in diffs:
+        by_train[t].append(d)
+    trained = [t for t in by_train if t is not None]
+    if len(trained) >= 2:
+        units = [statistics.fmean(by_train[t]) for t in sorted(trained)]
+        return t_interval(units, "training seed", len(diffs))
+    note = "one training seed: sampling noise only" if trained else ""
+    return t_interval([d for _, _, d in diffs], "sampling seed", len(diffs), note)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Verdicts
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """One claim of the paper, our evidence and the verdict (harness)."""
+    """One claim of the paper, our evidence, the deciding difference with its interval, and the verdict (harness)."""
 
     claim: str
     evidence: str
     verdict: str
+    interval: str = "—"
 
 
 @dataclass(frozen=True)
 class Timed:
-    """FID and sampling time per 64 images of one model setting, for the speed claim (Table 1)."""
+    """FID per run and mean sampling time per 64 images of one model setting, for the speed claim (Table 1)."""
 
     label: str
-    fid: Stat
-    time: Stat
+    fid: Arm
+    time: float
     device: str
     dtype: str
+
+
+@dataclass(frozen=True)
+class LossPair:
+    """final_loss_ema100 of stage 0 and stage 1 of the paper's arm at one training seed, with their folders (Fig. 4)."""
+
+    stage0: float
+    stage1: float
+    folders: tuple[str, str]
 
 
 @dataclass
 class Evidence:
     """Everything the claims are judged on, extracted from run folders by the report builder (harness)."""
 
-    paper_range_cfg_scale2: float  # Table 3's printed range (0.03)
-    paper_range_steps_scale2: float  # Table 5's printed range (0.05)
-    cfg_scale1: dict[float, Stat] = field(default_factory=dict)  # Table 2: FID by cfg[0]
-    cfg_scale2: dict[float, Stat] = field(default_factory=dict)  # Table 3: FID by cfg[1]
-    steps_scale1: dict[float, Stat] = field(default_factory=dict)  # Table 4: FID by steps[0]
-    steps_scale2: dict[float, Stat] = field(default_factory=dict)  # Table 5: FID by steps[1]
-    factorization_fid: dict[str, Stat] = field(default_factory=dict)  # FID by factorization, other settings equal
-    stage_loss: dict[int, list[float]] = field(default_factory=dict)  # stage -> final_loss_ema100 of MSF train nodes
-    speed: tuple[Timed, Timed] | None = None  # (MSF, baseline) at the same preset, device and dtype
-
-
-def pooled_std(stats: Sequence[Stat]) -> float:
-    """Pooled sample std over seeds, sqrt(sum (n_i - 1) s_i^2 / sum (n_i - 1)); nan if any setting has one seed."""
-    if not stats or any(s.n < 2 for s in stats):
-        return math.nan
-    dof = sum(s.n - 1 for s in stats)
-    return math.sqrt(sum((s.n - 1) * s.std**2 for s in stats) / dof)
+    tolerance_cfg_scale2: float  # Table 3's printed range (0.03)
+    tolerance_steps_scale2: float  # Table 5's printed range (0.05)
+    cfg_scale1: dict[float, Arm] = field(default_factory=dict)  # Table 2: FID by cfg[0]
+    cfg_scale2: dict[float, Arm] = field(default_factory=dict)  # Table 3: FID by cfg[1]
+    steps_scale1: dict[float, Arm] = field(default_factory=dict)  # Table 4: FID by steps[0]
+    steps_scale2: dict[float, Arm] = field(default_factory=dict)  # Table 5: FID by steps[1]
+    factorization: dict[str, Arm] = field(default_factory=dict)  # Fig. 2: FID by factorization, other settings equal
+    loss: dict[int, LossPair] = field(default_factory=dict)  # Fig. 4: the paper's arm by training seed
+    speed: tuple[Timed, Timed] | None = None  # (MSF, baseline) evaluated alike
 
 
 def _num(x: float) -> str:
-    """A setting or FID in evidence text: up to 4 significant digits (harness)."""
+    """A setting in evidence text: up to 4 significant digits (harness)."""
     return f"{x:.4g}"
 
 
-def _spread(s: float) -> str:
-    """The seed-spread clause of an evidence line (harness)."""
-    return f"pooled seed std s = {s:.3g}, {NOISE_K:g}s = {NOISE_K * s:.3g}"
+def _diff(a: str, b: str, iv: Interval | None) -> str:
+    """'FID(a) - FID(b) = +0.52 [+0.31, +0.73], 95% t over 3 training seeds' (harness)."""
+    return f"FID({a}) - FID({b}) = " + (iv.text() if iv is not None else "no run pairs")
 
 
-def _series(series: Mapping[float, Stat]) -> str:
-    """'x: mean (n=k)' for each setting, in order (harness)."""
-    return ", ".join(f"{_num(x)}: {_num(st.mean)} (n={st.n})" for x, st in sorted(series.items()))
-
-
-def judge_flat(claim: str, series: Mapping[float, Stat], paper_range: float) -> Verdict:
-    """A claim that FID does not change across a sweep (Tables 3, 5)."""
-    if len(series) < 2:
-        return Verdict(claim, f"fewer than 2 settings measured ({_series(series) or 'none'})", UNRESOLVED)
-    s = pooled_std(list(series.values()))
-    means = [st.mean for st in series.values()]
-    r = max(means) - min(means)
-    text = f"FID by setting {_series(series)}; range {r:.3g}"
-    if math.isnan(s):
-        return Verdict(claim, f"{text}; a setting has one seed, no spread", UNRESOLVED)
-    tol = max(paper_range, NOISE_K * s)
-    text = f"{text}; {_spread(s)}; tolerance max({paper_range:g}, {NOISE_K:g}s) = {tol:.3g}"
-    return Verdict(claim, text, SUPPORTED if r <= tol else CONTRADICTED)
-
-
-def judge_best(claim: str, series: Mapping[float, Stat], best: Sequence[float]) -> Verdict:
-    """A claim that FID is lowest at the given settings (Tables 2, 4)."""
-    inside = {x: st for x, st in series.items() if any(math.isclose(x, b) for b in best)}
-    outside = {x: st for x, st in series.items() if x not in inside}
+def judge_best(claim: str, arms: Mapping[float, Arm], best: Sequence[float]) -> Verdict:
+    """A claim that FID is lowest at the claimed setting(s): Rule 2 (Tables 2, 4)."""
+    inside = {x: a for x, a in arms.items() if any(math.isclose(x, b) for b in best)}
+    outside = {x: a for x, a in sorted(arms.items()) if x not in inside}
     if not inside or not outside:
-        what = "claimed setting(s) " + "/".join(map(_num, best)) if not inside else "no other setting"
-        return Verdict(claim, f"{what} not measured ({_series(series) or 'none'})", UNRESOLVED)
-    s = pooled_std(list(series.values()))
-    d = min(st.mean for st in outside.values()) - min(st.mean for st in inside.values())
-    text = f"FID by setting {_series(series)}; best outside minus best inside d = {d:.3g}"
-    if math.isnan(s):
-        return Verdict(claim, f"{text}; a setting has one seed, no spread", UNRESOLVED)
-    return Verdict(claim, f"{text}; {_spread(s)}", _signed(d, s))
+        what = "claimed setting(s) " + "/".join(map(_num, best)) if not inside else "every setting but the claimed"
+        return Verdict(claim, f"{what} not measured (measured: {', '.join(map(_num, sorted(arms))) or 'none'})",
+                       UNRESOLVED)
+    ivs = {(o, c): paired(outside[o], inside[c]) for o in outside for c in inside}
+
+    def above(iv: Interval | None) -> bool:
+        """The claimed setting is better: the interval of FID(other) - FID(claimed) lies above 0."""
+        return iv is not None and iv.defined and iv.lo > 0
+
+    def below(iv: Interval | None) -> bool:
+        """The other setting is better: the interval lies below 0."""
+        return iv is not None and iv.defined and iv.hi < 0
+
+    lines = [_diff(_num(o), _num(c), iv) for (o, c), iv in ivs.items()]
+    evidence = "; ".join(lines)
+    for c in sorted(inside):
+        if all(above(ivs[o, c]) for o in outside):
+            o = min(outside, key=lambda o: ivs[o, c].lo)  # type: ignore[union-attr]
+            return Verdict(claim, evidence, SUPPORTED, _diff(_num(o), _num(c), ivs[o, c]))
+    complete = all(any(math.isclose(x, b) for x in inside) for b in best)
+    for o in outside:
+        if complete and all(below(ivs[o, c]) for c in inside):
+            c = max(inside, key=lambda c: ivs[o, c].hi)  # type: ignore[union-attr]
+            return Verdict(claim, evidence, CONTRADICTED, _diff(_num(o), _num(c), ivs[o, c]))
+    means = {x: statistics.fmean(a.values.values()) for x, a in arms.items() if a.values}
+    c = min(inside, key=lambda x: means.get(x, math.inf))
+    o = min(outside, key=lambda x: means.get(x, math.inf))
+    return Verdict(claim, evidence, UNRESOLVED, _diff(_num(o), _num(c), ivs[o, c]))
 
 
-def _signed(d: float, s: float) -> str:
-    """Supported if d > NOISE_K s, contradicted if d < -NOISE_K s, else not resolvable (harness)."""
-    if d > NOISE_K * s:
-        return SUPPORTED
-    return CONTRADICTED if d < -NOISE_K * s else UNRESOLVED
+def judge_flat(claim: str, arms: Mapping[float, Arm], tolerance: float) -> Verdict:
+    """A claim that FID does not change across a sweep, as an equivalence test within +-tolerance: Rule 3
+    (Tables 3, 5)."""
+    xs = sorted(arms)
+    if len(xs) < 2:
+        return Verdict(claim, f"fewer than 2 settings measured ({', '.join(map(_num, xs)) or 'none'})", UNRESOLVED)
+    ivs = {(a, b): paired(arms[b], arms[a]) for i, a in enumerate(xs) for b in xs[i + 1 :]}
+    text = (f"{len(ivs)} pairwise differences over settings {', '.join(map(_num, xs))}; tolerance +-{tolerance:g} "
+            "(the paper's printed range)")
+
+    def worst(items: Sequence[tuple[tuple[float, float], Interval]]) -> tuple[tuple[float, float], Interval]:
+        """The difference whose interval reaches farthest from 0."""
+        return max(items, key=lambda kv: max(abs(kv[1].lo), abs(kv[1].hi)))
+
+    defined = [(k, iv) for k, iv in ivs.items() if iv is not None and iv.defined]
+    outside = [(k, iv) for k, iv in defined if iv.lo > tolerance or iv.hi < -tolerance]
+    if outside:
+        (a, b), iv = worst(outside)
+        return Verdict(claim, f"{text}; an interval lies entirely outside", CONTRADICTED, _diff(_num(b), _num(a), iv))
+    if len(defined) == len(ivs) and all(-tolerance <= iv.lo and iv.hi <= tolerance for _, iv in defined):
+        (a, b), iv = worst(defined)
+        return Verdict(claim, f"{text}; every interval inside", SUPPORTED, _diff(_num(b), _num(a), iv))
+    undefined = [k for k, iv in ivs.items() if iv is None or not iv.defined]
+    crossing = [(k, iv) for k, iv in defined if iv.lo < -tolerance or iv.hi > tolerance]
+    text += "".join([f"; {len(crossing)} interval(s) cross the tolerance" if crossing else "",
+                     f"; {len(undefined)} difference(s) without an interval" if undefined else ""])
+    if crossing:
+        (a, b), iv = worst(crossing)
+        return Verdict(claim, text, UNRESOLVED, _diff(_num(b), _num(a), iv))
+    a, b = undefined[0]
+    return Verdict(claim, text, UNRESOLVED, _diff(_num(b), _num(a), ivs[a, b]))
 
 
-def judge_factorization(claim: str, fids: Mapping[str, Stat]) -> Verdict:
-    """Residual factorization has lower FID than latent and image resizing (Sec. 3.2, Fig. 2)."""
-    others = {name: fids[name] for name in RESIZINGS if name in fids}
-    if "residual" not in fids or not others:
-        return Verdict(claim, f"FID measured for {', '.join(sorted(fids)) or 'no factorization'}", UNRESOLVED)
-    res = fids["residual"]
-    s = pooled_std([res, *others.values()])
-    deltas = {name: st.mean - res.mean for name, st in others.items()}
-    text = f"FID residual {_num(res.mean)} (n={res.n}); " + ", ".join(
-        f"{name} {_num(others[name].mean)} (d = {d:.3g})" for name, d in deltas.items()
+def judge_factorization(claim: str, arms: Mapping[str, Arm]) -> Verdict:
+    """Residual factorization has lower FID than latent and image resizing: Rule 4 (Sec. 3.2, Fig. 2)."""
+    others = [name for name in RESIZINGS if name in arms]
+    if "residual" not in arms or not others:
+        return Verdict(claim, f"FID measured for {', '.join(sorted(arms)) or 'no factorization'}", UNRESOLVED)
+    ivs = {name: paired(arms[name], arms["residual"]) for name in others}
+    evidence = "; ".join(_diff(name, "residual", iv) for name, iv in ivs.items())
+    below = [n for n, iv in ivs.items() if iv is not None and iv.defined and iv.hi < 0]
+    if below:
+        return Verdict(claim, evidence, CONTRADICTED, _diff(below[0], "residual", ivs[below[0]]))
+    above = [n for n, iv in ivs.items() if iv is not None and iv.defined and iv.lo > 0]
+    if len(above) == len(RESIZINGS):
+        weakest = min(above, key=lambda n: ivs[n].lo)  # type: ignore[union-attr]
+        return Verdict(claim, evidence, SUPPORTED, _diff(weakest, "residual", ivs[weakest]))
+    open_ = [n for n in others if n not in above] or others
+    return Verdict(claim, evidence + ("" if len(others) == len(RESIZINGS) else "; a resizing was not measured"),
+                   UNRESOLVED, _diff(open_[0], "residual", ivs[open_[0]]))
+
+
+def judge_loss(claim: str, loss: Mapping[int, LossPair]) -> Verdict:
+    """The scale-2 (stage 1) training loss is much lower than scale 1's, per training seed: Rule 5 (Sec. 4.1,
+    Fig. 4)."""
+    if not loss:
+        return Verdict(claim, "no training seed with both stages of the paper's arm", UNRESOLVED)
+    ratios = {seed: p.stage1 / p.stage0 for seed, p in sorted(loss.items())}
+    iv = t_interval(list(ratios.values()), "training seed", len(ratios))
+    evidence = "; ".join(
+        f"training seed {seed}: {_num(loss[seed].stage1)} / {_num(loss[seed].stage0)} = {q:.3g} "
+        f"({loss[seed].folders[1]} / {loss[seed].folders[0]})"
+        for seed, q in ratios.items()
     )
-    if math.isnan(s):
-        return Verdict(claim, f"{text}; a setting has one seed, no spread", UNRESOLVED)
-    verdicts = {_signed(d, s) for d in deltas.values()}
-    if CONTRADICTED in verdicts:
-        return Verdict(claim, f"{text}; {_spread(s)}", CONTRADICTED)
-    complete = verdicts == {SUPPORTED} and len(others) == len(RESIZINGS)
-    return Verdict(claim, f"{text}; {_spread(s)}", SUPPORTED if complete else UNRESOLVED)
-
-
-def judge_loss(claim: str, stage_loss: Mapping[int, Sequence[float]]) -> Verdict:
-    """The scale-2 (stage 1) training loss is much lower than scale 1's (Sec. 4.1, Fig. 4)."""
-    if not stage_loss.get(0) or not stage_loss.get(1):
-        return Verdict(claim, f"train nodes for stages {sorted(stage_loss) or 'none'}; need stages 0 and 1", UNRESOLVED)
-    l0, l1 = statistics.fmean(stage_loss[0]), statistics.fmean(stage_loss[1])
-    q = l1 / l0
-    text = (
-        f"final_loss_ema100 stage 0 {_num(l0)} ({len(stage_loss[0])} node(s)), stage 1 {_num(l1)} "
-        f"({len(stage_loss[1])} node(s)); ratio q = {q:.3g}"
-    )
-    if q <= MUCH_LOWER:
-        return Verdict(claim, text, SUPPORTED)
-    return Verdict(claim, text, CONTRADICTED if q >= 1.0 else UNRESOLVED)
+    deciding = "q = " + iv.text(signed=False)
+    if not iv.defined:
+        return Verdict(claim, evidence, UNRESOLVED, deciding)
+    if iv.hi <= MUCH_LOWER:
+        return Verdict(claim, evidence, SUPPORTED, deciding)
+    return Verdict(claim, evidence, CONTRADICTED if iv.lo >= 1.0 else UNRESOLVED, deciding)
 
 
 def judge_speed(claim: str, pair: tuple[Timed, Timed] | None) -> Verdict:
-    """MSF samples 2x faster than DiT-XL/2 at equal FID (Sec. 4.2, Table 1 'Time')."""
+    """MSF samples 2x faster than DiT-XL/2 at equal FID: Rule 6 (Sec. 4.2, Table 1 'Time')."""
     if pair is None:
-        return Verdict(claim, "no MSF and baseline evals with FID and timing at the same preset", UNRESOLVED)
+        return Verdict(claim, "no MSF and baseline evals with FID and timing evaluated alike", UNRESOLVED)
     msf, base = pair
     if (msf.device, msf.dtype) != (base.device, base.dtype):
         where = f"{msf.device}/{msf.dtype} vs {base.device}/{base.dtype}"
         return Verdict(claim, f"timed on different devices or dtypes ({where})", UNRESOLVED)
-    speedup = base.time.mean / msf.time.mean
-    d = msf.fid.mean - base.fid.mean
-    s = pooled_std([msf.fid, base.fid])
-    text = (
-        f"{msf.label}: FID {_num(msf.fid.mean)}, {_num(msf.time.mean)} s/64 img; {base.label}: FID "
-        f"{_num(base.fid.mean)}, {_num(base.time.mean)} s/64 img ({msf.device}, {msf.dtype}); speedup S = "
-        f"{speedup:.3g}, FID difference {d:.3g}"
-    )
-    if math.isnan(s):
-        return Verdict(claim, f"{text}; a setting has one seed, no spread", UNRESOLVED)
-    text = f"{text}; {_spread(s)}"
-    if d > NOISE_K * s:
-        return Verdict(claim, text, CONTRADICTED)
+    speedup = base.time / msf.time
+    iv = paired(msf.fid, base.fid)
+    deciding = _diff("MSF", base.label.split(",")[0], iv)
+    evidence = (f"{msf.label}: {_num(msf.time)} s/64 img; {base.label}: {_num(base.time)} s/64 img ({msf.device}, "
+                f"{msf.dtype}); speedup S = {speedup:.3g}")
+    if iv is None or not iv.defined:
+        return Verdict(claim, evidence, UNRESOLVED, deciding)
+    if iv.lo > 0:
+        return Verdict(claim, evidence, CONTRADICTED, deciding)
     if speedup >= SPEEDUP * TIMING_SLACK:
-        return Verdict(claim, text, SUPPORTED)
-    return Verdict(claim, text, UNRESOLVED if d < -NOISE_K * s else CONTRADICTED)
+        return Verdict(claim, evidence, SUPPORTED, deciding)
+    return Verdict(claim, evidence, UNRESOLVED if iv.hi < 0 else CONTRADICTED, deciding)
 
 
 def judge_all(ev: Evidence) -> list[Verdict]:
     """Every claim of the paper that our runs can speak to, in the paper's order (Secs. 3.2, 4.1, 4.2, 5)."""
     return [
-        judge_factorization(
-            "Residual factorization beats latent and image resizing (Sec. 3.2, Fig. 2)", ev.factorization_fid
-        ),
-        judge_loss("Scale-2 training loss is much lower than scale-1 (Sec. 4.1, Fig. 4)", ev.stage_loss),
+        judge_factorization("Residual factorization beats latent and image resizing (Sec. 3.2, Fig. 2)",
+                            ev.factorization),
+        judge_loss("Scale-2 training loss is much lower than scale-1 (Sec. 4.1, Fig. 4)", ev.loss),
         judge_speed("MSF is 2x faster than DiT-XL/2 at equal FID (Sec. 4.2, Table 1)", ev.speed),
         judge_best("Best scale-1 CFG is 1.4 (Table 2)", ev.cfg_scale1, BEST_CFG_SCALE1),
         judge_flat(
-            f"Scale 2 needs no CFG: FID-5K changes by <= {ev.paper_range_cfg_scale2:g} across CFG 1.0-1.4 (Table 3)",
+            f"Scale 2 needs no CFG: FID-5K changes by <= {ev.tolerance_cfg_scale2:g} across CFG 1.0-1.4 (Table 3)",
             ev.cfg_scale2,
-            ev.paper_range_cfg_scale2,
+            ev.tolerance_cfg_scale2,
         ),
         judge_best("Scale-1 FID is best around 100-125 steps (Table 4)", ev.steps_scale1, BEST_STEPS_SCALE1),
         judge_flat(
-            f"Scale 2 is robust to 10 steps: FID-5K fluctuates by <= {ev.paper_range_steps_scale2:g} over 10-100 "
+            f"Scale 2 is robust to 10 steps: FID-5K fluctuates by <= {ev.tolerance_steps_scale2:g} over 10-100 "
             "steps (Table 5)",
             ev.steps_scale2,
-            ev.paper_range_steps_scale2,
+            ev.tolerance_steps_scale2,
         ),
     ]

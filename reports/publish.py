@@ -1,31 +1,53 @@
 """Publish a reproduction: the small metadata of every finished run folder plus the report built from the runs.
 
-``python reports/publish.py RUNS_ROOT DEST [--title TEXT]`` copies config.json, metrics.json and stats.jsonl of each
-finished run folder under RUNS_ROOT to DEST/runs/<node>/ (never checkpoints, caches, sample arrays or logs with
-machine paths) and writes DEST/report.md, DEST/report.html and the figures. Rebuilding the report from DEST/runs
-reproduces its tables exactly (tests/test_reports.py checks the committed one); figures drawn from sample arrays
-(the decomposition and the sample grids) need the full run folders.
+``python reports/publish.py RUNS_ROOT DEST [--title TEXT]`` copies config.json and metrics.json of each finished run
+folder under RUNS_ROOT to DEST/runs/<folder>/, with its stats.jsonl thinned to at most MAX_STATS records (the first
+and the last kept, the others evenly spaced: per-step logs would otherwise be most of the repository), and writes
+DEST/report.md, DEST/report.html and the figures, built from the full run folders. Checkpoints, caches, sample arrays
+and logs with machine paths are never copied. Rebuilding the report from DEST/runs reproduces its tables exactly
+(tests/test_reports.py checks the committed one, results/tiny); the figures drawn from sample arrays (decompositions,
+sample grids) need the full run folders, and the loss curves drawn from thinned logs are coarser.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+
+if __package__ in (None, ""):  # as a script: the repository root on the path, not reports/ (tables.py, ...)
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from reports.build import build_report, find_run_dirs  # noqa: E402
 
-METADATA = ("config.json", "metrics.json", "stats.jsonl")
+METADATA = ("config.json", "metrics.json")
+MAX_STATS = 100  # stats.jsonl records kept per run
+
+
+def thin(lines: Sequence[str], limit: int = MAX_STATS) -> list[str]:
+    """At most ``limit`` of the JSON lines, evenly spaced by position, the first and the last always kept; torn or
+    blank lines dropped (harness)."""
+    complete = []
+    for line in lines:
+        try:
+            json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        complete.append(line)
+    if len(complete) <= limit:
+        return complete
+    keep = np.unique(np.linspace(0, len(complete) - 1, limit).round().astype(int))
+    return [complete[i] for i in keep]
 
 
 def copy_metadata(runs_root: Path, dest: Path) -> list[Path]:
-    """Copy METADATA of each finished run folder under runs_root to dest/<folder name>/ (harness)."""
+    """Copy config.json, metrics.json and thinned stats.jsonl of each finished run folder to dest/<folder> (harness)."""
     if dest.exists():
         raise ValueError(f"{dest} exists: publish into a new destination (nothing is overwritten)")
     copied = []
@@ -35,8 +57,10 @@ def copy_metadata(runs_root: Path, dest: Path) -> list[Path]:
         out = dest / run.name
         out.mkdir(parents=True)
         for name in METADATA:
-            if (run / name).is_file():
-                shutil.copy2(run / name, out / name)
+            shutil.copy2(run / name, out / name)
+        if (run / "stats.jsonl").is_file():
+            lines = thin((run / "stats.jsonl").read_text(encoding="utf-8").splitlines())
+            (out / "stats.jsonl").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
         copied.append(out)
     return copied
 
@@ -53,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Command line: python reports/publish.py RUNS_ROOT DEST [--title TEXT] (harness)."""
     parser = argparse.ArgumentParser(description="Publish run metadata and the report built from the runs.")
     parser.add_argument("runs_root", help="folder holding the run folders (e.g. runs/tiny)")
-    parser.add_argument("dest", help="destination folder (e.g. reports/tiny); its runs/ must not exist yet")
+    parser.add_argument("dest", help="destination folder (e.g. results/tiny); its runs/ must not exist yet")
     parser.add_argument("--title", help="report title")
     args = parser.parse_args(argv)
     try:

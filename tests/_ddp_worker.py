@@ -1,7 +1,8 @@
 """Helper of tests/test_train.py: a tiny in-memory target source and a training process to launch, kill and resume.
 
 Run as ``python tests/_ddp_worker.py RUN_DIR STEPS [--delay S] [--dump FILE]``; under RANK/WORLD_SIZE/MASTER_* it joins
-a gloo job. ``--dump`` writes this rank's final model and EMA weights (captured by wrapping ``ablations.engine.train.ema_update``),
+a gloo job. ``--dump`` writes this rank's final model and EMA weights (captured by wrapping the
+loop's ``ema_update``),
 so the test can compare the replicas of a data-parallel run.
 """
 
@@ -16,9 +17,9 @@ import safetensors.torch
 import torch
 
 import ablations.engine.train
-from msf.factorize import make_factorization, make_scales
 from ablations.engine.specs import FactorizationSpec, Runtime, StageConfig, TrainConfig, TrainJob
 from ablations.engine.train import train
+from msf.factorize import make_factorization, make_scales
 
 SIZES, C, NUM_CLASSES = (4, 8), 4, 4
 

@@ -7,7 +7,6 @@ import pytest
 import torch
 from diffusers import AutoencoderKL
 
-from msf.autoencoder import KLAutoencoder, PixelAutoencoder
 from ablations.engine.autoencoders import (
     SmallAEConfig,
     VAEWeightsNotFoundError,
@@ -19,6 +18,7 @@ from ablations.engine.autoencoders import (
 )
 from ablations.engine.data import EmbeddedDataset
 from ablations.engine.images import to_float
+from msf.autoencoder import KLAutoencoder, PixelAutoencoder
 
 TINY = SmallAEConfig(block_out_channels=(8, 16), norm_num_groups=4, steps=40, batch_size=8, scale_batch=32)
 

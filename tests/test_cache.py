@@ -7,10 +7,10 @@ import pytest
 import torch
 from diffusers import AutoencoderKL
 
-from msf.autoencoder import KLAutoencoder, PixelAutoencoder
 from ablations.engine.cache import CacheIncompleteError, CacheKeyError, TargetCache, build_cache
 from ablations.engine.data import EmbeddedDataset
 from ablations.engine.images import to_float
+from msf.autoencoder import KLAutoencoder, PixelAutoencoder
 from msf.factorize import make_factorization, make_scales
 
 

@@ -187,9 +187,37 @@ def test_missing_and_empty_folders_are_clear_errors(tmp_path):
 
 def test_cifar10_without_files_says_where_to_put_them(tmp_path):
     start = time.perf_counter()
-    with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'cifar-10-batches-py'}.*never downloads"):
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'cifar-10-batches-bin'}.*never downloads"):
         CIFAR10Dataset(tmp_path)
     assert time.perf_counter() - start < 5  # no download attempt (the network is closed; a try would hang)
+
+
+def test_cifar10_binary_records_decode_to_their_pixels(tmp_path):
+    """CIFAR-10's binary layout (label byte, then the R, G and B planes of 32x32), written here, read back exactly."""
+    folder = tmp_path / "cifar-10-batches-bin"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)  # HWC, as PIL sees them
+    labels = np.arange(6, dtype=np.uint8) % 10
+    records = np.concatenate([labels[:, None], images.transpose(0, 3, 1, 2).reshape(6, -1)], axis=1)
+    for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
+        records.tofile(folder / name)
+    train, ref = CIFAR10Dataset(tmp_path, "train"), CIFAR10Dataset(tmp_path, "ref")
+    assert len(train) == 30 and len(ref) == 6
+    x, y = ref.make_batch(range(6))
+    assert y.tolist() == labels.tolist() and np.array_equal(x.permute(0, 2, 3, 1).numpy(), images)
+
+
+def test_digits_are_a_real_image_set_read_through_the_image_folder_path(tmp_path):
+    """scikit-learn's digits become PNG class folders (train 1500, ref 297), read back by ImageFolderDataset."""
+    train = build_dataset("digits", tmp_path / "digits", "train")
+    ref = build_dataset("digits", tmp_path / "digits", "ref")
+    assert isinstance(train, ImageFolderDataset) and (len(train), len(ref)) == (1500, 297)
+    assert train.classes == [str(d) for d in range(10)]
+    x, y = ref.make_batch(range(len(ref)))
+    assert x.shape == (297, 3, 32, 32) and torch.equal(x[:, 0], x[:, 1])  # grey, stored as RGB
+    assert set(y.tolist()) == set(range(10))
+    assert build_dataset("digits", tmp_path / "digits", "ref").key == ref.key  # made once, then reused
 
 
 def test_build_dataset_rejects_bad_arguments():

@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from _ddp_worker import tiny_config
 
-from baselines.dimr import DIMR_CONFIGS, DiMR, TDRMSNorm, build_dimr
-from msf.factorize import make_factorization, make_scales
 from ablations.engine.families import dimr_architecture
 from ablations.engine.train import latest_checkpoint, load_stage, train
+from baselines.dimr import DiMR, TDRMSNorm, build_dimr
+from msf.factorize import make_factorization, make_scales
 
 TINY = dict(input_size=8, num_classes=4)  # the embedded preset's 8x8x4 latents
 QUIET = lambda _: None  # noqa: E731
@@ -108,7 +108,7 @@ def test_tiny_forward_and_every_parameter_gets_a_gradient():
     out = model(x, t, y, force_drop_ids=torch.tensor([0, 1, 0]))
     assert out.shape == x.shape and torch.isfinite(out).all()
     out.square().mean().backward()
-    # DDP (ablations/engine/train.py) fails on parameters without a gradient: the lower prediction heads are left out for this
+    # DDP (the training loop) fails on parameters without a gradient: the lower prediction heads are left out for this
     assert [n for n, p in model.named_parameters() if p.grad is None] == []
     # all gradients are non-zero except TD's w and b: p0 = p1 at init, so d p(tau) / d(w, b) = sigmoid' (p0 - p1) = 0
     zero = {n.rsplit(".", 1)[-1] for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() == 0}

@@ -11,9 +11,9 @@ from _ddp_worker import MemorySource, tiny_config
 from diffusers import DiTTransformer2DModel
 from torch import nn
 
+from ablations.engine.train import load_stage, train
 from msf.dit import DIT_CONFIGS, DiT, DiTBlock, TDBlock, TDLayerNorm, build_dit, set_attention, td_time
 from msf.dit import Attention as DiTAttention
-from ablations.engine.train import load_stage, train
 
 # A tiny model shared by most tests: 8x8x4 latents, patch 2 (16 tokens), width 64, 4 heads, 10 classes.
 TINY = dict(input_size=8, patch_size=2, in_channels=4, hidden_size=64, depth=2, num_heads=4, num_classes=10)

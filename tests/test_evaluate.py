@@ -7,12 +7,11 @@ import pytest
 import torch
 
 from ablations.config import resolve
+from ablations.engine.evaluate import ClonedOutputs, compiled, sample_seeds, sampling_gflops
 from ablations.graph import plan
 from ablations.launch import run_graph
 from msf.dit import DiT
-from ablations.engine.evaluate import sample_seeds, sampling_gflops
 from msf.factorize import make_factorization, make_scales
-from ablations.engine.evaluate import ClonedOutputs, compiled
 from msf.pipeline import MSFModel, sample
 
 

@@ -1,12 +1,12 @@
-"""Tests of ablations/engine/flops.py: DiT-XL/2's published size, closed-form per-block FLOPs, and the per-image table."""
+"""FLOP counts (ablations/engine/flops.py): DiT-XL/2's published size, closed-form per-block FLOPs, per-image table."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from msf.dit import DiT, build_dit
 from ablations.engine.flops import count_forward_flops, count_params, flops_table, markdown, meta_inputs
+from msf.dit import DiT, build_dit
 
 
 def meta_flops(batch: int = 1, **kw) -> int:
@@ -54,7 +54,7 @@ def test_table_rows_and_totals():
     msf_gflops = 100 * 2 * s1["gflops_per_forward"] + 50 * 1 * s2["gflops_per_forward"]  # Sec. 4.2 steps and CFG
     assert msf["tflops_per_image"] == pytest.approx(msf_gflops / 1e3, rel=1e-12)
     assert s1["params_M"] == pytest.approx(435.9, abs=0.05)  # the paper's stage-1 count (Sec. 4.1)
-    # Stage 2 at the stated depth 10: 302.0M; the paper's 331.2M is one more width-1280 block (see ablations/engine/flops.py).
+    # Stage 2 at the stated depth 10: 302.0M; the paper's 331.2M is one more width-1280 block (engine/flops.py).
     assert s2["params_M"] == pytest.approx(302.0, abs=0.05)
     assert msf["params_M"] == pytest.approx(s1["params_M"] + s2["params_M"])
     assert markdown(list(rows.values())).count("\n") == len(rows) + 1

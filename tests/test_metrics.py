@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 from safetensors.torch import save_file
 
 from ablations.engine import metrics as M
-from ablations.engine.images import to_uint8
 from ablations.engine.classifier import (
     EmbeddedClassifier,
     accuracy,
@@ -29,6 +28,7 @@ from ablations.engine.classifier import (
     save_classifier,
     train_classifier,
 )
+from ablations.engine.images import to_uint8
 
 CPU = torch.device("cpu")
 

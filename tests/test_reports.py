@@ -1,6 +1,7 @@
-"""Reports (reports/build.py, claims.py, paper.py; MSF Tables 1-5, Figs. 2, 4, 6-12): built from synthetic run folders
-that follow the schema, the Markdown tables parsed back with pandas and compared with numpy statistics of the
-metrics.json files, claim verdicts against the synthetic design, and the HTML rendered by headless Chromium."""
+"""Reports (reports/: runs, sweeps, claims, tables, figures, render, build, publish; MSF Tables 1-5, Figs. 2, 4, 6-12):
+built from synthetic run folders that follow the schema, the Markdown tables parsed back with pandas and compared with
+numpy / scipy statistics of the metrics.json files, claim verdicts against the synthetic design and against rule
+inputs built by hand, and the HTML rendered by headless Chromium."""
 
 from __future__ import annotations
 
@@ -21,26 +22,34 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
+from scipy import stats as scipy_stats
 
 from ablations.run import main as run_main
 from reports import paper
-from reports.build import MISSING, build_report, main
+from reports.build import build_report, main
 from reports.claims import (
     CONTRADICTED,
     SUPPORTED,
     UNRESOLVED,
-    Stat,
+    Arm,
+    LossPair,
     Timed,
     judge_best,
     judge_factorization,
     judge_flat,
     judge_loss,
     judge_speed,
-    pooled_std,
+    paired,
+    t_interval,
 )
-from reports.publish import publish
+from reports.publish import MAX_STATS, copy_metadata, publish
+from reports.tables import MISSING
 
 ROUND_FID = 0.005 + 1e-9  # FID cells carry 2 decimals: half a unit of the last digit, plus float slack
+ROUND_3G = 5e-3  # intervals and most other numbers carry 3 significant digits: relative half a unit
+SEEDS_COL = "Seeds (training x sampling)"
+SEEDS_ROW = "ours seeds (training x sampling)"
+FLOOR, CEILING = "floor: real images", "ceiling: untrained MSF"
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -67,10 +76,21 @@ def parse_cell(cell: str) -> tuple[float, float | None] | None:
     return float(mean), float(std) if std else None
 
 
+NUMBER = r"[+-]?[0-9.]+(?:e[+-]?\d+)?"
+
+
+def parse_interval(text: str) -> tuple[float, float, float]:
+    """'+0.496 [+0.451, +0.541], 95% t over 3 training seeds' -> (0.496, 0.451, 0.541)."""
+    m = re.search(rf"({NUMBER}) \[({NUMBER}), ({NUMBER})\]", text)
+    assert m, text
+    return float(m.group(1)), float(m.group(2)), float(m.group(3))
+
+
 def metrics_where(root: Path, **match) -> list[dict]:
-    """The metrics.json of every finished run whose fields equal ``match`` (lists compared as lists)."""
+    """The metrics.json of every finished run whose fields equal ``match`` (lists compared as lists; a missing
+    field counts as None)."""
     found = []
-    for path in root.rglob("metrics.json"):
+    for path in sorted(root.rglob("metrics.json")):
         m = json.loads(path.read_text())
         if all(m.get(k) == v for k, v in match.items()):
             found.append(m)
@@ -78,7 +98,7 @@ def metrics_where(root: Path, **match) -> list[dict]:
 
 
 def assert_cell_matches(cell: str, values: list[float], tol: float = ROUND_FID) -> None:
-    """A parsed 'mean ± std' cell equals numpy's mean and sample std (ddof=1) of the per-seed values."""
+    """A parsed 'mean ± std' cell equals numpy's mean and sample std (ddof=1) of the per-run values."""
     parsed = parse_cell(cell)
     assert parsed is not None, f"measured point shown as missing: {values}"
     mean, std = parsed
@@ -89,13 +109,48 @@ def assert_cell_matches(cell: str, values: list[float], tol: float = ROUND_FID) 
         assert std is not None and abs(std - np.std(values, ddof=1)) <= tol
 
 
+def expected_interval(a: list[dict], b: list[dict]) -> tuple[float, float, float]:
+    """FID(a) - FID(b) paired by seeds, computed with pandas and scipy's one-sample t test: pairs on (training seed,
+    sampling seed), or on the sampling seed when an arm has no training seed; averaged per training seed when there
+    are 2 or more."""
+    da, db = pd.DataFrame(a), pd.DataFrame(b)
+    on = ["sample_seed"] if da["train_seed"].isna().all() or db["train_seed"].isna().all() else ["train_seed",
+                                                                                                  "sample_seed"]
+    both = da.merge(db, on=on, suffixes=("_a", "_b"))
+    both["d"] = both["fid_a"] - both["fid_b"]
+    train = both["train_seed_a"] if "train_seed_a" in both else both["train_seed"]
+    if train.isna().all():
+        train = both.get("train_seed_b", train)
+    x = both.groupby(train)["d"].mean() if train.nunique() >= 2 else both["d"]
+    ci = scipy_stats.ttest_1samp(x.to_numpy(), 0.0).confidence_interval(0.95)
+    return float(x.mean()), float(ci.low), float(ci.high)
+
+
+def assert_interval_matches(text: str, expected: tuple[float, float, float]) -> None:
+    """A printed interval equals the independent one to 3 significant digits."""
+    for got, want in zip(parse_interval(text), expected, strict=True):
+        assert got == pytest.approx(want, rel=ROUND_3G, abs=1e-9)
+
+
+def msf_runs(root: Path, **match) -> list[dict]:
+    """Eval runs of trained MSF at the synthetic preset's other settings (residual, 24/32, adaLN-Zero) by default."""
+    base = {"kind": "eval", "model": "msf", "factorization": "residual", "scales": rf.SCALES,
+            "conditioning": "adaln_zero", "anchor": None, "steps": list(rf.MAIN_STEPS), "cfg": list(rf.MAIN_CFG)}
+    return metrics_where(root, **(base | match))
+
+
+def fids(runs: list[dict]) -> list[float]:
+    """The FID of each run."""
+    return [m["fid"] for m in runs]
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Fixtures
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """The synthetic smoke sweep and the report built from it (built once: figures take a few seconds)."""
+    """The synthetic imagenet256 sweep and the report built from it (built once: figures take a few seconds)."""
     base = tmp_path_factory.mktemp("reports")
     root = rf.make_runs(base / "runs")
     result = build_report([root], base / "out")
@@ -127,250 +182,490 @@ def test_paper_values_agree_with_the_papers_prose():
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Claim rules
+# Paired differences and intervals
 
 
-@given(st.lists(st.lists(st.floats(-100, 100), min_size=2, max_size=6), min_size=1, max_size=5))
-def test_pooled_std_matches_within_group_sum_of_squares(groups):
-    # Reference: sqrt(sum of squared deviations from each group's mean / (N - k)), computed by numpy in float64.
-    ss = sum(float(np.sum((np.array(g) - np.mean(g)) ** 2)) for g in groups)
-    dof = sum(len(g) for g in groups) - len(groups)
-    expected = math.sqrt(ss / dof)
-    # tolerance: statistics.stdev vs numpy differ by rounding only, relative 1e-9 plus 1e-9 absolute near 0
-    assert pooled_std([Stat.of(g) for g in groups]) == pytest.approx(expected, rel=1e-9, abs=1e-9)
+@given(st.lists(st.floats(-100, 100), min_size=2, max_size=8))
+def test_t_interval_matches_scipys_one_sample_t_test(values):
+    # Reference: scipy's ttest_1samp confidence interval (its own t quantile and standard error).
+    iv = t_interval(values, "training seed", len(values))
+    if np.std(values) == 0:
+        assert iv.lo == pytest.approx(iv.mean) and iv.hi == pytest.approx(iv.mean)
+        return
+    ci = scipy_stats.ttest_1samp(values, 0.0).confidence_interval(0.95)
+    # tolerance: float64 rounding of two implementations of the same formula, relative 1e-9 plus 1e-9 absolute
+    assert (iv.lo, iv.hi) == pytest.approx((ci.low, ci.high), rel=1e-9, abs=1e-9)
+    assert iv.mean == pytest.approx(np.mean(values), rel=1e-12, abs=1e-12)
 
 
-def test_pooled_std_is_undefined_with_a_single_seed():
-    assert math.isnan(pooled_std([Stat.of([1.0, 2.0]), Stat.of([3.0])]))
-    with pytest.raises(ValueError, match="at least one"):
-        Stat.of([])
+def grid_arm(label: str, values: dict[tuple[int | None, int], float]) -> Arm:
+    """An arm from explicit per-(training seed, sampling seed) values."""
+    return Arm(label, values)
 
 
-def three(mean: float) -> Stat:
-    """Three seeds at mean -0.1, mean, mean +0.1: std 0.1, so 2s = 0.2."""
-    return Stat.of([mean - 0.1, mean, mean + 0.1])
+def test_paired_difference_averages_the_sampling_seeds_of_each_training_seed():
+    a = grid_arm("a", {(t, s): 10.0 + t + 0.1 * s + 0.01 * t * s for t in range(3) for s in range(2)})
+    b = grid_arm("b", {(t, s): 9.0 + t + 0.1 * s for t in range(3) for s in range(2)})
+    iv = paired(a, b)
+    per_train = [np.mean([a.values[t, s] - b.values[t, s] for s in range(2)]) for t in range(3)]
+    ci = scipy_stats.ttest_1samp(per_train, 0.0).confidence_interval(0.95)
+    assert (iv.n, iv.unit, iv.pairs) == (3, "training seed", 6)
+    assert (iv.mean, iv.lo, iv.hi) == pytest.approx((np.mean(per_train), ci.low, ci.high), rel=1e-9)
+    assert iv.lo > 0.9  # the +-1 training-seed offsets cancel in the pairs
+
+
+def test_paired_difference_with_one_training_seed_or_a_pretrained_arm_runs_over_sampling_seeds():
+    a = grid_arm("a", {(0, s): 8.0 + 0.1 * s for s in range(4)})
+    b = grid_arm("b", {(0, s): 7.0 + 0.12 * s for s in range(4)})
+    iv = paired(a, b)
+    assert (iv.n, iv.unit) == (4, "sampling seed") and "sampling noise only" in iv.text()
+    pretrained = grid_arm("p", {(None, s): 7.5 for s in range(4)})
+    iv = paired(a, pretrained)  # every (t, s) of a meets (None, s) of the pretrained arm
+    assert (iv.n, iv.pairs) == (4, 4) and iv.mean == pytest.approx(np.mean([0.5 + 0.1 * s for s in range(4)]))
+    assert paired(a, grid_arm("c", {(1, 9): 1.0})) is None  # no common seeds: no comparison
+    one = paired(grid_arm("x", {(0, 0): 1.0}), grid_arm("y", {(0, 0): 0.5}))
+    assert one.n == 1 and not one.defined and "no interval" in one.text()
+
+
+def seeded(mean: float, offsets=(-1.0, 0.0, 1.0)) -> Arm:
+    """Three training seeds x one sampling seed: mean + an offset per training seed shared by every arm, + per-run
+    noise of std 0.003 (seeded by the mean, so that two arms' noise differs)."""
+    rng = np.random.default_rng(round(mean * 1000))
+    return Arm("x", {(t, 0): mean + o + float(rng.normal(0, 0.003)) for t, o in enumerate(offsets)})
+
+
+def noisy_runs(mean: float, std: float, seed: int) -> Arm:
+    """Three training seeds x one sampling seed with independent per-run noise of the given std."""
+    rng = np.random.default_rng(seed)
+    return Arm("x", {(t, 0): mean + float(rng.normal(0, std)) for t in range(3)})
 
 
 @pytest.mark.parametrize(
-    ("fids", "verdict"),
+    ("arms", "verdict"),
     [
-        ({1.2: three(9.0), 1.4: three(8.0), 1.5: three(8.5)}, SUPPORTED),  # 1.4 best by 0.5 > 0.2
-        ({1.2: three(7.0), 1.4: three(8.0)}, CONTRADICTED),  # 1.2 better by 1.0
-        ({1.2: three(8.1), 1.4: three(8.0)}, UNRESOLVED),  # 0.1 inside the spread
-        ({1.2: three(9.0)}, UNRESOLVED),  # 1.4 not measured
+        ({1.2: seeded(9.0), 1.4: seeded(8.0), 1.5: seeded(8.5)}, SUPPORTED),  # 1.4 best in every seed
+        ({1.2: seeded(7.0), 1.4: seeded(8.0)}, CONTRADICTED),  # 1.2 better in every seed
+        ({1.2: noisy_runs(8.1, 1.0, 1), 1.4: noisy_runs(8.0, 1.0, 2)}, UNRESOLVED),  # 0.1 inside the noise
+        ({1.2: seeded(9.0)}, UNRESOLVED),  # 1.4 not measured
+        ({1.4: seeded(9.0)}, UNRESOLVED),  # nothing else measured
     ],
 )
-def test_best_setting_rule(fids, verdict):
-    assert judge_best("best cfg 1.4", fids, (1.4,)).verdict == verdict
+def test_best_setting_rule(arms, verdict):
+    assert judge_best("best cfg 1.4", arms, (1.4,)).verdict == verdict
+
+
+def test_best_setting_rule_resolves_a_series_monotone_in_every_seed():
+    # FID rises with CFG by 0.2 per step in every training seed while the seeds differ by +-3: every paired
+    # difference is 0.2 +- 0.01, so 1.0 beats the claimed 1.4; the seed spread itself (std 3) is 15x the effect.
+    offsets = (-3.0, 0.5, 2.5)
+    arms = {c: seeded(8.0 + 2 * (c - 1.0), offsets) for c in (1.0, 1.1, 1.2, 1.3, 1.4)}
+    v = judge_best("best cfg 1.4", arms, (1.4,))
+    assert v.verdict == CONTRADICTED
+    d, lo, hi = parse_interval(v.interval)
+    assert hi < 0 and d == pytest.approx(-0.8, abs=0.01)
+    assert np.std([arms[1.0].values[t, 0] for t in range(3)], ddof=1) > 2.5  # the unpaired spread
+
+
+def test_best_setting_rule_with_two_claimed_settings():
+    steps = {25: seeded(9.5), 50: seeded(8.6), 100: seeded(8.0), 125: seeded(7.9), 200: seeded(7.7)}
+    assert judge_best("steps", steps, (100.0, 125.0)).verdict == CONTRADICTED  # 200 beats both in every seed
+    del steps[200]
+    assert judge_best("steps", steps, (100.0, 125.0)).verdict == SUPPORTED  # 125 beats 25 and 50
+    del steps[125]
+    steps[200] = seeded(7.7)
+    assert judge_best("steps", steps, (100.0, 125.0)).verdict == UNRESOLVED  # 125 (maybe best) not measured
 
 
 @pytest.mark.parametrize(
-    ("fids", "verdict"),
+    ("arms", "verdict"),
     [
-        ({1.0: three(8.0), 1.2: three(8.1), 1.4: three(7.95)}, SUPPORTED),  # range 0.15 <= 2s = 0.2
-        ({1.0: three(8.0), 1.2: three(8.5)}, CONTRADICTED),  # range 0.5 > 0.2
-        ({1.0: three(8.0), 1.2: Stat.of([8.0])}, UNRESOLVED),  # one seed: no spread
-        ({1.0: three(8.0)}, UNRESOLVED),  # nothing swept
+        ({1.0: seeded(8.0), 1.2: seeded(8.005), 1.4: seeded(7.995)}, SUPPORTED),  # differences <= 0.01 +- 0.011
+        ({1.0: seeded(8.0), 1.2: seeded(8.5)}, CONTRADICTED),  # 0.5 in every seed, far outside +-0.03
+        ({1.0: noisy_runs(8.0, 3.0, 3), 1.2: noisy_runs(8.0, 3.0, 4)}, UNRESOLVED),  # huge noise never supports
+        ({1.0: seeded(8.0), 1.2: Arm("one", {(0, 0): 7.0})}, UNRESOLVED),  # one pair: no interval
+        ({1.0: seeded(8.0)}, UNRESOLVED),  # nothing swept
     ],
 )
-def test_flat_rule(fids, verdict):
-    assert judge_flat("flat", fids, paper_range=0.03).verdict == verdict
+def test_flat_rule_is_an_equivalence_test(arms, verdict):
+    assert judge_flat("flat", arms, tolerance=0.03).verdict == verdict
 
 
-def test_flat_rule_accepts_the_papers_own_range_when_seeds_agree_closer():
-    tight = {1.0: Stat.of([5.34, 5.341]), 1.4: Stat.of([5.315, 5.316])}  # 2s ~ 0.0014 < range 0.025 < 0.03
-    assert judge_flat("flat", tight, paper_range=0.03).verdict == SUPPORTED
-    assert judge_flat("flat", tight, paper_range=0.01).verdict == CONTRADICTED
+def test_flat_rule_with_huge_noise_is_never_supported_even_with_equal_means():
+    # Equal means, noise std 5 per run: the old range-within-2s rule supported this; the equivalence rule cannot.
+    for seed in range(20):
+        arms = {x: noisy_runs(8.0, 5.0, seed * 10 + i) for i, x in enumerate((10.0, 20.0, 50.0, 100.0))}
+        assert judge_flat("flat", arms, tolerance=0.05).verdict != SUPPORTED
 
 
 @pytest.mark.parametrize(
-    ("fids", "verdict"),
+    ("arms", "verdict"),
     [
-        ({"residual": three(8.0), "latent_resize": three(9.0), "image_resize": three(8.5)}, SUPPORTED),
-        ({"residual": three(8.0), "latent_resize": three(9.0), "image_resize": three(7.0)}, CONTRADICTED),
-        ({"residual": three(8.0), "latent_resize": three(9.0)}, UNRESOLVED),  # image resizing not measured
-        ({"residual": three(8.0), "latent_resize": three(8.1), "image_resize": three(9.0)}, UNRESOLVED),
+        ({"residual": seeded(8.0), "latent_resize": seeded(9.0), "image_resize": seeded(8.5)}, SUPPORTED),
+        ({"residual": seeded(8.0), "latent_resize": seeded(9.0), "image_resize": seeded(7.0)}, CONTRADICTED),
+        ({"residual": seeded(8.0), "latent_resize": seeded(9.0)}, UNRESOLVED),  # image resizing not measured
+        ({"residual": noisy_runs(8.0, 2.0, 5), "latent_resize": noisy_runs(8.1, 2.0, 6),
+          "image_resize": noisy_runs(9.0, 2.0, 7)}, UNRESOLVED),
     ],
 )
-def test_factorization_rule(fids, verdict):
-    assert judge_factorization("residual wins", fids).verdict == verdict
+def test_factorization_rule(arms, verdict):
+    assert judge_factorization("residual wins", arms).verdict == verdict
+
+
+def test_factorization_rule_is_not_swamped_by_a_noisy_unrelated_arm():
+    # image_resize beats residual by 0.45-0.51 in every seed; latent_resize is worse but with noise std 4. Each
+    # resizing gets its own interval, so latent_resize's spread does not hide image_resize's consistent gain.
+    residual = seeded(8.0, (-1.0, 0.0, 1.0))
+    image = Arm("i", {k: v - g for (k, v), g in zip(residual.values.items(), (0.45, 0.48, 0.51), strict=True)})
+    latent = Arm("l", {k: v + 3.0 + n for (k, v), n in zip(residual.values.items(), (-6.0, 5.0, 4.0), strict=True)})
+    v = judge_factorization("residual wins", {"residual": residual, "latent_resize": latent, "image_resize": image})
+    assert v.verdict == CONTRADICTED and "image_resize" in v.interval
+    ci = scipy_stats.ttest_1samp([-0.45, -0.48, -0.51], 0.0).confidence_interval(0.95)
+    assert_interval_matches(v.interval, (-0.48, ci.low, ci.high))
 
 
 @pytest.mark.parametrize(
-    ("l0", "l1", "verdict"), [(1.0, 0.3, SUPPORTED), (1.0, 0.7, UNRESOLVED), (1.0, 1.2, CONTRADICTED)]
+    ("ratios", "verdict"),
+    [((0.3, 0.31, 0.29), SUPPORTED), ((0.7, 0.72, 0.69), UNRESOLVED), ((1.2, 1.25, 1.22), CONTRADICTED),
+     ((0.3,), UNRESOLVED), ((0.1, 0.9, 0.5), UNRESOLVED)],  # one seed: no interval; wide: upper end above 0.5
 )
-def test_loss_rule(l0, l1, verdict):
-    assert judge_loss("loss", {0: [l0], 1: [l1]}).verdict == verdict
-    assert judge_loss("loss", {0: [l0]}).verdict == UNRESOLVED
+def test_loss_rule(ratios, verdict):
+    loss = {seed: LossPair(1.0, q, (f"s0-t{seed}", f"s1-t{seed}")) for seed, q in enumerate(ratios)}
+    assert judge_loss("loss", loss).verdict == verdict
+    assert judge_loss("loss", {}).verdict == UNRESOLVED
 
 
 @pytest.mark.parametrize(
     ("msf", "base", "verdict"),
     [
-        ((8.0, 10.0), (8.1, 40.0), SUPPORTED),  # equal FID, 4x faster
+        ((8.0, 10.0), (8.1, 40.0), SUPPORTED),  # equal FID within the interval, 4x faster
         ((8.0, 10.0), (8.0, 15.0), CONTRADICTED),  # equal FID, 1.5x only
-        ((9.0, 10.0), (8.0, 40.0), CONTRADICTED),  # MSF worse by 1.0 > 2s
+        ((9.0, 10.0), (8.0, 40.0), CONTRADICTED),  # MSF worse in every seed
         ((7.0, 10.0), (8.0, 15.0), UNRESOLVED),  # MSF better, 1.5x: 'at equal FID' not established
     ],
 )
 def test_speed_rule(msf, base, verdict):
-    def timed(fid_time):
-        return Timed("x", three(fid_time[0]), three(fid_time[1]), "cpu", "float32")
+    def timed(fid_time, device="cpu", dtype="float32"):
+        return Timed("x", seeded(fid_time[0]), fid_time[1], device, dtype)
 
     assert judge_speed("speed", (timed(msf), timed(base))).verdict == verdict
-    other = Timed("x", three(base[0]), three(base[1]), "cuda", "bfloat16")
+    other = timed(base, "cuda", "bfloat16")
     assert judge_speed("speed", (timed(msf), other)).verdict == UNRESOLVED  # different devices
     assert judge_speed("speed", None).verdict == UNRESOLVED
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# The report from the synthetic smoke sweep
+# The report from the synthetic imagenet256 sweep
+
+ALL_TABLES = ["Table 1", "Table 2", "Table 3", "Table 4", "Table 5", "Table F2", "Table F1", "Table R1", "Table C1",
+              "Table S1", "Table S2", "Table T1", "Claims"]
+SWEEP_FILES = ("main", "cfg_scale0", "cfg_scale1", "steps_scale0", "steps_scale1", "factorization", "resolutions",
+               "conditioning")
 
 
 def test_report_has_every_table_and_figure(built):
-    _, result, md = built
-    expected = ["Table 1", "Table 2", "Table 3", "Table 4", "Table 5", "Table F1", "Table F2", "Table S1", "Table T1"]
-    assert set(expected + ["Claims"]) <= set(result["tables"])
-    for table_id in expected:
+    root, result, md = built
+    assert result["tables"] == ALL_TABLES
+    for table_id in [*ALL_TABLES, "Scale"]:
         assert len(parse_md_table(md, table_id)) > 0
-    assert set(result["figures"]) == {
-        "fig_cfg",
-        "fig_steps",
-        "fig_loss",
-        "fig_decomposition",
-        "fig_compute",
-        "fig_grid_0",
-    }
+    grids = {f"fig_grid_{s}" for s in SWEEP_FILES}
+    assert set(result["figures"]) == {"fig_cfg", "fig_steps", "fig_loss", "fig_decomposition",
+                                      "fig_sample_decomposition", "fig_compute"} | grids
     assert result["missing_figures"] == {}
     for path in result["figures"].values():
         with Image.open(path) as im:
             assert im.format == "PNG" and len(im.getcolors(1 << 24) or []) > 2  # drawn, not a blank canvas
         assert f"]({Path(path).name})" in md
-    assert result["runs"] == len(list(built[0].rglob("config.json")))
+    assert result["runs"] == len(list(root.rglob("config.json")))
     assert "eval-unfinished" in md  # listed as unfinished, not silently dropped
+    assert "eval-dit_xl2-seed0-zdup" in md.split("## Runs")[1].split("## Claims")[0]  # listed as a duplicate
+    assert md.index("## Summary") < md.index("## Runs") < md.index("## Claims") < md.index("## Tables")
 
 
-@pytest.mark.parametrize(
-    ("table_id", "key", "index", "fixed", "design"),
-    [
-        ("Table 2", "cfg", 0, {"steps": list(rf.MAIN_STEPS)}, rf.CFG_SCALE1_FID),
-        ("Table 3", "cfg", 1, {"steps": list(rf.MAIN_STEPS)}, rf.CFG_SCALE2_FID),
-        ("Table 4", "steps", 0, {"cfg": list(rf.MAIN_CFG)}, rf.STEPS_SCALE1_FID),
-        ("Table 5", "steps", 1, {"cfg": list(rf.MAIN_CFG)}, rf.STEPS_SCALE2_FID),
-    ],
-)
-def test_sweep_tables_parse_back_to_run_folders(built, table_id, key, index, fixed, design):
+TABLES_2_5 = {  # table id -> (swept key, scale index, design, the fixed other per-scale setting)
+    "Table 2": ("cfg", 0, rf.CFG_SCALE1_FID, {"steps": list(rf.MAIN_STEPS)}),
+    "Table 3": ("cfg", 1, rf.CFG_SCALE2_FID, {"steps": list(rf.MAIN_STEPS)}),
+    "Table 4": ("steps", 0, rf.STEPS_SCALE1_FID, {"cfg": list(rf.MAIN_CFG)}),
+    "Table 5": ("steps", 1, rf.STEPS_SCALE2_FID, {"cfg": list(rf.MAIN_CFG)}),
+}
+
+
+@pytest.mark.parametrize("table_id", sorted(TABLES_2_5))
+def test_sweep_tables_parse_back_to_run_folders(built, table_id):
     root, _, md = built
-    df = parse_md_table(md, table_id).set_index(parse_md_table(md, table_id).columns[0])
+    key, index, design, fixed = TABLES_2_5[table_id]
+    df = parse_md_table(md, table_id)
+    df = df.set_index(df.columns[0])
+    assert list(df.index) == ["paper FID-5K", "ours FID", SEEDS_ROW]
+    assert list(df.columns[-2:]) == [FLOOR, CEILING]
     published = paper.curve(int(table_id[-1]))
-    for column in df.columns:
+    for column in df.columns[:-2]:
         x = float(column)
         ours = df.loc["ours FID", column]
         if any(math.isclose(x, d) for d in design):
-            other = list(rf.MAIN_CFG if key == "cfg" else rf.MAIN_STEPS)
-            other[index] = int(x) if key == "steps" else x
-            runs = metrics_where(root, kind="eval", model="msf", factorization="residual", **{key: other}, **fixed)
-            assert_cell_matches(ours, [m["fid"] for m in runs])
-            assert df.loc["ours seeds", column] == str(len(runs))
+            setting = list(rf.MAIN_CFG if key == "cfg" else rf.MAIN_STEPS)
+            setting[index] = int(x) if key == "steps" else x
+            runs = msf_runs(root, **{key: setting}, **fixed)
+            assert_cell_matches(ours, fids(runs))
+            n_train, n_sample = len({m["train_seed"] for m in runs}), len({m["sample_seed"] for m in runs})
+            assert df.loc[SEEDS_ROW, column] == f"{n_train} x {n_sample}"
         else:
-            assert ours == MISSING  # never filled from the paper
-        paper_cell = df.loc["paper FID-5K", column]
-        assert paper_cell == (f"{published[x]:.2f}" if x in published else MISSING)
+            assert ours == MISSING and df.loc[SEEDS_ROW, column] == MISSING  # never filled from the paper
+        assert df.loc["paper FID-5K", column] == (f"{published[x]:.2f}" if x in published else MISSING)
+    for column, anchor, seeds in ((FLOOR, "real", "- x 2"), (CEILING, "untrained", "3 x 1")):
+        assert_cell_matches(df.loc["ours FID", column], fids(metrics_where(root, kind="eval", anchor=anchor)))
+        assert df.loc["paper FID-5K", column] == MISSING and df.loc[SEEDS_ROW, column] == seeds
 
 
-def test_table1_parses_back_to_run_folders(built):
+def test_table1_shows_each_paper_row_once_beside_the_main_sweeps_points(built):
     root, _, md = built
     df = parse_md_table(md, "Table 1")
+    assert df["Model"].is_unique and list(df["Model"][: len(paper.table1_rows())]) == paper.table1_rows()
     dit = df[df["Model"] == "DiT-XL/2 [38]"].iloc[0]
-    runs = metrics_where(root, kind="eval", model="dit_xl2")
-    assert_cell_matches(dit["FID ours"], [m["fid"] for m in runs])
-    assert_cell_matches(dit["Time ours (s/64 img)"], [m["sample_time_per_64_s"] for m in runs], tol=0.05)
+    runs = [m for m in metrics_where(root, kind="eval", model="dit_xl2") if m["fid"] != 99.0]  # 99: the duplicate
+    assert len(runs) == 2
+    assert_cell_matches(dit["FID ours"], fids(runs))  # the duplicate folder is not counted twice
+    assert float(dit["Time ours (s/64 img)"]) == rf.DIT_XL2["time"]  # one timed run per setting
     assert dit["FID paper"] == "2.27" and dit["Time paper (A800, batch 64)"] == "145"  # printed values
-    msf = df[df["Model"] == "MSF(cfg=1.4)"]
-    assert len(msf) == 1 + len(rf.STEPS_SCALE1_FID) - 1 + len(rf.STEPS_SCALE2_FID) - 1  # every step setting once
-    row = msf[msf["Setting"].str.contains("steps 20/5")].iloc[0]
-    runs = metrics_where(root, kind="eval", model="msf", steps=[20, 5], cfg=[1.4, 1.0], factorization="residual")
-    assert_cell_matches(row["FID ours"], [m["fid"] for m in runs])
-    assert_cell_matches(row["IS ours"], [m["is_mean"] for m in runs], tol=0.05 + 1e-9)  # IS: 1 decimal
-    assert float(row["Para ours (M)"]) == pytest.approx(runs[0]["params_m"], rel=5e-3)  # 3 significant digits
-    assert float(row["GFLOPs/img ours"]) == pytest.approx(runs[0]["gflops_per_image"], rel=5e-3)
-    assert (row["Device"], row["Dtype"], row["Seeds"]) == ("cpu", "float32", "0,1,2")
-    baselines = df[df["Setting"] == MISSING]
-    assert (baselines["FID ours"] == MISSING).all() and len(baselines) == 16  # paper-only rows (+ DiMR) unfilled
-    assert "dit_flow (ours)" in set(df["Model"])
+    assert dit[SEEDS_COL] == "- x 2"  # pretrained: no training seed
+    for cfg0, row_name in ((1.4, "MSF(cfg=1.4)"), (1.5, "MSF(cfg=1.5)")):
+        row = df[df["Model"] == row_name].iloc[0]
+        runs = msf_runs(root, cfg=[cfg0, 1.0])
+        assert_cell_matches(row["FID ours"], fids(runs))
+        assert_cell_matches(row["IS ours"], [m["is_mean"] for m in runs], tol=0.05 + 1e-9)  # IS: 1 decimal
+        assert float(row["Para ours (M)"]) == pytest.approx(runs[0]["params_m"], rel=ROUND_3G)
+        assert float(row["GFLOPs/img ours"]) == pytest.approx(runs[0]["gflops_per_image"], rel=ROUND_3G)
+        assert (row["Device"], row["Dtype"], row[SEEDS_COL]) == ("cpu", "float32", "3 x 2")
+        assert "steps 100/50" in row["Setting"] and f"cfg {cfg0}/1.0" in row["Setting"]
+    msf = df[df["Model"] == "MSF(cfg=1.4)"].iloc[0]
+    assert float(msf["Time ours (s/64 img)"]) == rf.MSF_TIME and msf["FID paper"] == "2.2"
+    for model in ("dit_flow", "dimr"):
+        row = df[df["Model"] == f"{model} (ours)"].iloc[0]
+        assert_cell_matches(row["FID ours"], fids(metrics_where(root, kind="eval", model=model)))
+        assert row["FID paper"] == MISSING
+    for label, anchor in ((FLOOR, "real"), (CEILING, "untrained")):
+        row = df[df["Model"] == label].iloc[0]
+        assert_cell_matches(row["FID ours"], fids(metrics_where(root, kind="eval", anchor=anchor)))
+    paper_only = df[df["Setting"] == MISSING]
+    assert (paper_only["FID ours"] == MISSING).all() and len(paper_only) == 16  # 15 models + the DiMR peer row
     assert "embedded-net" in md.split("**Table 1.**")[1].split("\n")[0]  # caption names the feature extractor
 
 
-def test_factorization_train_and_speed_tables_parse_back(built):
+def test_point_tables_parse_back_with_paired_differences(built):
     root, _, md = built
     fid = parse_md_table(md, "Table F2").set_index("Factorization")
-    for name, _ in rf.FACTORIZATION_FID.items():
-        runs = metrics_where(
-            root, kind="eval", model="msf", factorization=name, steps=list(rf.MAIN_STEPS), cfg=list(rf.MAIN_CFG)
-        )
-        assert_cell_matches(fid.loc[name, "FID ours"], [m["fid"] for m in runs])
+    assert list(fid.index) == ["residual", "residual_latent_base", "latent_resize", "image_resize", FLOOR, CEILING]
+    residual = msf_runs(root)
+    versus = "FID - FID(residual) [95% CI]"
+    for name in ("residual_latent_base", "latent_resize", "image_resize"):
+        runs = msf_runs(root, factorization=name)
+        assert_cell_matches(fid.loc[name, "FID ours"], fids(runs))
+        assert_interval_matches(fid.loc[name, versus], expected_interval(runs, residual))
+    assert fid.loc["residual", versus] == "reference (residual)"
+    res = parse_md_table(md, "Table R1").set_index("Scales (latent sizes)")
+    assert list(res.index) == ["16/32", "20/32", "24/32", "16/24/32", FLOOR, CEILING]  # the preset's points
+    assert (res.loc["20/32", "FID ours"], res.loc["24/32", "Number of scales"]) == (MISSING, "2")
+    for scales, cfg, steps in (([16, 32], [1.4, 1.0], [100, 50]), ([16, 24, 32], [1.4, 1.0, 1.0], [100, 50, 50])):
+        runs = msf_runs(root, scales=scales, cfg=cfg, steps=steps)
+        label = "/".join(map(str, scales))
+        assert_cell_matches(res.loc[label, "FID ours"], fids(runs))
+        assert float(res.loc[label, "GFLOPs/img"]) == pytest.approx(runs[0]["gflops_per_image"], rel=ROUND_3G)
+        assert_interval_matches(res.loc[label, "FID - FID(24/32) [95% CI]"], expected_interval(runs, residual))
+    cond = parse_md_table(md, "Table C1").set_index("Conditioning")
+    tdln = msf_runs(root, conditioning="tdln")
+    assert_cell_matches(cond.loc["tdln", "FID ours"], fids(tdln))
+    assert_interval_matches(cond.loc["tdln", "FID - FID(adaln_zero) [95% CI]"], expected_interval(tdln, residual))
+    for table in (fid, res, cond):
+        assert_cell_matches(table.loc[FLOOR, "FID ours"], fids(metrics_where(root, kind="eval", anchor="real")))
+
+
+def test_recon_train_and_speed_tables_parse_back(built):
+    root, _, md = built
     recon = parse_md_table(md, "Table F1").set_index("Factorization")
     for m in metrics_where(root, kind="recon"):
         assert float(recon.loc[m["factorization"], "PSNR scale 0"]) == pytest.approx(m["psnr_per_scale"][0], abs=0.005)
-    train = parse_md_table(md, "Table T1").set_index("Stage")
-    for m in metrics_where(root, kind="train"):
-        assert float(train.loc[str(m["stage"]), "Final loss (EMA 100)"]) == pytest.approx(
-            m["final_loss_ema100"], rel=5e-3
-        )
+    train = parse_md_table(md, "Table T1").set_index("Node")
+    folders = [p.parent for p in root.glob("train-*/metrics.json")]
+    assert sorted(train.index) == sorted(p.name for p in folders)  # one row per run folder
+    for p in folders:
+        m = json.loads((p / "metrics.json").read_text())
+        row = train.loc[p.name]
+        assert float(row["Final loss (EMA 100)"]) == pytest.approx(m["final_loss_ema100"], rel=ROUND_3G)
+        assert (row["Stage"], row["Training seed"]) == (str(m["stage"]), str(m["train_seed"]))
     speed = parse_md_table(md, "Table S1").set_index("Model")
-    for m in metrics_where(root, kind="speed"):
-        assert float(speed.loc[m["model"], "s/64 img"]) == pytest.approx(64 * m["sec_per_image"], rel=5e-3)
-        assert float(speed.loc[m["model"], "img/s"]) == pytest.approx(m["images_per_s"], rel=5e-3)
-        assert float(speed.loc[m["model"], "MFU (%)"]) == pytest.approx(100 * m["mfu"], rel=5e-3)
+    speeds = {m["model"]: m for m in metrics_where(root, kind="speed")}
+    for m in speeds.values():
+        assert float(speed.loc[m["model"], "s/64 img"]) == pytest.approx(64 * m["sec_per_image"], rel=ROUND_3G)
+        assert float(speed.loc[m["model"], "img/s"]) == pytest.approx(m["images_per_s"], rel=ROUND_3G)
+        assert float(speed.loc[m["model"], "MFU (%)"]) == pytest.approx(100 * m["mfu"], rel=ROUND_3G)
     assert speed.loc["msf", "Steps x CFG"] == "100x1.4 + 50x1" and speed.loc["dit_xl2", "Steps x CFG"] == "250x1.5"
-    caption = md.split("**Table S1.**")[1].split("\n")[0]
-    assert "MSF vs DiT-XL/2 on cpu, float32, batch 8: 6.00x faster, 1.00x fewer FLOPs per image." in caption
+    assert "Random weights" in md.split("**Table S1.**")[1].split("\n")[0]
+    ratios = parse_md_table(md, "Table S2").set_index("Ratio")
+    paper_ratio = paper.table1_cell("DiT-XL/2 [38]", "Time").value / paper.table1_cell("MSF(cfg=1.4)", "Time").value
+    assert ratios.loc["paper: time per 64 images (Table 1)", "Ratio (x)"] == f"{paper_ratio:.2f}x" == "2.13x"
+    flops = speeds["dit_xl2"]["tflops_per_image"] / speeds["msf"]["tflops_per_image"]
+    assert ratios.loc["ours: counted FLOPs per image", "Ratio (x)"] == f"{flops:.2f}x"
+    time = speeds["dit_xl2"]["sec_per_image"] / speeds["msf"]["sec_per_image"]
+    assert ratios.loc["ours: measured time per image", "Ratio (x)"] == f"{time:.2f}x"
+    caption = md.split("**Table S2.**")[1].split("\n")[0]
+    assert all(word in caption for word in ("memory-bound", "batch", "implementation", "A800"))
+
+
+EXPECTED_VERDICTS = {
+    "Residual factorization beats latent and image resizing": CONTRADICTED,  # image_resize better in every run
+    "Scale-2 training loss is much lower than scale-1": SUPPORTED,
+    "MSF is 2x faster than DiT-XL/2 at equal FID": SUPPORTED,
+    "Best scale-1 CFG is 1.4": SUPPORTED,
+    "Scale 2 needs no CFG: FID-5K changes by <= 0.03 across CFG 1.0-1.4": CONTRADICTED,
+    "Scale-1 FID is best around 100-125 steps": CONTRADICTED,  # 200 steps better in every seed
+    "Scale 2 is robust to 10 steps: FID-5K fluctuates by <= 0.05 over 10-100 steps": UNRESOLVED,  # huge noise
+}
 
 
 def test_claims_get_the_verdicts_the_data_implies(built):
-    _, result, md = built
+    root, result, md = built
     verdicts = {c["claim"].split(" (")[0]: c["verdict"] for c in result["claims"]}
-    assert verdicts == {
-        "Residual factorization beats latent and image resizing": SUPPORTED,
-        "Scale-2 training loss is much lower than scale-1": SUPPORTED,
-        "MSF is 2x faster than DiT-XL/2 at equal FID": SUPPORTED,
-        "Best scale-1 CFG is 1.4": SUPPORTED,
-        "Scale 2 needs no CFG: FID-5K changes by <= 0.03 across CFG 1.0-1.4": CONTRADICTED,
-        "Scale-1 FID is best around 100-125 steps": UNRESOLVED,  # 100 and 125 steps not measured
-        "Scale 2 is robust to 10 steps: FID-5K fluctuates by <= 0.05 over 10-100 steps": UNRESOLVED,  # one seed
-    }
+    assert verdicts == EXPECTED_VERDICTS
     claims = parse_md_table(md, "Claims")
     assert list(claims["Verdict"]) == [c["verdict"] for c in result["claims"]]
-    assert "Rule 1:" in md and "pooled" in md
+    assert list(claims["Deciding difference [95% CI]"]) == [c["interval"] for c in result["claims"]]
+    assert "Rule 1:" in md and "Student t" in md
+    by_claim = {c["claim"].split(" (")[0]: c for c in result["claims"]}
+    image = msf_runs(root, factorization="image_resize")
+    deciding = by_claim["Residual factorization beats latent and image resizing"]["interval"]
+    assert deciding.startswith("FID(image_resize) - FID(residual)")
+    assert_interval_matches(deciding, expected_interval(image, msf_runs(root)))
+    deciding = by_claim["Scale-1 FID is best around 100-125 steps"]["interval"]
+    assert deciding.startswith("FID(200) - FID(125)")
+    assert_interval_matches(deciding, expected_interval(msf_runs(root, steps=[200, 50]),
+                                                        msf_runs(root, steps=[125, 50])))
+    speed = by_claim["MSF is 2x faster than DiT-XL/2 at equal FID"]
+    dit = [m for m in metrics_where(root, kind="eval", model="dit_xl2") if m["fid"] != 99.0]
+    assert_interval_matches(speed["interval"], expected_interval(msf_runs(root), dit))
+    assert f"speedup S = {rf.DIT_XL2['time'] / rf.MSF_TIME:.3g}" in speed["evidence"]
+
+
+def test_loss_claim_counts_the_papers_arm_once_per_training_seed(built):
+    root, result, _ = built
+    (loss,) = [c for c in result["claims"] if c["claim"].startswith("Scale-2 training loss")]
+    paper_arm = set()
+    for path in root.glob("eval-msf-residual-adaln_zero-sc24x32-s100_50-c1.4_1.0-*/config.json"):
+        paper_arm |= set(json.loads(path.read_text())["deps"].values())
+    assert len(paper_arm) == 2 * len(rf.TRAIN_SEEDS)
+    assert all(name in loss["evidence"] for name in paper_arm)
+    assert "stray" not in loss["evidence"] and "latent_resize" not in loss["evidence"]
+    ratios = []
+    for seed in rf.TRAIN_SEEDS:
+        stage = {json.loads((root / n / "config.json").read_text())["spec"]["stage"]: n for n in paper_arm
+                 if json.loads((root / n / "metrics.json").read_text())["train_seed"] == seed}
+        l0, l1 = (json.loads((root / stage[s] / "metrics.json").read_text())["final_loss_ema100"] for s in (0, 1))
+        ratios.append(l1 / l0)
+    ci = scipy_stats.ttest_1samp(ratios, 0.0).confidence_interval(0.95)
+    assert_interval_matches(loss["interval"], (float(np.mean(ratios)), ci.low, ci.high))
+
+
+def test_summary_says_what_held_and_how_this_scale_differs(built):
+    _, result, md = built
+    summary = md.split("## Summary")[1].split("## Runs")[0]
+    sections = re.split(r"\*\*(Held|Did not hold|Could not be resolved)[^*]*\*\*", summary)
+    held, failed, open_ = (sections[i + 1] for i in range(1, len(sections), 2))
+    for c in result["claims"]:
+        where = {SUPPORTED: held, CONTRADICTED: failed, UNRESOLVED: open_}[c["verdict"]]
+        assert c["claim"] in where
+    scale = parse_md_table(md, "Scale").set_index("Aspect")
+    assert scale.loc["Generated samples per FID", "Ours"] == "64"
+    assert scale.loc["Reference images", "Ours"] == "256"
+    assert scale.loc["Feature network of FID / IS / precision / recall", "Ours"] == "embedded-net (world embedded)"
+    assert scale.loc["Dataset", "Ours"] == "embedded, 32x32, 4 classes"
+    assert scale.loc["MSF training per stage", "Ours"] == "300 + 300 steps at batch 64"
+    assert scale.loc["Runs per number", "Ours"] == "3 training seeds x 2 sampling seeds"
+    assert "767.1M" in scale.loc["MSF parameters", "Paper"]
+
+
+def test_our_feature_network_is_never_called_inception(built):
+    _, _, md = built
+    for clause in re.split(r"[|.;\n]", md):  # a table cell or a sentence: never our network and 'Inception' together
+        assert not ("embedded-net" in clause and "Inception" in clause), clause
+
+
+def test_sample_grids_show_every_point_of_every_sweep(built):
+    # Each setting's grid.npy is one solid colour (rf.grid_color): a sweep's figure must show exactly its points.
+    _, result, _ = built
+
+    def colours(name: str) -> set[tuple[int, int, int]]:
+        with Image.open(result["figures"][name]) as im:
+            return {c for _, c in im.convert("RGB").getcolors(1 << 24)}
+
+    points = rf.eval_points()
+    t2 = {p for p in points if p[1] == rf.MAIN_STEPS and p[2][1] == 1.0 and p[3] == "residual" and p[5] == "adaln_zero"
+          and p[4] == tuple(rf.SCALES) and p[0] == "msf"}
+    assert len(t2) == len(rf.CFG_SCALE1_FID)
+    shown = colours("fig_grid_cfg_scale0")
+    assert {rf.grid_color(p) for p in t2} <= shown
+    assert not {rf.grid_color(p) for p in points if p not in t2} & shown
+    main = colours("fig_grid_main")
+    assert rf.grid_color(rf.MAIN) in main and rf.grid_color(("dimr", (250,), (1.5,), "residual", (32,),
+                                                             "adaln_zero")) in main
 
 
 def test_a_subset_of_runs_is_shown_as_missing_never_filled(tmp_path, built):
     root = built[0]
-    # only Table 2's points at CFG 1.0 / 1.4 / 1.5 (1.2 dropped): no train, recon, speed, grid or other sweep
-    keep = [
-        p.parent
-        for p in root.rglob("metrics.json")
-        if (m := json.loads(p.read_text()))["kind"] == "eval"
-        and m["model"] == "msf"
-        and m["factorization"] == "residual"
-        and m["steps"] == list(rf.MAIN_STEPS)
-        and m["cfg"][1] == 1.0
-        and m["cfg"][0] != 1.2
-    ]
-    assert len(keep) == 3 * len(rf.SEEDS)
+    # only Table 2's points at CFG 1.0 / 1.4 / 1.5 (1.2 dropped): no train, recon, speed, anchor or other sweep
+    keep = [p.parent for p in root.rglob("metrics.json")
+            if (m := json.loads(p.read_text()))["kind"] == "eval" and m["model"] == "msf" and m.get("anchor") is None
+            and m["factorization"] == "residual" and m["conditioning"] == "adaln_zero" and m["scales"] == rf.SCALES
+            and m["steps"] == list(rf.MAIN_STEPS) and m["cfg"][1] == 1.0 and m["cfg"][0] != 1.2]
+    assert len(keep) == 3 * len(rf.TRAIN_SEEDS) * len(rf.SAMPLE_SEEDS)
     result = build_report(keep, tmp_path / "out")
     md = Path(result["markdown"]).read_text(encoding="utf-8")
     t2 = parse_md_table(md, "Table 2").set_index("CFG scale 1")
     assert t2.loc["ours FID", "1.2"] == MISSING and t2.loc["paper FID-5K", "1.2"] == "7.69"
     assert parse_cell(t2.loc["ours FID", "1.4"]) is not None
+    assert (t2.loc["ours FID", FLOOR], t2.loc["ours FID", CEILING]) == (MISSING, MISSING)  # no anchor runs
     for table_id in ("Table 3", "Table 4", "Table 5"):  # one point each: shown, all else missing
         ours = parse_md_table(md, table_id).iloc[1, 1:]
         assert (ours != MISSING).sum() == 1
-    assert set(result["missing_figures"]) == {"fig_loss", "fig_decomposition"}  # the grid's eval is kept
-    assert set(result["figures"]) == {"fig_cfg", "fig_steps", "fig_compute", "fig_grid_0"}
-    assert (parse_md_table(md, "Table F2")["FID ours"] == MISSING).all()
+    assert set(result["missing_figures"]) == {"fig_loss", "fig_decomposition"}  # the grids' evals are kept
+    assert {"fig_cfg", "fig_steps", "fig_compute", "fig_sample_decomposition", "fig_grid_cfg_scale0"} <= set(
+        result["figures"])
+    f2 = parse_md_table(md, "Table F2").set_index("Factorization")
+    assert (f2.drop(index="residual")["FID ours"] == MISSING).all()
+    t1 = parse_md_table(md, "Table 1").set_index("Model")
+    assert (t1.loc[[FLOOR, CEILING], "FID ours"] == MISSING).all()
     assert all(v in (SUPPORTED, CONTRADICTED, UNRESOLVED) for v in (c["verdict"] for c in result["claims"]))
     assert md.count("not resolvable at this preset") >= 5
+
+
+def test_runs_with_overridden_base_keys_another_protocol_or_training_length_get_their_own_tables(tmp_path):
+    # Table 3's points run with sample.steps=[3,2] (its base block says 100/50): matched on the keys the points set.
+    # The same points scored with 128 samples, or trained longer, form further series (Table 3b, 3c), never a mix.
+    variants = {(64, (300, 300)): 0.0, (128, (300, 300)): 1.0, (64, (600, 300)): 2.0}  # -> FID offset
+    for (n_samples, train_steps), offset in variants.items():
+        for c in (1.0, 1.2):
+            for t in (0, 1):
+                m = rf.eval_metrics("msf", (3, 2), (1.4, c), 8.0 + c + offset + t / 10, t, 0)
+                m |= {"n_samples": n_samples, "train_steps": list(train_steps)}
+                rf.write_run(tmp_path / "runs", "eval", f"eval-{n_samples}-{train_steps[0]}-{c}-t{t}", m)
+    result = build_report([tmp_path / "runs"], tmp_path / "out")
+    md = Path(result["markdown"]).read_text(encoding="utf-8")
+    assert {"Table 3", "Table 3b", "Table 3c"} <= set(result["tables"]) and "Table 3d" not in result["tables"]
+    expected = {}  # each variant's cells, computed from its metrics.json files
+    for n_samples, train_steps in variants:
+        runs = metrics_where(tmp_path / "runs", kind="eval", n_samples=n_samples, train_steps=list(train_steps))
+        expected[n_samples, train_steps] = [f"{np.mean([m['fid'] for m in runs if m['cfg'][1] == c]):.2f} ± "
+                                            f"{np.std([m['fid'] for m in runs if m['cfg'][1] == c], ddof=1):.2f}"
+                                            for c in (1.0, 1.2)]
+    shown = [parse_md_table(md, t).set_index("CFG scale 2").loc["ours FID", ["1.0", "1.2"]].tolist()
+             for t in ("Table 3", "Table 3b", "Table 3c")]
+    assert sorted(shown) == sorted(expected.values())  # every series is one variant, each variant once
+    assert "n_samples 128" in md.split("**Table 3b.**")[1].split("\n")[0] + md.split("**Table 3c.**")[1].split("\n")[0]
+
+
+def test_reports_import_neither_torch_nor_the_method():
+    # A fresh interpreter: the report reads run folders and sweep files only (no model, no torch, no msf).
+    code = ("import sys, reports.build, reports.publish; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'msf', 'baselines')))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -388,6 +683,7 @@ def test_html_is_self_contained(built):
         raw = base64.b64decode(data)
         assert raw in on_disk  # the embedded image is the PNG written beside the report
         Image.open(io.BytesIO(raw)).verify()
+    assert page.count("<li>") >= len(result["claims"])  # the summary's lists
 
 
 def test_html_renders_in_headless_chromium(built, tmp_path):
@@ -427,18 +723,18 @@ def test_html_renders_in_headless_chromium(built, tmp_path):
 
 def test_cli_writes_report_beside_the_run_folders(tmp_path, capsys):
     root = tmp_path / "runs"
-    metrics = rf.eval_metrics("msf", rf.MAIN_STEPS, rf.MAIN_CFG, 8.0, 0)
-    rf.write_run(root, "eval", "eval-one", metrics)
+    rf.write_run(root, "eval", "eval-one", rf.eval_metrics("msf", rf.MAIN_STEPS, rf.MAIN_CFG, 8.0, 0, 0))
     main([str(root / rf.PRESET)])
     out = root / rf.PRESET / "report"
     assert (out / "report.md").is_file() and (out / "report.html").is_file()
     assert capsys.readouterr().out.startswith(f"wrote {out / 'report.md'}")
     md = (out / "report.md").read_text(encoding="utf-8")
-    assert parse_md_table(md, "Table 2").iloc[1, 1:].tolist().count("8.00") == 1  # one seed: no '±'
+    t2 = parse_md_table(md, "Table 2").set_index("CFG scale 1")
+    assert t2.loc["ours FID"].tolist().count("8.00") == 1 and t2.loc[SEEDS_ROW, "1.4"] == "1 x 1"  # one run: no '±'
 
 
 def test_unmeasured_metrics_show_as_missing(tmp_path):
-    metrics = rf.eval_metrics("msf", rf.MAIN_STEPS, rf.MAIN_CFG, 8.0, 0)
+    metrics = rf.eval_metrics("msf", rf.MAIN_STEPS, rf.MAIN_CFG, 8.0, 0, 0)
     metrics |= {"fid": None, "is_mean": None, "sample_time_per_64_s": None}  # schema: null when not measured
     rf.write_run(tmp_path, "eval", "eval-nofid", metrics)
     result = build_report([tmp_path], tmp_path / "out")
@@ -458,15 +754,61 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no run folder"):
         build_report([tmp_path / "empty"], tmp_path / "out")
-    metrics = rf.eval_metrics("msf", rf.MAIN_STEPS, rf.MAIN_CFG, 8.0, 0)
+    metrics = rf.eval_metrics("msf", rf.MAIN_STEPS, rf.MAIN_CFG, 8.0, 0, 0)
     del metrics["fid"]
     bad = rf.write_run(tmp_path / "a", "eval", "eval-nofid", metrics)
     with pytest.raises(ValueError, match="lacks fid"):
         build_report([bad], tmp_path / "out")
-    recon = {"kind": "recon", "factorization": "residual", "scales": [4, 8], "psnr_per_scale": [1, 2], "psnr_full": 2}
+    old = rf.write_run(tmp_path / "c", "eval", "eval-old", rf.eval_metrics("msf", rf.MAIN_STEPS, rf.MAIN_CFG, 8, 0, 0))
+    (old / "config.json").write_text(json.dumps({"kind": "eval", "name": "eval-old", "config": {}}))  # old schema
+    with pytest.raises(ValueError, match="lacks spec, deps"):
+        build_report([old], tmp_path / "out")
+    recon = {"factorization": "residual", "scales": [4, 8], "psnr_per_scale": [1, 2], "psnr_full": 2}
     bad = rf.write_run(tmp_path / "b", "recon", "recon-float", recon, decomposition=np.zeros((1, 2, 4, 4, 3)))
     with pytest.raises(ValueError, match="expected uint8"):
         build_report([bad], tmp_path / "out")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Publishing: metadata only, stats thinned, tables regenerate from the metadata
+
+
+def test_publish_refuses_an_existing_destination_and_writes_nothing(tmp_path):
+    root = tmp_path / "runs"
+    rf.write_run(root, "eval", "eval-one", rf.eval_metrics("msf", rf.MAIN_STEPS, rf.MAIN_CFG, 8.0, 0, 0))
+    (tmp_path / "dest" / "runs").mkdir(parents=True)
+    cmd = [sys.executable, str(ROOT / "reports" / "publish.py"), str(root), str(tmp_path / "dest")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "exists" in r.stderr, r.stderr
+    assert list((tmp_path / "dest").rglob("*")) == [tmp_path / "dest" / "runs"]  # nothing copied, no report
+    publish(root, tmp_path / "fresh")
+    (folder,) = (tmp_path / "fresh" / "runs").iterdir()
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "metrics.json"]  # metadata only
+
+
+def test_publish_thins_stats_keeping_the_first_and_last_records(tmp_path):
+    root = tmp_path / "runs"
+    records = [{"step": i, "loss": 1.0 / i, "lr": 3e-4} for i in range(1, 1001)]
+    metrics = rf.train_metrics("msf", 0, 0, 0.5, "residual", rf.SCALES)
+    run = rf.write_run(root, "train", "train-long", metrics, {"stage": 0}, stats=records)
+    with (run / "stats.jsonl").open("a") as f:
+        f.write('{"step": 1001, "loss"')  # a torn last line (killed writer): dropped
+    copied = copy_metadata(root, tmp_path / "dest")
+    lines = (copied[0] / "stats.jsonl").read_text().splitlines()
+    original = (run / "stats.jsonl").read_text().splitlines()
+    assert 2 <= len(lines) <= MAX_STATS
+    assert lines[0] == original[0] and lines[-1] == original[-2]  # first and last complete records
+    positions = [original.index(line) for line in lines]
+    assert positions == sorted(positions)  # original records, in order
+    assert max(np.diff(positions)) <= 2 * 1000 / MAX_STATS  # evenly spread
+
+
+def test_published_metadata_regenerates_the_reports_tables(built, tmp_path):
+    root, result, md = built
+    copy_metadata(root, tmp_path / "runs")
+    rebuilt = build_report([tmp_path / "runs"], tmp_path / "out")
+    assert md_tables(Path(rebuilt["markdown"]).read_text(encoding="utf-8")) == md_tables(md)
+    assert set(rebuilt["missing_figures"]) == {"fig_decomposition", "fig_sample_decomposition", "fig_grid"}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -485,7 +827,7 @@ REAL_SWEEPS = {
 
 @pytest.fixture(scope="module")
 def smoke_sweeps(tmp_path_factory):
-    """The runner's main (`python ablations/run.py sweep=NAME preset=smoke`) for every sweep (shared nodes run once),
+    """The runner's main (`python ablations/run.py sweep=NAME preset=smoke`) for every sweep (shared runs once),
     then one report of the whole runs folder."""
     base = tmp_path_factory.mktemp("smoke-sweeps")
     runs = base / "runs"
@@ -495,23 +837,35 @@ def smoke_sweeps(tmp_path_factory):
     return runs / "smoke", result, Path(result["markdown"]).read_text(encoding="utf-8")
 
 
+def real_msf(root: Path, **match) -> list[dict]:
+    """The smoke preset's trained MSF evals (residual, 4/8, adaLN-Zero) matching ``match``."""
+    base = {"kind": "eval", "model": "msf", "factorization": "residual", "scales": [4, 8], "conditioning": "adaln_zero"}
+    return [m for m in metrics_where(root, **(base | match)) if m.get("anchor") is None]
+
+
 def test_every_sweep_of_the_smoke_preset_reports_every_table_and_figure(smoke_sweeps):
     root, result, md = smoke_sweeps
     for sweep in SWEEP_NAMES:  # each sweep's own report, built by the runner at its end
         assert {p.name for p in (root / "reports" / sweep).iterdir()} >= {"report.md", "report.html"}
-    tables = ["Table 1", "Table 2", "Table 3", "Table 4", "Table 5", "Table F2", "Table F1", "Table R1", "Table C1",
-              "Table S1", "Table T1", "Claims"]
-    assert result["tables"] == tables  # one series per sweep table: no 'Table 2b'
-    for table_id in tables:
+    assert result["tables"] == ALL_TABLES  # one series per sweep table: no 'Table 2b'
+    for table_id in [*ALL_TABLES, "Scale"]:
         df = parse_md_table(md, table_id)
         assert len(df) > 0 and not (df == MISSING).all(axis=None), table_id
-    assert result["missing_figures"] == {}
+    decompositions = list(root.glob("eval-*/decomposition.npy"))  # written by evals of newer engines only
+    assert set(result["missing_figures"]) == (set() if decompositions else {"fig_sample_decomposition"})
     assert {"fig_cfg", "fig_steps", "fig_loss", "fig_decomposition", "fig_compute"} <= set(result["figures"])
-    assert any(name.startswith("fig_grid") for name in result["figures"])
+    assert {f"fig_grid_{s}" for s in SWEEP_NAMES if s != "speed"} <= set(result["figures"])
     for path in result["figures"].values():
         with Image.open(path) as im:
             assert im.format == "PNG" and len(im.getcolors(1 << 24) or []) > 2  # drawn, not a blank canvas
     assert result["runs"] == len(list(root.glob("*/config.json")))
+    t1 = parse_md_table(md, "Table 1").set_index("Model")
+    for label, match in ((FLOOR, {"anchor": "real"}), (CEILING, {"anchor": "untrained", "steps": [100, 50]})):
+        found = metrics_where(root, kind="eval", **match)  # anchors: measured when the engine writes them
+        if found:
+            assert_cell_matches(t1.loc[label, "FID ours"], fids(found))
+        else:
+            assert t1.loc[label, "FID ours"] == MISSING
 
 
 @pytest.mark.parametrize("table_id", sorted(REAL_SWEEPS))
@@ -520,60 +874,62 @@ def test_real_sweep_tables_parse_back_to_their_run_folders(smoke_sweeps, table_i
     key, index, other_value, fixed_key, fixed = REAL_SWEEPS[table_id]
     df = parse_md_table(md, table_id)
     df = df.set_index(df.columns[0])
-    for column in df.columns:  # the sweeps use the paper's grids: every column is measured
+    for column in df.columns[:-2]:  # the sweeps use the paper's grids: every column is measured
         setting = [other_value, other_value]
         setting[index] = int(column) if key == "steps" else float(column)
-        found = metrics_where(root, kind="eval", model="msf", factorization="residual", scales=[4, 8],
-                              conditioning="adaln_zero", **{key: setting, fixed_key: fixed})
+        found = real_msf(root, **{key: setting, fixed_key: fixed})
         assert found, (table_id, column)
-        assert_cell_matches(df.loc["ours FID", column], [m["fid"] for m in found])
-        assert df.loc["ours seeds", column] == str(len(found))
+        assert_cell_matches(df.loc["ours FID", column], fids(found))
+        n_train, n_sample = len({m["train_seed"] for m in found}), len({m["sample_seed"] for m in found})
+        assert df.loc[SEEDS_ROW, column] == f"{n_train} x {n_sample}"
 
 
 def test_real_table1_factorization_resolution_speed_and_train_tables_parse_back(smoke_sweeps):
     root, _, md = smoke_sweeps
     t1 = parse_md_table(md, "Table 1")
+    assert t1["Model"].is_unique
     for cfg0, row_name in ((1.4, "MSF(cfg=1.4)"), (1.5, "MSF(cfg=1.5)")):
-        row = t1[(t1["Model"] == row_name) & t1["Setting"].str.contains("steps 100/50")].iloc[0]
-        found = metrics_where(root, kind="eval", model="msf", factorization="residual", scales=[4, 8],
-                              steps=[100, 50], cfg=[cfg0, 1.0], conditioning="adaln_zero")
-        assert_cell_matches(row["FID ours"], [m["fid"] for m in found])
-    flow = t1[t1["Model"] == "dit_flow (ours)"].iloc[0]
-    assert_cell_matches(flow["FID ours"], [m["fid"] for m in metrics_where(root, kind="eval", model="dit_flow")])
+        row = t1[t1["Model"] == row_name].iloc[0]
+        assert "steps 100/50" in row["Setting"]
+        assert_cell_matches(row["FID ours"], fids(real_msf(root, steps=[100, 50], cfg=[cfg0, 1.0])))
+    for model in ("dit_flow", "dimr"):
+        row = t1[t1["Model"] == f"{model} (ours)"].iloc[0]
+        assert_cell_matches(row["FID ours"], fids(metrics_where(root, kind="eval", model=model)))
 
     fid = parse_md_table(md, "Table F2").set_index("Factorization")
     recon = parse_md_table(md, "Table F1").set_index("Factorization")
     for name in ("residual", "residual_latent_base", "latent_resize", "image_resize"):
-        found = metrics_where(root, kind="eval", model="msf", factorization=name, scales=[4, 8], steps=[100, 50],
-                              cfg=[1.4, 1.0], conditioning="adaln_zero")
-        assert_cell_matches(fid.loc[name, "FID ours"], [m["fid"] for m in found])
+        found = real_msf(root, factorization=name, steps=[100, 50], cfg=[1.4, 1.0])
+        assert_cell_matches(fid.loc[name, "FID ours"], fids(found))
         (m,) = metrics_where(root, kind="recon", factorization=name)
         assert float(recon.loc[name, "PSNR full"]) == pytest.approx(m["psnr_full"], abs=0.005)
 
     res = parse_md_table(md, "Table R1").set_index("Scales (latent sizes)")
-    assert list(res.index) == ["4/8", "2/4/8"]  # the smoke preset's resolutions sweep
+    assert list(res.index) == ["4/8", "2/4/8", FLOOR, CEILING]  # the smoke preset's resolutions sweep
     for scales, cfg, steps in (([4, 8], [1.4, 1.0], [3, 2]), ([2, 4, 8], [1.4, 1.0, 1.0], [3, 2, 2])):
-        found = metrics_where(root, kind="eval", model="msf", scales=scales, cfg=cfg, steps=steps)
-        assert_cell_matches(res.loc[slash_text(scales), "FID ours"], [m["fid"] for m in found])
-        assert float(res.loc[slash_text(scales), "GFLOPs/img"]) == pytest.approx(found[0]["gflops_per_image"], rel=5e-3)
+        found = real_msf(root, scales=scales, cfg=cfg, steps=steps)
+        assert_cell_matches(res.loc[slash_text(scales), "FID ours"], fids(found))
+        assert float(res.loc[slash_text(scales), "GFLOPs/img"]) == pytest.approx(found[0]["gflops_per_image"],
+                                                                                 rel=ROUND_3G)
 
     speed = parse_md_table(md, "Table S1").set_index("Model")
     speeds = metrics_where(root, kind="speed")
     assert sorted(m["model"] for m in speeds) == ["dimr", "dit_xl2", "msf"]
     for m in speeds:
-        assert float(speed.loc[m["model"], "TFLOPs/img"]) == pytest.approx(m["tflops_per_image"], rel=5e-3)
-        assert float(speed.loc[m["model"], "s/64 img"]) == pytest.approx(64 * m["sec_per_image"], rel=5e-3)
-        assert float(speed.loc[m["model"], "MFU (%)"]) == pytest.approx(100 * m["mfu"], rel=5e-3)
+        assert float(speed.loc[m["model"], "TFLOPs/img"]) == pytest.approx(m["tflops_per_image"], rel=ROUND_3G)
+        assert float(speed.loc[m["model"], "s/64 img"]) == pytest.approx(64 * m["sec_per_image"], rel=ROUND_3G)
+        assert float(speed.loc[m["model"], "MFU (%)"]) == pytest.approx(100 * m["mfu"], rel=ROUND_3G)
         assert m["method"] == "median call time x steps" and m["batch"] == 1  # CPU default method, smoke batch
     assert speeds[0]["tflops_per_image"] > 20  # the paper's sizes even in the smoke preset (MSF 22.1, DiT-XL/2 118.6)
+    ratios = parse_md_table(md, "Table S2").set_index("Ratio")
+    by_model = {m["model"]: m for m in speeds}
+    flops = by_model["dit_xl2"]["tflops_per_image"] / by_model["msf"]["tflops_per_image"]
+    assert ratios.loc["ours: counted FLOPs per image", "Ratio (x)"] == f"{flops:.2f}x"
     cond = parse_md_table(md, "Table C1").set_index("Conditioning")
     for name in ("adaln_zero", "tdln"):
-        found = [m for m in metrics_where(root, kind="eval", model="msf", scales=[4, 8], steps=[100, 50],
-                                          cfg=[1.4, 1.0], factorization="residual") if m["conditioning"] == name]
-        assert_cell_matches(cond.loc[name, "FID ours"], [m["fid"] for m in found])
+        found = real_msf(root, conditioning=name, steps=[100, 50], cfg=[1.4, 1.0])
+        assert_cell_matches(cond.loc[name, "FID ours"], fids(found))
     assert float(cond.loc["tdln", "Params (M)"]) < float(cond.loc["adaln_zero", "Params (M)"])  # no adaLN MLPs
-    dimr = t1[t1["Model"] == "dimr (ours)"].iloc[0]
-    assert_cell_matches(dimr["FID ours"], [m["fid"] for m in metrics_where(root, kind="eval", model="dimr")])
     train = parse_md_table(md, "Table T1")
     assert len(train) == len(metrics_where(root, kind="train"))
 
@@ -584,9 +940,9 @@ def slash_text(values: list[int]) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# The committed small-scale reproduction (reports/tiny): its tables regenerate exactly from its committed metadata
+# The committed small-scale reproduction (results/tiny): its tables regenerate exactly from its committed metadata
 
-PUBLISHED = ROOT / "reports" / "tiny"
+PUBLISHED = ROOT / "results" / "tiny"
 
 
 def md_tables(md: str) -> dict[str, str]:
@@ -605,23 +961,12 @@ def md_tables(md: str) -> dict[str, str]:
 
 
 def test_committed_report_tables_regenerate_from_committed_metadata(tmp_path):
-    assert (PUBLISHED / "report.md").is_file(), "the committed reproduction is missing (reports/tiny)"
+    assert (PUBLISHED / "report.md").is_file(), "the committed reproduction is missing (results/tiny)"
     for path in (PUBLISHED / "runs").rglob("*"):  # metadata only: no checkpoints, caches or sample arrays
         assert path.is_dir() or path.name in ("config.json", "metrics.json", "stats.jsonl"), path
+    for path in (PUBLISHED / "runs").rglob("stats.jsonl"):  # thinned by reports/publish.py
+        assert len(path.read_text().splitlines()) <= MAX_STATS, path
     rebuilt = build_report([PUBLISHED / "runs"], tmp_path)
     committed = md_tables((PUBLISHED / "report.md").read_text(encoding="utf-8"))
     assert set(committed) >= {"Table 1", "Table 2", "Table 3", "Table 4", "Table 5", "Table R1", "Claims"}
     assert md_tables(Path(rebuilt["markdown"]).read_text(encoding="utf-8")) == committed
-
-
-def test_publish_refuses_an_existing_destination_and_writes_nothing(tmp_path):
-    root = tmp_path / "runs"
-    rf.write_run(root, "eval", "eval-one", rf.eval_metrics("msf", rf.MAIN_STEPS, rf.MAIN_CFG, 8.0, 0))
-    (tmp_path / "dest" / "runs").mkdir(parents=True)
-    cmd = [sys.executable, str(ROOT / "reports" / "publish.py"), str(root), str(tmp_path / "dest")]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "exists" in r.stderr, r.stderr
-    assert list((tmp_path / "dest").rglob("*")) == [tmp_path / "dest" / "runs"]  # nothing copied, no report
-    publish(root, tmp_path / "fresh")
-    (folder,) = (tmp_path / "fresh" / "runs").iterdir()
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "metrics.json"]  # metadata only

@@ -9,15 +9,15 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import ablations.engine.speed
+from ablations.engine.evaluate import generate, msf_sampler
 from ablations.engine.families import FAMILIES, SpeedStage
 from ablations.engine.jobs import speed_benchmark
+from ablations.engine.speed import matmul_tflops, utilisation
 from baselines.dit import sample_ddpm
 from msf.dit import DiT
-from ablations.engine.evaluate import generate, msf_sampler
 from msf.factorize import make_factorization, make_scales
 from msf.flow import sample_euler, time_grid
 from msf.pipeline import MSFModel, sample
-from ablations.engine.speed import matmul_tflops, utilisation
 
 DEVICES = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
 TINY = (("depth", 1), ("hidden_size", 32), ("num_heads", 2))  # DiT constructor overrides for the plans below

@@ -1,5 +1,6 @@
-"""The training loop (ablations/engine/train.py): it learns, EMA and label dropout follow their formulas, data-parallel replicas
-stay identical, a run killed with SIGKILL resumes bit-exactly, and NaN losses or bad checkpoints stop it clearly."""
+"""The training loop (ablations/engine/train.py): it learns, EMA and label dropout follow their formulas,
+data-parallel replicas stay identical, a run killed with SIGKILL resumes bit-exactly, and NaN losses or bad
+checkpoints stop it clearly."""
 
 import json
 import os
@@ -18,14 +19,10 @@ import torch
 from _ddp_worker import NUM_CLASSES, MemorySource, tiny_config
 from torch import nn
 
-from msf.autoencoder import KLAutoencoder
 from ablations.engine.autoencoders import SmallAEConfig
 from ablations.engine.cache import build_cache
 from ablations.engine.data import EmbeddedDataset
-from msf.dit import DiT
-from msf.factorize import make_factorization, make_scales
 from ablations.engine.specs import Runtime, TrainConfig
-from ablations.engine.typed import TypedDataError, from_data
 from ablations.engine.train import (
     INIT_STREAM,
     CheckpointError,
@@ -40,6 +37,10 @@ from ablations.engine.train import (
     stage_kwargs,
     train,
 )
+from ablations.engine.typed import TypedDataError, from_data
+from msf.autoencoder import KLAutoencoder
+from msf.dit import DiT
+from msf.factorize import make_factorization, make_scales
 
 WORKER = Path(__file__).with_name("_ddp_worker.py")
 QUIET = lambda _: None  # noqa: E731
@@ -253,14 +254,41 @@ def test_compiled_training_step_matches_eager(tmp_path):
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path):
     source = MemorySource(poison_from=7)  # call 1 probes the channels, call 1 + s fetches step s: step 6 is NaN
-    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 6; last good checkpoint: .*step_00000004\.json"):
+    stop = r"diverged at step 6: the loss is nan .*last finite checkpoint .*step_00000004\.json.*lower train.lr"
+    with pytest.raises(NonFiniteLossError, match=stop):
         _train(tmp_path, source, ckpt_every=2, keep_last=1)
     assert [p.name for p in sorted((tmp_path / "checkpoints").iterdir())] == [
         "step_00000004.json",
         "step_00000004.safetensors",
     ]
     assert not (tmp_path / "ema.safetensors").exists()
+    with pytest.raises(NonFiniteLossError, match="a previous run; delete .*diverged.json"):  # a rerun: at once
+        _train(tmp_path, ckpt_every=2, keep_last=1, steps=8)
+    (tmp_path / "diverged.json").unlink()
     assert _train(tmp_path, ckpt_every=2, keep_last=1, steps=8)["steps"] == 8  # the kept checkpoint resumes
+
+
+def test_absurd_learning_rate_never_writes_a_non_finite_checkpoint(tmp_path):
+    """lr 1e30: the weights overflow; training stops before a non-finite checkpoint is written, every kept
+    checkpoint holds finite tensors only, and the stop names the step and what to change."""
+    with pytest.raises(NonFiniteLossError, match=r"diverged at step \d+: .*train.lr=1e\+30"):
+        _train(tmp_path, lr=1e30, ckpt_every=1, keep_last=100, steps=20)
+    for tensors in sorted((tmp_path / "checkpoints").glob("*.safetensors")):
+        assert all(torch.isfinite(v).all() for v in safetensors.torch.load_file(str(tensors)).values()), tensors
+    assert json.loads((tmp_path / "diverged.json").read_text())["step"] >= 1
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_intact_one(tmp_path):
+    _train(tmp_path, steps=8, ckpt_every=4, keep_last=2)  # checkpoints at steps 4 and 8
+    _flip_a_byte(tmp_path / "checkpoints" / "step_00000008.safetensors")
+    logs: list[str] = []
+    source = MemorySource()
+    job = tiny_config(steps=12, ckpt_every=4, keep_last=2)
+    metrics = train(job, source, source.factorization, tmp_path, logs.append)
+    assert metrics["steps"] == 12
+    assert any("step_00000008.safetensors is corrupt" in line for line in logs), logs
+    assert any("resumed from" in line and "step_00000004.json at step 4" in line for line in logs), logs
+    assert [r["step"] for r in _stats(tmp_path)] == list(range(1, 13))  # steps 5-8 were trained again
 
 
 @pytest.fixture(scope="module")

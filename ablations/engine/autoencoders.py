@@ -19,6 +19,7 @@ import torch
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 from torch import Tensor
 
+from ablations.engine.assets import asset
 from ablations.engine.specs import AutoencoderConfig
 from msf.autoencoder import Autoencoder, KLAutoencoder, PixelAutoencoder
 
@@ -34,6 +35,8 @@ def load(cfg: AutoencoderConfig, trained_dir: Path | None = None) -> Autoencoder
     """The autoencoder of a configuration: pixels, a pretrained folder, or the small one trained in ``trained_dir``."""
     if cfg.kind == "pixel":
         return PixelAutoencoder()
+    if cfg.kind == "frozen":
+        return load_pretrained_vae(str(asset(cfg.frozen)), name=cfg.frozen)
     if cfg.kind == "pretrained":
         return load_pretrained_vae(str(cfg.path))
     if trained_dir is None:
@@ -47,6 +50,7 @@ def load_pretrained_vae(
     cache_dir: str | Path | None = None,
     subfolder: str | None = None,
     torch_dtype: torch.dtype = torch.float32,
+    name: str | None = None,
 ) -> KLAutoencoder:
     """Load the paper's VAE (Sec. 4.1: SD's f=8 VAE) from a local folder or the Hugging Face cache (harness).
 
@@ -68,7 +72,7 @@ def load_pretrained_vae(
             f"VAE weights {name_or_path!r} not found locally ({type(err).__name__}); on a machine with internet run "
             f"`huggingface-cli download {name_or_path} --local-dir <folder>`, copy <folder> here and pass its path"
         ) from None
-    return KLAutoencoder(vae, name=str(name_or_path))
+    return KLAutoencoder(vae, name=name or str(name_or_path))
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -103,6 +103,33 @@ def extract_targets(
     return factorization.targets(x, autoencoder.encode, autoencoder.factor), 2 if flip == "both" else 1
 
 
+def _batches(dataset: ImageDataset, image_ids: range, batch_size: int, workers: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """The shard's images in order, batch by batch, decoded in ``workers`` processes (0: in this one) (harness)."""
+    starts = range(image_ids.start, image_ids.stop, batch_size)
+    chunks = [range(s, min(s + batch_size, image_ids.stop)) for s in starts]
+    if workers == 0:
+        yield from (dataset.make_batch(c) for c in chunks)
+        return
+    loader = torch.utils.data.DataLoader(  # one chunk per item: the order is kept, the decoding is parallel
+        _Chunks(dataset, chunks), batch_size=None, num_workers=workers, prefetch_factor=2,
+        multiprocessing_context="fork" if os.name == "posix" else None,
+    )
+    yield from loader
+
+
+class _Chunks(torch.utils.data.Dataset):
+    """Index ranges of a dataset as items, so that DataLoader workers decode whole batches (harness)."""
+
+    def __init__(self, dataset: ImageDataset, chunks: list[range]) -> None:
+        self.dataset, self.chunks = dataset, chunks
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        return self.dataset.make_batch(self.chunks[i])
+
+
 def _extract_shard(
     dataset: ImageDataset,
     image_ids: range,
@@ -111,17 +138,27 @@ def _extract_shard(
     flip: Flip,
     batch_size: int,
     device: torch.device,
+    workers: int = 0,
 ) -> tuple[list[np.ndarray], np.ndarray]:
     """Targets of one shard's images, batch by batch: ([float32 [n, C, h_i, h_i] per scale], int64 labels [n])."""
     per_scale: list[list[np.ndarray]] = [[] for _ in factorization.scales.sizes]
     labels = []
-    for start in range(image_ids.start, image_ids.stop, batch_size):
-        images, y = dataset.make_batch(range(start, min(start + batch_size, image_ids.stop)))
+    for images, y in _batches(dataset, image_ids, batch_size, workers):
         targets, m = extract_targets(images.to(device), autoencoder, factorization, flip)
         for i, f in enumerate(targets):
             per_scale[i].append(f.to("cpu", torch.float32).numpy())
         labels.append(y.repeat_interleave(m).numpy())
     return [np.concatenate(chunks) for chunks in per_scale], np.concatenate(labels).astype(np.int64)
+
+
+def _shard_ok(shard: Path, n_scales: int) -> bool:
+    """A written shard whose arrays all load (memory-mapped) with one length: a truncated file fails (harness)."""
+    try:
+        lengths = {len(np.load(shard / f"scale_{i}.npy", mmap_mode="r")) for i in range(n_scales)}
+        lengths.add(len(np.load(shard / "labels.npy", mmap_mode="r")))
+    except (OSError, ValueError):
+        return False
+    return len(lengths) == 1
 
 
 def _write_shard(root: Path, k: int, targets: list[np.ndarray], labels: np.ndarray, dtype: str) -> None:
@@ -130,10 +167,15 @@ def _write_shard(root: Path, k: int, targets: list[np.ndarray], labels: np.ndarr
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    for i, f in enumerate(targets):
-        np.save(tmp / f"scale_{i}.npy", f.astype(dtype))
-    np.save(tmp / "labels.npy", labels)
-    os.replace(tmp, _shard_dir(root, k))
+    try:
+        for i, f in enumerate(targets):
+            np.save(tmp / f"scale_{i}.npy", f.astype(dtype))
+        np.save(tmp / "labels.npy", labels)
+        os.replace(tmp, _shard_dir(root, k))
+    except OSError as e:  # numpy's message ("problem writing element ...") names neither the file nor the cause
+        raise OSError(f"cannot write cache shard {k} into {root} ({e}): is the disk full or read-only?") from e
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # a failed write (full disk) leaves nothing behind
 
 
 def build_cache(
@@ -147,6 +189,9 @@ def build_cache(
     dtype: str = "float32",
     device: torch.device | str = "cpu",
     log: Callable[[str], None] = print,
+    workers: int = 0,
+    part: int = 0,
+    parts: int = 1,
 ) -> TargetCache:
     """Pre-extract every image's per-scale targets (Algorithm 1) into a sharded, resumable, memory-mapped cache.
 
@@ -161,6 +206,9 @@ def build_cache(
         dtype: "float32" or "float16" storage.
         device: where the encoder runs.
         log: progress callback, called once per written shard.
+        workers: processes decoding images (JPEG decoding is the bottleneck of a GPU encoder).
+        part, parts: this folder holds shards k with k % parts == part (a cache split over a SLURM job array);
+            :class:`TargetCache` reads the parts' folders as one cache.
     """
     if flip not in FLIPS:
         raise ValueError(f"unknown flip policy {flip!r}; expected one of {', '.join(FLIPS)}")
@@ -168,44 +216,66 @@ def build_cache(
         raise ValueError(f"unknown cache dtype {dtype!r}; expected one of {', '.join(DTYPES)}")
     if batch_size < 1 or shard_size < 1:
         raise ValueError(f"batch_size and shard_size must be >= 1, got {batch_size} and {shard_size}")
+    if not 0 <= part < parts:
+        raise ValueError(f"cache part {part} is not in [0, {parts})")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    key = cache_key(dataset, autoencoder, factorization, flip, dtype, shard_size)
+    key = {**cache_key(dataset, autoencoder, factorization, flip, dtype, shard_size), "part": part, "parts": parts}
     _check_key(root, key)
     n_shards = -(-len(dataset) // shard_size)
-    done = [k for k in range(n_shards) if _shard_dir(root, k).is_dir()]
-    write_json(root / MANIFEST, {"key": key, "shards": done, "num_shards": n_shards, "complete": False})
-    for k in range(n_shards):
+    mine = [k for k in range(n_shards) if k % parts == part]
+    for k in mine:
+        if _shard_dir(root, k).is_dir() and not _shard_ok(_shard_dir(root, k), len(factorization.scales)):
+            log(f"cache shard {k + 1}/{n_shards} is damaged; encoding it again")
+            shutil.rmtree(_shard_dir(root, k))
+    done = [k for k in mine if _shard_dir(root, k).is_dir()]
+    manifest = {"key": key, "shards": done, "num_shards": n_shards, "complete": False}
+    write_json(root / MANIFEST, manifest)
+    t_start, encoded = time.perf_counter(), 0
+    for k in mine:
         if k in done:
             continue
         t0 = time.perf_counter()
         ids = range(k * shard_size, min((k + 1) * shard_size, len(dataset)))
         targets, labels = _extract_shard(
-            dataset, ids, autoencoder, factorization, flip, batch_size, torch.device(device)
+            dataset, ids, autoencoder, factorization, flip, batch_size, torch.device(device), workers
         )
         _write_shard(root, k, targets, labels, dtype)
         done.append(k)
-        write_json(root / MANIFEST, {"key": key, "shards": done, "num_shards": n_shards, "complete": False})
-        log(f"cache shard {k + 1}/{n_shards}: {len(ids) / (time.perf_counter() - t0):.0f} images/s")
-    write_json(root / MANIFEST, {"key": key, "shards": done, "num_shards": n_shards, "complete": True})
+        write_json(root / MANIFEST, {**manifest, "shards": done})
+        encoded += len(ids)
+        rate, overall = len(ids) / (time.perf_counter() - t0), encoded / (time.perf_counter() - t_start)
+        log(f"cache shard {len(done)}/{len(mine)} (shard {k} of {n_shards}): {rate:.0f} images/s, {overall:.0f} so far")
+    write_json(root / MANIFEST, {**manifest, "shards": sorted(done), "complete": True})
     return TargetCache(root)
 
 
 class TargetCache:
-    """A completed target cache, memory-mapped: ``batch(indices)`` returns per-scale targets and labels (harness)."""
+    """A completed target cache, memory-mapped: ``batch(indices)`` returns per-scale targets and labels (harness).
 
-    def __init__(self, root: str | Path):
-        root = Path(root)
-        if not (root / MANIFEST).is_file():
-            raise FileNotFoundError(f"no target cache in {root} (missing {MANIFEST})")
-        manifest = json.loads((root / MANIFEST).read_text())
-        if not manifest["complete"]:
-            raise CacheIncompleteError(
-                f"cache {root} is incomplete ({len(manifest['shards'])}/{manifest['num_shards']} shards); "
-                "rerun build_cache to resume it"
-            )
-        self.root, self.key = root, manifest["key"]
-        shards = [_shard_dir(root, k) for k in range(manifest["num_shards"])]
+    ``roots`` are one cache folder, or the folders of a cache built in parts (``build_cache(part=i, parts=n)``),
+    read as one cache.
+    """
+
+    def __init__(self, *roots: str | Path):
+        folders = [Path(r) for r in roots]
+        shard_of: dict[int, Path] = {}
+        keys = []
+        for root in folders:
+            if not (root / MANIFEST).is_file():
+                raise FileNotFoundError(f"no target cache in {root} (missing {MANIFEST})")
+            manifest = json.loads((root / MANIFEST).read_text())
+            if not manifest["complete"]:
+                raise CacheIncompleteError(
+                    f"cache {root} is incomplete ({len(manifest['shards'])} shards written); rerun build_cache to "
+                    "resume it"
+                )
+            keys.append({k: v for k, v in manifest["key"].items() if k != "part"})
+            shard_of |= {k: _shard_dir(root, k) for k in manifest["shards"]}
+        if any(k != keys[0] for k in keys) or sorted(shard_of) != list(range(manifest["num_shards"])):
+            raise CacheKeyError(f"the cache parts {[str(f) for f in folders]} do not form one cache")
+        self.root, self.key = folders[0], keys[0]
+        shards = [shard_of[k] for k in range(manifest["num_shards"])]
         n_scales = len(self.key["scales"])
         self.arrays = [[np.load(s / f"scale_{i}.npy", mmap_mode="r") for s in shards] for i in range(n_scales)]
         self.labels = np.concatenate([np.load(s / "labels.npy") for s in shards])  # int64 [len]

@@ -30,15 +30,11 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ablations.engine.images import to_uint8
 from ablations.engine.paths import IMAGE_EXTENSIONS
 
 SPLITS = ("train", "ref")
-DATASETS = ("embedded", "imagefolder", "cifar10")
-
-
-def _quantize_rendering(images: Tensor) -> Tensor:
-    """float [B,3,H,W] in [-1,1] -> uint8 [B,3,H,W], rounded half to even (the embedded set's rendering)."""
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+DATASETS = ("embedded", "imagefolder", "cifar10", "digits")
 
 
 class ImageDataset(Dataset):
@@ -56,6 +52,10 @@ class ImageDataset(Dataset):
         """Stack items into (uint8 [B,3,H,W], int64 [B]) (harness)."""
         items = [self[int(i)] for i in indices]
         return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items], dtype=torch.int64)
+
+    def labels(self) -> np.ndarray:
+        """Every item's label, int64 [N], without decoding images (harness)."""
+        raise NotImplementedError
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -190,6 +190,10 @@ class EmbeddedDataset(ImageDataset):
         images, labels = self.make_batch([index])
         return images[0], int(labels[0])
 
+    def labels(self) -> np.ndarray:
+        """Item i has label i % num_classes (harness)."""
+        return np.arange(self.length, dtype=np.int64) % self.num_classes
+
     def make_batch(self, indices: Sequence[int] | Tensor) -> tuple[Tensor, Tensor]:
         """Vectorised generation of items ``indices`` -> (uint8 [B,3,H,W], int64 [B]) (harness)."""
         index = np.asarray(indices, dtype=np.int64).reshape(-1)
@@ -197,7 +201,7 @@ class EmbeddedDataset(ImageDataset):
             raise IndexError(f"embedded {self.split} index out of range [0, {self.length}): {index.tolist()[:8]}")
         labels = torch.from_numpy(index % self.num_classes)
         u = hash_uniform(self.seed, index + self.offset, _NUM_PARAMS)
-        return _quantize_rendering(render_embedded(labels, u, self.size)), labels
+        return to_uint8(render_embedded(labels, u, self.size)), labels
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -217,6 +221,19 @@ def center_crop_arr(pil_image: Image.Image, image_size: int) -> Image.Image:
     return Image.fromarray(arr[crop_y : crop_y + image_size, crop_x : crop_x + image_size])
 
 
+def load_image(path: Path, image_size: int) -> Tensor:
+    """One image file (JPEG, PNG, ...; grey, CMYK or RGB) -> RGB, ADM's centre crop -> uint8 [3, S, S] (harness).
+
+    Raises:
+        ValueError: naming the file, when it cannot be decoded (truncated, not an image).
+    """
+    try:
+        with Image.open(path) as image:
+            return pil_to_tensor(center_crop_arr(image.convert("RGB"), image_size))
+    except (OSError, SyntaxError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError
+        raise ValueError(f"{path}: cannot decode this image ({e})") from None
+
+
 def pil_to_tensor(pil_image: Image.Image) -> Tensor:
     """PIL image -> uint8 [3, H, W] RGB tensor (harness)."""
     return torch.from_numpy(np.array(pil_image.convert("RGB"))).permute(2, 0, 1).contiguous()
@@ -225,7 +242,7 @@ def pil_to_tensor(pil_image: Image.Image) -> Tensor:
 class ImageFolderDataset(ImageDataset):
     """Any class-per-folder tree (e.g. ImageNet train), ADM centre-cropped to ``image_size`` (Sec. 4.1, harness).
 
-    Labels are the sorted class-folder names' ranks; the images are the files directly inside each class folder.
+    Labels are the sorted class-folder names' ranks; images are found recursively inside each class folder.
     Raises FileNotFoundError for a missing root and ValueError for a tree without class folders or images.
     """
 
@@ -239,7 +256,7 @@ class ImageFolderDataset(ImageDataset):
         self.samples = [
             (path, label)
             for label, name in enumerate(self.classes)
-            for path in sorted((root / name).iterdir())
+            for path in sorted((root / name).rglob("*"))
             if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
         ]
         if not self.samples:
@@ -251,39 +268,100 @@ class ImageFolderDataset(ImageDataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def labels(self) -> np.ndarray:
+        """The class-folder rank of every file (harness)."""
+        return np.array([y for _, y in self.samples], dtype=np.int64)
+
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         path, label = self.samples[index]
-        with Image.open(path) as image:
-            return pil_to_tensor(center_crop_arr(image.convert("RGB"), self.image_size)), label
+        return load_image(path, self.image_size), label
 
 
 class CIFAR10Dataset(ImageDataset):
-    """CIFAR-10 from local files via torchvision (split "train" = train, "ref" = test), ADM-cropped to image_size.
+    """CIFAR-10 from its binary version (split "train" = the 5 data batches, "ref" = the test batch), ADM-cropped.
 
-    The network is closed: nothing is downloaded. Raises FileNotFoundError naming where the files must go.
+    Reads ``cifar-10-batches-bin`` (records of 1 label byte + 3072 pixel bytes, R, G and B planes) with numpy: the
+    python version is a pickle, which this harness never loads. Nothing is downloaded.
     """
 
-    def __init__(self, root: str | Path, split: str = "train", image_size: int = 32):
-        from torchvision.datasets import CIFAR10
+    FOLDER = "cifar-10-batches-bin"
+    URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
 
+    def __init__(self, root: str | Path, split: str = "train", image_size: int = 32):
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-        root = Path(root)
-        if not (root / CIFAR10.base_folder).is_dir():
+        folder = Path(root) / self.FOLDER
+        names = [f"data_batch_{i}.bin" for i in range(1, 6)] if split == "train" else ["test_batch.bin"]
+        missing = [n for n in names if not (folder / n).is_file()]
+        if missing:
             raise FileNotFoundError(
-                f"CIFAR-10 not found: expected {root / CIFAR10.base_folder} (extract {CIFAR10.url} into {root}); "
+                f"CIFAR-10 not found: expected {folder / missing[0]} (extract {self.URL} into {root}); "
                 "this harness never downloads"
             )
-        self.data = CIFAR10(str(root), train=split == "train", download=False)
+        records = np.concatenate([np.fromfile(folder / n, dtype=np.uint8).reshape(-1, 3073) for n in names])
+        self.targets = records[:, 0].astype(np.int64)  # [N]
+        self.images = records[:, 1:].reshape(-1, 3, 32, 32)  # [N, 3, 32, 32] uint8
         self.image_size = image_size
-        self.key = f"cifar10:{root.resolve()},split={split},size={image_size}"
+        self.key = f"cifar10:{Path(root).resolve()},split={split},size={image_size}"
 
     def __len__(self) -> int:
-        return len(self.data)
+        return len(self.targets)
+
+    def labels(self) -> np.ndarray:
+        """The label byte of every record (harness)."""
+        return self.targets
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        image = Image.fromarray(self.data.data[index])
-        return pil_to_tensor(center_crop_arr(image, self.image_size)), int(self.data.targets[index])
+        image = Image.fromarray(self.images[index].transpose(1, 2, 0))
+        return pil_to_tensor(center_crop_arr(image, self.image_size)), int(self.targets[index])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Handwritten digits (scikit-learn's copy of the UCI set): a small real image set, read through the ImageFolder path.
+
+DIGITS_VERSION = 1
+DIGITS_REF = 297  # held-out images (the last of a fixed shuffle of the 1797); the other 1500 are the train split
+
+
+def digits_folder(root: str | Path | None = None) -> Path:
+    """scikit-learn's 1797 handwritten digits (8x8, 17 grey levels) as PNG files in two class-per-folder trees,
+    ``train/<digit>/`` and ``ref/<digit>/``, made once (atomically) under ``root`` or the user's cache folder.
+
+    The 8x8 images are enlarged to 32x32 (bicubic) and stored as RGB, so they enter the harness exactly as ImageNet
+    does: JPEG/PNG files decoded by PIL and centre-cropped by ImageFolderDataset.
+    """
+    import os
+    import shutil
+    import tempfile
+
+    if root is None:
+        cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+        root = cache / "msf-harness" / f"digits-v{DIGITS_VERSION}"
+    root = Path(root)
+    if (root / "ref").is_dir():
+        return root
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    order = np.random.default_rng(0).permutation(len(digits.target))
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".digits-", dir=root.parent))
+    try:
+        for rank, i in enumerate(order):
+            split = "ref" if rank >= len(order) - DIGITS_REF else "train"
+            folder = tmp / split / str(int(digits.target[i]))
+            folder.mkdir(parents=True, exist_ok=True)
+            grey = (digits.images[i] * (255.0 / 16.0)).round().astype(np.uint8)  # [8, 8] in 0..255
+            image = Image.fromarray(grey).resize((32, 32), Image.Resampling.BICUBIC).convert("RGB")
+            image.save(folder / f"{int(i):04d}.png")
+        try:
+            os.replace(tmp, root)
+        except OSError:  # another process made it first
+            if not (root / "ref").is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
 
 
 def build_dataset(
@@ -298,15 +376,17 @@ def build_dataset(
     """Build a dataset by name (harness).
 
     Args:
-        name: "embedded", "imagefolder" or "cifar10".
+        name: "embedded", "imagefolder", "cifar10" or "digits".
         root: data folder (imagefolder: the class-per-folder tree of this split; cifar10: the folder holding
-            cifar-10-batches-py; embedded: unused).
-        split: "train" or "ref" (embedded and cifar10; an imagefolder's split is chosen by its root).
+            cifar-10-batches-bin; digits: where its PNG trees are made, None for the user's cache; embedded: unused).
+        split: "train" or "ref" (embedded, cifar10 and digits; an imagefolder's split is chosen by its root).
         image_size: output side in pixels.
         num_classes, seed, length: embedded only.
     """
     if name == "embedded":
         return EmbeddedDataset(split, image_size, num_classes, seed, length)
+    if name == "digits":
+        return ImageFolderDataset(digits_folder(root) / split, image_size)
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
     if root is None:

@@ -17,7 +17,8 @@ from torch import Tensor, nn
 from ablations.engine.images import to_uint8
 from ablations.engine.metrics import class_labels_for
 from ablations.engine.speed import device_description, median_seconds
-from msf.pipeline import MSFModel, sample
+from msf.factorize import Up
+from msf.pipeline import MSFModel, sample, sample_scales
 
 COMPILE_MODES = ("none", "default", "max-autotune", "reduce-overhead")  # reduce-overhead: CUDA graphs
 
@@ -115,6 +116,41 @@ def time_sampling(
     seconds = median_seconds(run, device, repeats=repeats, warmup=1)
     return {"sample_time_per_64_s": seconds * 64 / batch, "timing_batch": batch, "timing_repeats": repeats,
             "device": device_description(device), "dtype": str(dtype).replace("torch.", "")}
+
+
+@torch.no_grad()
+def decomposition(
+    msf: MSFModel,
+    decode: Callable[[Tensor], Tensor],
+    labels: Tensor,
+    seeds: Sequence[int],
+    steps: Sequence[int],
+    cfg: Sequence[float],
+    solver: str,
+    device: torch.device,
+) -> tuple[Tensor, list[str]]:
+    """The base / residual / sum figure (Algorithm 3 scale by scale): for each sample, the image decoded from the
+    latent accumulated after every scale, and before each later scale's image its residual latent f_resi^{h_i}
+    (channels 0-2 in false colour, scaled by the sample's largest value) for the residual factorizations.
+
+    Returns uint8 [B, columns, H, W, 3] and the column titles.
+    """
+    f_hat, outputs = sample_scales(msf, labels.to(device), seeds, steps, cfg, solver, device)
+    fac, columns, titles = msf.factorization, [], []
+    state: Tensor | None = None
+    last = len(outputs) - 1
+    for i, f_i in enumerate(outputs):
+        state, _ = fac.step(state, f_i, i)
+        image = decode(Up(state, fac.scales.full, fac.mode)).float()  # [B, 3, H, W]
+        if i > 0 and fac.name.startswith("residual"):
+            x = f_i[:, :3].float()
+            x = x / x.abs().amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-8)  # [B, 3, h_i, h_i] in [-1, 1]
+            columns.append(torch.nn.functional.interpolate(x, size=image.shape[-2:], mode="nearest"))
+            titles.append(f"residual {i} (latent {fac.scales.sizes[i]}x{fac.scales.sizes[i]}, ch. 0-2)")
+        columns.append(image)
+        titles.append("base D(Up(f_0))" if i == 0 else "sum D(f_hat)" if i == last else f"after scale {i}")
+    grid = torch.stack([to_uint8(c).cpu() for c in columns], dim=1)  # [B, columns, 3, H, W]
+    return grid.permute(0, 1, 3, 4, 2), titles
 
 
 def sampling_gflops(forward_gflops: Sequence[float], steps: Sequence[int], cfg: Sequence[float], solver: str) -> float:

@@ -29,7 +29,9 @@ if TYPE_CHECKING:  # the registry is read when a command is parsed: torch and th
 
     from ablations.engine.evaluate import LatentSampler
     from ablations.engine.train import Architecture
+    from msf.dit import DiT
     from msf.factorize import Factorization
+    from msf.pipeline import MSFModel
 
 
 def dit_architecture() -> Architecture:
@@ -69,12 +71,14 @@ def forward_gflops(net: nn.Module, channels: int, h: int, prior: bool, device: t
 class Loaded:
     """A family's trained (or pretrained) model, ready to sample, with what Table 1 reports about it (harness)."""
 
-    sampler: LatentSampler  # (labels [B], per-sample seeds) -> latents [B, C, h_N, h_N]
+    sampler: LatentSampler  # (labels [B], per-sample seeds) -> latents [B, C, h_N, h_N] (images when ``decoded``)
     forward_gflops: list[float]  # one network call per scale
-    params_m: float
-    factorization: str
-    scales: list[int]
+    params_m: float | None
+    factorization: str | None
+    scales: list[int] | None
     conditioning: str | None  # the stage blocks' conditioning (msf), None for the baselines
+    msf: MSFModel | None = None  # the multi-scale model, for the base / residual / sum figure
+    decoded: bool = False  # the sampler returns images in [-1, 1] (the real-image floor), not latents
 
 
 @dataclass(frozen=True)
@@ -118,8 +122,8 @@ class ModelFamily:
     latent: tuple[int, int, int] | None
     load: Callable[[EvalJob, dict[str, Path], int, torch.device], Loaded]
     speed_plan: tuple[SpeedStage, ...]
-    speed_network: Callable[[SpeedStage], nn.Module]
-    speed_sampler: Callable[[list[nn.Module], Sequence[SpeedStage], torch.device], LatentSampler]
+    speed_network: Callable[[SpeedStage], nn.Module] | None
+    speed_sampler: Callable[[list[nn.Module], Sequence[SpeedStage], torch.device], LatentSampler] | None
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -150,9 +154,11 @@ def _load_trained(
         msf = MSFModel(fast, fac, channels, job.data.num_classes).to(device).eval()
         gflops = [forward_gflops(st, channels, h, bool(st.prior_channels), device)
                   for st, h in zip(stages, fac.scales.sizes, strict=True)]
+        assert job.sample is not None, "a trained family is sampled at an eval point's sample settings"
         sampler = msf_sampler(msf, job.sample.steps, job.sample.cfg, job.sample.solver, device)
         conditioning = train0.conditioning if job.family == "msf" else None
-        return Loaded(sampler, gflops, count_params(msf) / 1e6, fac.name, list(fac.scales.sizes), conditioning)
+        return Loaded(sampler, gflops, count_params(msf) / 1e6, fac.name, list(fac.scales.sizes), conditioning,
+                      msf if job.family == "msf" else None)
 
     return load
 
@@ -193,11 +199,14 @@ def _load_dit_xl2(job: EvalJob, deps: dict[str, Path], channels: int, device: to
     """The official DiT-XL/2 checkpoint (state dict only) with its DDPM sampler at the eval point's steps and CFG."""
     from ablations.engine.evaluate import compiled
     from ablations.engine.flops import count_params
-    from baselines.dit import dit_xl2, load_official_checkpoint, sample_ddpm
+    from baselines.dit import load_official_checkpoint, sample_ddpm
     from msf.dit import set_attention
 
-    net = set_attention(load_official_checkpoint(str(job.checkpoint), dit_xl2()), job.eval.attention).to(device).eval()
+    assert job.network is not None, "the DiT-XL/2 baseline names its network"
+    net = set_attention(load_official_checkpoint(str(job.checkpoint), dit_xl2_network(job.network)),
+                        job.eval.attention).to(device).eval()
     fast = compiled(net, job.eval.compile, device)
+    assert job.sample is not None, "DiT-XL/2 is sampled at an eval point's sample settings"
     steps, cfg = job.sample.steps[0], job.sample.cfg[0]
     c, h, _ = DIT_XL2_LATENT
 
@@ -206,6 +215,18 @@ def _load_dit_xl2(job: EvalJob, deps: dict[str, Path], channels: int, device: to
 
     return Loaded(sampler, [forward_gflops(net, c, h, False, device)], count_params(net) / 1e6, "none (DDPM)", [h],
                   None)
+
+
+def dit_xl2_network(network: StageConfig) -> DiT:
+    """DiT-XL/2's network as released (32x32x4 latents, 1000 classes, learned sigma), or a network of the same
+    layout with another depth/width (a rehearsal's stand-in checkpoint) (harness)."""
+    from baselines.dit import dit_xl2
+    from msf.dit import DIT_CONFIGS
+
+    if network.size:
+        return dit_xl2(**DIT_CONFIGS[network.size])
+    return dit_xl2(depth=network.depth, hidden_size=network.hidden_size, num_heads=network.num_heads,
+                   patch_size=network.patch_size)
 
 
 def _dit_xl2_speed_network(stage: SpeedStage) -> nn.Module:
@@ -221,6 +242,31 @@ def _dit_xl2_speed_sampler(nets: list[nn.Module], plan: Sequence[SpeedStage], de
 
     (st,) = plan
     return lambda y, seeds: sample_ddpm(nets[0], y, seeds, st.cfg, st.steps, (4, st.h, st.h))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Real images: the floor of every table (real vs real at the same sample count), sampled like a model.
+
+
+def _load_real(job: EvalJob, deps: dict[str, Path], channels: int, device: torch.device) -> Loaded:
+    """Held-out real images as a "sampler": sample b is a train-split image of class labels[b] chosen by seeds[b]
+    (the reference statistics come from the disjoint ref split), returned in [-1, 1] (harness)."""
+    import numpy as np
+    import torch
+
+    from ablations.engine.images import to_float
+    from ablations.engine.jobs import dataset
+
+    train = dataset(job.data, "train")
+    by_class = [np.flatnonzero(train.labels() == c) for c in range(job.data.num_classes)]
+
+    def sampler(y: Tensor, seeds: Sequence[int]) -> Tensor:
+        picks = [int(by_class[int(c)][torch.randint(len(by_class[int(c)]), (1,),
+                                                    generator=torch.Generator().manual_seed(int(s)))])
+                 for c, s in zip(y.tolist(), seeds, strict=True)]
+        return to_float(train.make_batch(picks)[0]).to(device)
+
+    return Loaded(sampler, [], None, None, None, None, decoded=True)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -246,8 +292,8 @@ FAMILIES: dict[str, ModelFamily] = {
         latent=None,
         load=_load_trained(dit_architecture),
         speed_plan=(),  # not timed: at the paper's size it is DiT-XL/2's network under a flow sampler
-        speed_network=_dit_speed_network,
-        speed_sampler=_flow_speed_sampler,
+        speed_network=None,
+        speed_sampler=None,
     ),
     "dimr": ModelFamily(
         name="dimr",
@@ -270,6 +316,17 @@ FAMILIES: dict[str, ModelFamily] = {
         speed_plan=(SpeedStage("DiT-XL/2", 32, False, 250, 1.5),),  # the official 250-step DDPM sampler
         speed_network=_dit_xl2_speed_network,
         speed_sampler=_dit_xl2_speed_sampler,
+    ),
+    "real": ModelFamily(  # not a model: held-out real images, the floor of every table
+        name="real",
+        architecture=None,
+        multi_scale=False,
+        baseline=None,
+        latent=None,
+        load=_load_real,
+        speed_plan=(),
+        speed_network=None,
+        speed_sampler=None,
     ),
 }
 SPEED_FAMILIES = tuple(name for name, f in FAMILIES.items() if f.speed_plan)  # the speed sweep's rows

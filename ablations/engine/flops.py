@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode, flop_registry, register_flop_formula, sdpa_flop_count
 
-from msf.dit import DiT, build_dit
+from msf.dit import build_dit
 
 # (row label, DIT_CONFIGS name, constructor overrides, sampling steps, forward passes per step)
 MODELS: list[tuple[str, str, dict[str, Any], int, int]] = [
@@ -62,9 +62,10 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def meta_inputs(model: DiT, batch: int = 1) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-    """Shape-only (x, t, y, prior) for ``model`` on the meta device (harness)."""
-    h, c, cp = model.input_size, model.in_channels, model.prior_channels
+def meta_inputs(model: nn.Module, batch: int = 1) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """Shape-only (x, t, y, prior) for a stage network (DiT, DiMR: ``input_size``, ``in_channels``,
+    ``prior_channels``) on the meta device (harness)."""
+    h, c, cp = (int(getattr(model, name)) for name in ("input_size", "in_channels", "prior_channels"))
     with torch.device("meta"):
         x, t, y = torch.empty(batch, c, h, h), torch.empty(batch), torch.zeros(batch, dtype=torch.long)
         prior = torch.empty(batch, cp, h, h) if cp else None

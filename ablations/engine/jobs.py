@@ -3,16 +3,14 @@
 A run folder holds ``config.json`` (the job's kind, key, results version and spec, written by the launcher before the
 job starts), ``log.txt``, the job's outputs, and ``metrics.json``, written last and atomically: its presence means the
 job is done. Each kind of job is one function ``fn(spec, run_dir, deps, log) -> metrics`` (harness), where ``deps``
-maps a dependency's role (autoencoder, classifier, cache, train0, train1, ...) to its run folder.
+maps a dependency's role (autoencoder, cache, train0, train1, ...) to its run folder.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -20,11 +18,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from ablations.engine import autoencoders
+from ablations.engine import assets, autoencoders, runfolder
 from ablations.engine.cache import TargetCache, build_cache
-from ablations.engine.classifier import accuracy, save_classifier, train_classifier
 from ablations.engine.data import ImageDataset, build_dataset
-from ablations.engine.evaluate import compiled, generate, sample_seeds, sampling_gflops, time_sampling
+from ablations.engine.evaluate import (
+    compiled,
+    decomposition,
+    generate,
+    sample_seeds,
+    sampling_gflops,
+    time_sampling,
+)
 from ablations.engine.families import FAMILIES, ModelFamily, SpeedStage, factorization_of, forward_gflops
 from ablations.engine.flops import count_params
 from ablations.engine.images import to_float, to_uint8
@@ -44,7 +48,6 @@ from ablations.engine.metrics import (
 from ablations.engine.specs import (
     AutoencoderJob,
     CacheJob,
-    ClassifierJob,
     DataConfig,
     EvalJob,
     ReconJob,
@@ -69,6 +72,11 @@ def device_of(runtime: Runtime) -> torch.device:
     if runtime.device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device=cuda but this machine has no CUDA device")
     return torch.device(runtime.device)
+
+
+def features_file(features: str) -> Path:
+    """The embedded world's feature network: a frozen one by name (assets.py, hash checked) or a file (harness)."""
+    return assets.asset(features) if features in assets.ASSETS else Path(features)
 
 
 def dataset(data: DataConfig, split: str) -> ImageDataset:
@@ -101,22 +109,6 @@ def autoencoder_job(spec: AutoencoderJob, run_dir: Path, deps: dict[str, Path], 
     return {"psnr_ref_db": psnr, "train_seconds": seconds, "factor": ae.factor, "channels": ae.channels}
 
 
-def classifier_job(spec: ClassifierJob, run_dir: Path, deps: dict[str, Path], log: Log) -> dict[str, Any]:
-    """Train the embedded feature extractor on the train split; report its held-out accuracy (target >= 95%)."""
-    train_set, ref_set = dataset(spec.data, "train"), dataset(spec.data, "ref")
-
-    def batch_fn(g: torch.Generator):
-        return train_set.make_batch(torch.randint(len(train_set), (64,), generator=g).tolist())
-
-    g = torch.Generator().manual_seed(spec.data.seed)
-    model = train_classifier(batch_fn, spec.data.num_classes, spec.steps, g, log)
-    images, labels = ref_set.make_batch(list(range(len(ref_set))))
-    acc = accuracy(model, images, labels)
-    save_classifier(model, run_dir / "classifier.safetensors", {"accuracy_ref": f"{acc:.4f}"})
-    log(f"classifier held-out accuracy {acc:.4f}")
-    return {"accuracy_ref": acc}
-
-
 def cache_job(spec: CacheJob, run_dir: Path, deps: dict[str, Path], log: Log) -> dict[str, Any]:
     """Pre-extract every training image's per-scale targets (Algorithm 1) into a resumable memory-mapped store."""
     device = device_of(spec.runtime)
@@ -125,29 +117,40 @@ def cache_job(spec: CacheJob, run_dir: Path, deps: dict[str, Path], log: Log) ->
     c = spec.cache
     cache = build_cache(run_dir / "cache", dataset(spec.data, "train"), ae, factorization_of(spec.factorization),
                         batch_size=c.batch_size, shard_size=c.shard_size, flip=c.flip, dtype=c.dtype, device=device,
-                        log=log)
-    return {"items": len(cache), "seconds": time.time() - t0, "device": device_description(device)}
+                        log=log, workers=c.workers, part=spec.part, parts=c.parts)
+    seconds = time.time() - t0
+    targets, _ = cache.batch(range(min(len(cache), 1024)))  # the RMS of each scale's targets: a cheap check
+    rms = [float(f.double().pow(2).mean().sqrt()) for f in targets]
+    return {"items": len(cache), "seconds": seconds, "target_rms": rms, "device": device_description(device)}
 
 
 def train_job(spec: TrainJob, run_dir: Path, deps: dict[str, Path], log: Log) -> dict[str, Any]:
     """Train one stage (or a single-scale baseline) on the cached targets with teacher forcing (Algorithm 2, Eq. 5)."""
     family = FAMILIES[spec.family]
     assert family.architecture is not None, f"{spec.family} is not trained by the harness"
-    cache = TargetCache(deps["cache"] / "cache")
+    cache = TargetCache(*(deps[role] / "cache" for role in sorted(deps) if role.startswith("cache")))
     return train(spec, cache, factorization_of(spec.factorization), run_dir, log, family.architecture())
 
 
 def eval_job(spec: EvalJob, run_dir: Path, deps: dict[str, Path], log: Log) -> dict[str, Any]:
-    """One eval point: N samples (Algorithm 3 + decode) -> FID/IS/precision/recall, time per 64 images, GFLOPs."""
+    """One eval point: N samples (Algorithm 3 + decode) -> FID/IS/precision/recall, time per 64 images, GFLOPs.
+
+    The floor of every table is the family "real" (held-out real images scored like samples); its ceiling an MSF
+    whose stages were trained for 0 steps (``anchor`` says which).
+    """
     s, e = spec.sample, spec.eval
     device = device_of(spec.runtime)
     dtype = getattr(torch, e.dtype)  # the networks' autocast dtype (ODE state and decoding stay float32)
     ae = autoencoders.load(spec.autoencoder, deps.get("autoencoder")).to(device)
     model = FAMILIES[spec.family].load(spec, deps, ae.channels, device)
+    decode = (lambda x: x) if model.decoded else ae.decode  # noqa: E731
+    train_steps = [read_spec(read_json(deps[f"train{i}"] / "config.json")).steps
+                   for i in range(len(model.scales or [])) if f"train{i}" in deps] or None
+    anchor = "real" if spec.family == "real" else "untrained" if train_steps and not any(train_steps) else None
 
     # ---- features: the embedded classifier or Inception, and the reference statistics (cached)
     if e.world == "embedded":
-        extractor = embedded_extractor(deps["classifier"] / "classifier.safetensors", device)
+        extractor = embedded_extractor(features_file(e.features), device)
     else:
         extractor = inception_extractor(device, e.inception_weights)
     ref_set = dataset(spec.data, "ref")
@@ -165,7 +168,7 @@ def eval_job(spec: EvalJob, run_dir: Path, deps: dict[str, Path], log: Log) -> d
     # ---- samples: labels spread evenly over the classes, one seed per sample
     n, num_classes = e.n_samples, spec.data.num_classes
     labels = class_labels_for(n, num_classes)
-    images = generate(model.sampler, ae.decode, labels, sample_seeds(spec.sample_seed, n), device, e.batch_size,
+    images = generate(model.sampler, decode, labels, sample_seeds(spec.sample_seed, n), device, e.batch_size,
                       dtype, log)
     fake = extract_features(images, extractor, e.batch_size, device)
     metrics = metrics_from_features(fake, reference, extractor, device=device)
@@ -176,23 +179,32 @@ def eval_job(spec: EvalJob, run_dir: Path, deps: dict[str, Path], log: Log) -> d
         save_adm_npz(run_dir / "samples.npz", images.permute(0, 2, 3, 1).numpy())
     grid = torch.stack([images[labels == y][:8] for y in range(min(num_classes, 16))])  # [classes, 8, 3, H, W]
     np.save(run_dir / "grid.npy", grid.permute(0, 1, 3, 4, 2).numpy())
+    titles = None
+    if model.msf is not None and s is not None and len(model.msf.factorization.scales) > 1:
+        k = min(4, n)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            parts, titles = decomposition(model.msf, ae.decode, labels[:k], sample_seeds(spec.sample_seed, k),
+                                          s.steps, s.cfg, s.solver, device)
+        np.save(run_dir / "decomposition.npy", parts.numpy())
 
     # ---- compute: counted GFLOPs per image and (for one seed per setting) time per 64 images
     timing: dict[str, Any] = {"sample_time_per_64_s": None}
     if spec.time_sampling:
         cpu = device.type == "cpu"
-        timing = time_sampling(model.sampler, ae.decode, num_classes, device, dtype, batch=16 if cpu else 64,
+        timing = time_sampling(model.sampler, decode, num_classes, device, dtype, batch=16 if cpu else 64,
                                repeats=1 if cpu else 3)
     return {
         **metrics, **timing,
-        "model": spec.family, "preset": spec.preset, "dataset": spec.data.name, "n_samples": n,
-        "sample_seed": spec.sample_seed, "train_seed": spec.train_seed, "factorization": model.factorization,
-        "scales": model.scales, "steps": s.steps, "cfg": s.cfg,
-        "cfg_convention": "dit: v_u + w (v_c - v_u), w=1 no guidance", "solver": s.solver,
-        "params_m": model.params_m, "gflops_per_image": sampling_gflops(model.forward_gflops, s.steps, s.cfg, s.solver),
-        "device": device_description(device), "dtype": e.dtype,
+        "model": spec.family, "anchor": anchor, "preset": spec.preset, "dataset": spec.data.name, "n_samples": n,
+        "sample_seed": spec.sample_seed, "train_seed": spec.train_seed, "train_steps": train_steps,
+        "factorization": model.factorization, "scales": model.scales,
+        "steps": None if s is None else s.steps, "cfg": None if s is None else s.cfg,
+        "cfg_convention": "dit: v_u + w (v_c - v_u), w=1 no guidance", "solver": None if s is None else s.solver,
+        "params_m": model.params_m,
+        "gflops_per_image": None if s is None else sampling_gflops(model.forward_gflops, s.steps, s.cfg, s.solver),
+        "device": device_description(device), "dtype": e.dtype, "world_size": 1,
         "switches": {"attention": e.attention, "compile": e.compile},
-        "conditioning": model.conditioning,
+        "conditioning": model.conditioning, "decomposition_columns": titles,
     }
 
 
@@ -227,6 +239,7 @@ def speed_benchmark(family: ModelFamily, plan: tuple[SpeedStage, ...], device: t
     of ``batch`` images (noise, every step, CFG, the factorization; no VAE decode), the median of ``repeats``
     (default 3) after a warm-up sample.
     """
+    assert family.speed_network is not None and family.speed_sampler is not None, f"{family.name} is not timed"
     nets = [set_attention(family.speed_network(st), attention).to(device).eval() for st in plan]
     gflops = [forward_gflops(net, 4, st.h, st.prior, device) for net, st in zip(nets, plan, strict=True)]
     tflops = sum(g * st.passes for g, st in zip(gflops, plan, strict=True)) / 1e3
@@ -270,7 +283,6 @@ def speed_job(spec: SpeedJob, run_dir: Path, deps: dict[str, Path], log: Log) ->
 
 JOBS: dict[str, Callable[[Any, Path, dict[str, Path], Log], dict[str, Any]]] = {
     "autoencoder": autoencoder_job,
-    "classifier": classifier_job,
     "cache": cache_job,
     "train": train_job,
     "eval": eval_job,
@@ -283,34 +295,21 @@ JOBS: dict[str, Callable[[Any, Path, dict[str, Path], Log], dict[str, Any]]] = {
 # Running a job in its run folder: lock, log, metrics.json last and atomically.
 
 
-class JobLocked(RuntimeError):
-    """Another runner is writing this run folder right now."""
+class DependencyDamaged(RuntimeError):
+    """A dependency's recorded output differs from what its job wrote; it is set aside to be recomputed."""
 
 
-@contextlib.contextmanager
-def job_lock(run_dir: Path) -> Iterator[None]:
-    """An exclusive, non-blocking lock on a run folder (held by the process running its job) (harness)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / ".lock", "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise JobLocked(f"{run_dir} is being written by another runner (lock held)") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def run(run_dir: str | Path) -> dict[str, Any]:
-    """Run the job whose spec is in ``run_dir/config.json``, unless its metrics.json already exists (harness).
+def run(run_dir: str | Path, say: Log = print) -> dict[str, Any]:
+    """Run the job whose spec is in ``run_dir/config.json``, unless it is done with intact outputs (harness).
 
     Returns the job's metrics. The spec is read back into its dataclass; the dependencies' run folders are the
-    folders named in config.json's ``deps``, beside this one.
+    folders named in config.json's ``deps``, beside this one, and the outputs this job loads from them are checked
+    against their recorded hashes first. Another runner holding the folder is waited for (``say`` tells the user),
+    after which its finished result is used. metrics.json is written last, with the sizes and hashes of the outputs.
     """
     run_dir = Path(run_dir)
     done = run_dir / "metrics.json"
-    if done.exists():
+    if runfolder.done(run_dir):
         return read_json(done)
     record = read_json(run_dir / "config.json")
     spec = read_spec(record)
@@ -319,9 +318,18 @@ def run(run_dir: str | Path) -> dict[str, Any]:
         torch.set_num_threads(spec.runtime.threads)
     if int(os.environ.get("RANK", "0")) > 0:  # a data-parallel peer: rank 0 holds the lock, writes log and metrics
         return JOBS[kind_of(spec)](spec, run_dir, deps, lambda _: None)
-    with job_lock(run_dir):
-        if done.exists():  # finished by another runner while we waited
+    with runfolder.job_lock(run_dir, on_wait=say):
+        if runfolder.done(run_dir):  # finished by another runner while we waited
             return read_json(done)
+        if done.exists():
+            say(f"{record['name']}: damaged outputs ({'; '.join(runfolder.damaged(run_dir))}); recomputing it")
+            runfolder.reopen(run_dir)
+        for role, dep in deps.items():
+            problems = runfolder.damaged(dep, hashes=True)
+            if problems:
+                runfolder.reopen(dep)
+                raise DependencyDamaged(f"{problems[0]} ({role} of {record['name']}); it was set aside: run the "
+                                        "command again to recompute it")
         with open(run_dir / "log.txt", "a") as log_fh:
 
             def log(msg: str) -> None:
@@ -331,5 +339,5 @@ def run(run_dir: str | Path) -> dict[str, Any]:
             log(f"start {record['name']}")
             metrics = JOBS[kind_of(spec)](spec, run_dir, deps, log)
             log(f"done {record['name']}")
-        write_json(done, {"kind": record["kind"], **metrics})
+        write_json(done, {"kind": record["kind"], **metrics, "outputs": runfolder.record_outputs(run_dir)})
         return metrics

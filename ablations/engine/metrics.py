@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,7 +42,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
 from ablations.engine.classifier import EmbeddedClassifier, classifier_digest, load_classifier
-from ablations.engine.io import atomic_open
+from ablations.engine.io import atomic_open, file_sha256
 
 World = Literal["inception", "embedded"]
 INCEPTION_NAME = "inception-v3-compat"
@@ -159,11 +160,26 @@ def inception_weights(path: str | Path | None = None, allow_download: bool = Fal
 def inception_extractor(
     device: torch.device, weights: str | Path | None = None, allow_download: bool = False
 ) -> FeatureExtractor:
-    """Harness: torch-fidelity's InceptionV3 (the paper's ADM protocol) with pool3 features and unbiased logits."""
+    """Harness: torch-fidelity's InceptionV3 (the paper's ADM protocol) with pool3 features and unbiased logits.
+
+    torch-fidelity unpickles its weights file with ``weights_only=False``, which would run code from a crafted file:
+    the file is therefore loaded here with torch's ``weights_only`` unpickler (tensors only), re-saved by us into a
+    private temporary file, and only that copy is handed to torch-fidelity. The label carries the weights' digest.
+    """
     path = inception_weights(weights, allow_download)
-    kwargs = {"feature_extractor_weights_path": None if path is None else str(path), "verbose": False}
-    module = create_feature_extractor(INCEPTION_NAME, ["2048", "logits_unbiased"], cuda=False, **kwargs)
-    return FeatureExtractor("inception", INCEPTION_NAME, module.to(device), "2048", "logits_unbiased")
+    if path is None:  # a download by torch-fidelity, where there is internet and the caller allowed it
+        module = create_feature_extractor(INCEPTION_NAME, ["2048", "logits_unbiased"], cuda=False, verbose=False)
+        return FeatureExtractor("inception", INCEPTION_NAME, module.to(device), "2048", "logits_unbiased")
+    state = torch.load(path, map_location="cpu", weights_only=True)  # refuses anything but tensors
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ValueError(f"{path} is not a state dict of tensors (InceptionV3 weights expected)")
+    with tempfile.TemporaryDirectory(prefix="msf-inception-") as tmp:
+        copy = Path(tmp) / "inception.pt"
+        torch.save(dict(state), copy)  # our own file, written from tensors alone
+        module = create_feature_extractor(INCEPTION_NAME, ["2048", "logits_unbiased"], cuda=False, verbose=False,
+                                          feature_extractor_weights_path=str(copy))
+    label = f"{INCEPTION_NAME}@{file_sha256(path)[:12]}"
+    return FeatureExtractor("inception", label, module.to(device), "2048", "logits_unbiased")
 
 
 def embedded_extractor(classifier: EmbeddedClassifier | str | Path, device: torch.device) -> FeatureExtractor:

@@ -7,8 +7,8 @@ what was expected. The runner calls them when the command is parsed, so a wrong 
 
 from __future__ import annotations
 
+import itertools
 import json
-import os
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -42,11 +42,22 @@ def image_folder(key: str, path: str, probe: int = 3, entries: int = 1000) -> Pa
     if not classes:
         raise PathError(f"{key}={path!r} has no class folders (expected ImageNet's layout: one folder per class)")
     for c in classes[:probe]:
-        with os.scandir(c) as it:
-            names = [e.name for e, _ in zip(it, range(entries), strict=False) if e.is_file()]
-        if not any(Path(n).suffix.lower() in IMAGE_EXTENSIONS for n in names):
+        images = [f for f in itertools.islice(c.rglob("*"), entries) if f.suffix.lower() in IMAGE_EXTENSIONS]
+        if not images:
             raise PathError(f"{key}={path!r}: class folder {c.name!r} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        decodable(key, min(images))
     return root
+
+
+def decodable(key: str, image: Path) -> None:
+    """One image file decodes completely (PIL loads every byte: a truncated file fails) (harness)."""
+    from PIL import Image
+
+    try:
+        with Image.open(image) as im:
+            im.load()
+    except (OSError, SyntaxError, ValueError) as e:
+        raise PathError(f"{key}: {image} cannot be decoded ({e})") from None
 
 
 def safetensors_header(key: str, path: Path) -> dict[str, Any]:
@@ -120,8 +131,61 @@ def adm_reference(key: str, path: str) -> Path:
 
 
 def cifar10_folder(key: str, path: str) -> Path:
-    """A folder holding CIFAR-10's python version (cifar-10-batches-py), as torchvision expects it."""
-    root = _exists(key, path, "a folder holding cifar-10-batches-py")
-    if not (root / "cifar-10-batches-py").is_dir():
-        raise PathError(f"{key}={path!r} has no cifar-10-batches-py folder (extract CIFAR-10's python version there)")
+    """A folder holding CIFAR-10's binary version (cifar-10-batches-bin; the python version is a pickle)."""
+    root = _exists(key, path, "a folder holding cifar-10-batches-bin")
+    if not (root / "cifar-10-batches-bin").is_dir():
+        raise PathError(f"{key}={path!r} has no cifar-10-batches-bin folder (extract CIFAR-10's binary version "
+                        "there; the python version is a pickle and is never loaded)")
     return root
+
+
+def classifier_file(key: str, path: str) -> Path:
+    """A feature network written by ablations/engine/classifier.py: safetensors with its config in the header."""
+    p = _exists(key, path, "a classifier .safetensors file")
+    header = safetensors_header(key, p)
+    if "config" not in header.get("__metadata__", {}):
+        raise PathError(f"{key}={path!r} is a safetensors file without a classifier config in its header")
+    return p
+
+
+def fingerprint(path: str | Path, whole: int = 64 << 20, part: int = 4 << 20) -> str:
+    """A digest naming a file's content, cheap for large ones: SHA-256 of the whole file up to ``whole`` bytes, else
+    of its size, first and last ``part`` bytes (a 2.7 GB checkpoint is fingerprinted without reading it all)."""
+    import hashlib
+
+    p = Path(path)
+    size = p.stat().st_size
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        if size <= whole:
+            h.update(f.read())
+        else:
+            h.update(str(size).encode())
+            h.update(f.read(part))
+            f.seek(size - part)
+            h.update(f.read(part))
+    return h.hexdigest()[:16]
+
+
+MIN_FREE_BYTES = 100 << 20
+
+
+def writable_folder(key: str, path: str, min_free: int = MIN_FREE_BYTES) -> Path:
+    """A folder the runs can go to: its nearest existing ancestor is a writable folder (a probe file is created and
+    removed there) with at least ``min_free`` bytes free. Nothing is left behind."""
+    import shutil
+    import tempfile
+
+    p = Path(path).expanduser().absolute()
+    existing = next(a for a in [p, *p.parents] if a.exists())
+    if not existing.is_dir():
+        raise PathError(f"{key}={path!r}: {existing} is a file; expected a folder for the run folders")
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".msf-probe-"):
+            pass
+    except OSError as e:
+        raise PathError(f"{key}={path!r}: cannot write in {existing} ({e.strerror or e})") from None
+    free = shutil.disk_usage(existing).free
+    if free < min_free:
+        raise PathError(f"{key}={path!r}: only {free >> 20} MB free on {existing}; need at least {min_free >> 20} MB")
+    return p

@@ -26,13 +26,12 @@ Factorization = Literal["residual", "residual_latent_base", "latent_resize", "im
 ResizeMode = Literal["bilinear", "bicubic", "area", "nearest"]
 Dtype = Literal["float32", "bfloat16"]
 CompileMode = Literal["none", "default", "max-autotune", "reduce-overhead"]  # reduce-overhead adds CUDA graphs
-Family = Literal["msf", "dit_flow", "dimr", "dit_xl2"]
+Family = Literal["msf", "dit_flow", "dimr", "dit_xl2", "real"]
 TrainedFamily = Literal["msf", "dit_flow", "dimr"]
 
 # Bumped when code changes what a job of that kind computes (outputs on a fixed input; see the module docstring).
 RESULTS_VERSION: dict[str, int] = {
     "autoencoder": 1,
-    "classifier": 1,
     "cache": 1,
     "train": 1,
     "eval": 1,
@@ -49,8 +48,8 @@ RESULTS_VERSION: dict[str, int] = {
 class DataConfig:
     """Which images: the embedded procedural set, a class-per-folder tree (ImageNet) or CIFAR-10 (harness)."""
 
-    name: Literal["embedded", "imagefolder", "cifar10"] = "embedded"
-    root: str | None = None  # dataset folder (imagefolder, cifar10)
+    name: Literal["embedded", "imagefolder", "cifar10", "digits"] = "embedded"
+    root: str | None = None  # dataset folder (imagefolder, cifar10; digits: where to make it, default a cache folder)
     image_size: int = checked(32, check=POSITIVE)
     num_classes: int = checked(10, check=(lambda n: n >= 2, "at least 2 classes"))
     train_size: int = checked(20000, check=POSITIVE)  # embedded only: images in the train split
@@ -60,10 +59,11 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class AutoencoderConfig:
-    """E / D of Sec. 3.2: a small KL autoencoder trained by the harness, a pretrained diffusers VAE, or pixels."""
+    """E / D of Sec. 3.2: a committed small KL autoencoder, one trained by a job, a pretrained VAE, or pixels."""
 
-    kind: Literal["small_kl", "pretrained", "pixel"] = "small_kl"
-    path: str | None = None  # pretrained: a local diffusers AutoencoderKL folder (config.json + safetensors)
+    kind: Literal["frozen", "small_kl", "pretrained", "pixel"] = "frozen"
+    frozen: str = "embedded-ae"  # kind=frozen: a committed autoencoder (ablations/engine/assets.py)
+    path: str | None = None  # kind=pretrained: a local diffusers AutoencoderKL folder (config.json + safetensors)
     block_out_channels: list[int] = checked(check=POSITIVE, factory=lambda: [16, 32, 32])  # small_kl: factor 2^(len-1)
     latent_channels: int = checked(4, check=POSITIVE)
     steps: int = checked(1500, check=POSITIVE)  # small_kl training
@@ -115,7 +115,7 @@ class TrainConfig:
     tf32: bool = True  # TF32 matmuls and convolutions on CUDA (DiT's train.py)
     ckpt_every: int = checked(1000, check=POSITIVE)  # checkpoint period in steps (the last step is always checkpointed)
     keep_last: int = checked(2, check=POSITIVE)  # checkpoints kept
-    log_every: int = checked(0, check=NON_NEGATIVE)  # progress-line period in steps (0: a twentieth of the run)
+    log_every: int = checked(0, check=NON_NEGATIVE)  # progress-line period in steps (0: a hundredth of the run)
     compile: bool = False  # torch.compile the model
     fused_adamw: bool | None = None  # None: fused AdamW on CPU and CUDA
     prefetch: bool | None = None  # None: prepare the next batch in a thread on CUDA only
@@ -150,7 +150,7 @@ class EvalConfig:
     dtype: Dtype = "float32"  # the networks' sampling dtype (autocast on CUDA or CPU; the ODE state stays float32)
     attention: Literal["auto", "sdpa", "xformers"] = "auto"  # auto: xformers on CUDA when installed, else SDPA
     compile: CompileMode = "none"  # torch.compile of the networks for sampling
-    classifier_steps: int = checked(1500, check=POSITIVE)  # the embedded feature network's training
+    features: str = "embedded-cnn"  # world=embedded: a frozen network (assets.py) or a classifier .safetensors
     bootstrap: int = checked(0, check=NON_NEGATIVE)  # > 0: a 95% bootstrap interval of FID (resamples)
     save_npz: bool = False  # write samples.npz (ADM's format: uint8 NHWC under arr_0) for ADM's TF evaluator
 
@@ -164,6 +164,8 @@ class BaselineConfig:
     dimr: str = "DiMR-tiny"  # DiMR size (baselines/dimr.py DIMR_CONFIGS), trained by the same flow loop
     dimr_steps: int = checked(4500, check=POSITIVE)
     dit_xl2_checkpoint: str | None = None  # the official DiT-XL-2-256x256.pt, for the pretrained baseline
+    dit_xl2: StageConfig = field(default_factory=lambda: StageConfig(size="DiT-XL/2"))  # its layout (a rehearsal
+    # loads a smaller DiT saved in the same layout)
 
 
 @dataclass(frozen=True)
@@ -174,6 +176,8 @@ class CacheConfig:
     shard_size: int = checked(4096, check=POSITIVE)  # images per shard, the unit of resumption
     flip: Literal["both", "none"] = "both"  # both: every image and its mirror image are encoded
     dtype: Literal["float32", "float16"] = "float32"  # storage dtype
+    workers: int = checked(0, check=NON_NEGATIVE)  # processes decoding images (0: the job's own)
+    parts: int = checked(1, check=POSITIVE)  # cache jobs the encoding is split into (a SLURM job array)
 
 
 @dataclass(frozen=True)
@@ -202,19 +206,36 @@ class FactorizationSpec:
     mode: ResizeMode
 
 
+def _vae_config(cfg: AutoencoderConfig) -> dict[str, Any]:
+    """The config.json of a committed or pretrained autoencoder folder (harness)."""
+    if cfg.kind == "frozen":
+        from ablations.engine.assets import ASSETS
+
+        folder = ASSETS[cfg.frozen].location
+    else:
+        folder = Path(str(cfg.path))
+    config = folder / "config.json"
+    try:
+        data = json.loads(config.read_text())
+        return {"block_out_channels": list(data["block_out_channels"]), "latent_channels": int(data["latent_channels"])}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"autoencoder.path={cfg.path!r}: cannot read its shape from {config} ({e})") from None
+
+
 def latent_factor(cfg: AutoencoderConfig) -> int:
     """The spatial down-sampling factor f of an autoencoder configuration: 1 for pixels, 2^(levels - 1) for a KL
-    autoencoder (the small one's ``block_out_channels``, or a pretrained folder's config.json) (Sec. 3.2)."""
+    autoencoder (its ``block_out_channels``: the small one's setting, or a VAE folder's config.json) (Sec. 3.2)."""
     if cfg.kind == "pixel":
         return 1
-    if cfg.kind == "small_kl":
-        return 2 ** (len(cfg.block_out_channels) - 1)
-    config = Path(str(cfg.path)) / "config.json"
-    try:
-        levels = len(json.loads(config.read_text())["block_out_channels"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"autoencoder.path={cfg.path!r}: cannot read block_out_channels from {config} ({e})") from None
-    return 2 ** (levels - 1)
+    levels = cfg.block_out_channels if cfg.kind == "small_kl" else _vae_config(cfg)["block_out_channels"]
+    return 2 ** (len(levels) - 1)
+
+
+def latent_channels(cfg: AutoencoderConfig) -> int:
+    """The latent channels C of an autoencoder configuration: 3 for pixels, else its latent_channels (Sec. 3.2)."""
+    if cfg.kind == "pixel":
+        return 3
+    return cfg.latent_channels if cfg.kind == "small_kl" else int(_vae_config(cfg)["latent_channels"])
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -231,15 +252,6 @@ class AutoencoderJob:
 
 
 @dataclass(frozen=True)
-class ClassifierJob:
-    """Train the embedded feature network (the embedded world's stand-in for Inception)."""
-
-    data: DataConfig
-    steps: int
-    runtime: Runtime
-
-
-@dataclass(frozen=True)
 class CacheJob:
     """Encode every training image once into per-scale targets (Algorithm 1)."""
 
@@ -247,6 +259,8 @@ class CacheJob:
     autoencoder: AutoencoderConfig
     factorization: FactorizationSpec
     cache: CacheConfig
+    part: int  # this job encodes the shards k with k % cache.parts == part
+    inputs: dict[str, str]  # fingerprints of the files read (role -> digest): keys follow their content
     runtime: Runtime
 
 
@@ -272,7 +286,7 @@ class EvalJob:
     """Sample one eval point of one trained model and score it (Algorithm 3, Sec. 4.2)."""
 
     family: Family
-    sample: SampleConfig
+    sample: SampleConfig | None  # None for real images
     eval: EvalConfig
     sample_seed: int
     train_seed: int | None  # None for the pretrained DiT-XL/2
@@ -280,7 +294,9 @@ class EvalJob:
     data: DataConfig
     autoencoder: AutoencoderConfig
     checkpoint: str | None  # dit_xl2: the official checkpoint
+    network: StageConfig | None  # dit_xl2: the checkpoint's network (DiT-XL/2 as released, unless a rehearsal)
     preset: str
+    inputs: dict[str, str]  # fingerprints of the files read (role -> digest): keys follow their content
     runtime: Runtime
 
 
@@ -291,6 +307,7 @@ class ReconJob:
     factorization: FactorizationSpec
     data: DataConfig
     autoencoder: AutoencoderConfig
+    inputs: dict[str, str]  # fingerprints of the files read (role -> digest): keys follow their content
     runtime: Runtime
 
 
@@ -306,10 +323,9 @@ class SpeedJob:
     runtime: Runtime
 
 
-Spec = AutoencoderJob | ClassifierJob | CacheJob | TrainJob | EvalJob | ReconJob | SpeedJob
+Spec = AutoencoderJob | CacheJob | TrainJob | EvalJob | ReconJob | SpeedJob
 SPECS: dict[str, type] = {
     "autoencoder": AutoencoderJob,
-    "classifier": ClassifierJob,
     "cache": CacheJob,
     "train": TrainJob,
     "eval": EvalJob,

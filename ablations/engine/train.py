@@ -30,7 +30,6 @@ import hashlib
 import json
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -64,8 +63,15 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be resumed: unreadable, corrupt, or written by a different configuration."""
 
 
+class DamagedCheckpoint(CheckpointError):
+    """A checkpoint whose files are unreadable, corrupt or hold non-finite tensors: the previous one is tried."""
+
+
 class NonFiniteLossError(RuntimeError):
-    """The loss or the gradient norm became NaN/inf; the run stops and keeps its last good checkpoint."""
+    """The loss, the gradient norm or a weight became NaN/inf; the run stops and keeps its last finite checkpoint."""
+
+
+DIVERGED = "diverged.json"  # written into the run folder when training stops on a non-finite value
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -341,11 +347,26 @@ def train(
         params_m = count_params(raw_model) / 1e6
         log(f"stage {job.stage} ({job.family}, seed {job.seed}): {kwargs}, {params_m:.2f}M parameters")
 
-        # ---- resume from the latest checkpoint (a bad one is an error, never a silent fresh start)
-        step, latest = 0, latest_checkpoint(ckpt_dir)
-        if latest is not None:
-            step = load_checkpoint(latest, raw_model, ema, opt, job, kwargs, len(source))
+        # ---- a run that diverged before stops again at once (delete diverged.json to retry the same settings)
+        if (run_dir / DIVERGED).is_file():
+            raise NonFiniteLossError(json.loads((run_dir / DIVERGED).read_text())["message"] + f" (a previous run; "
+                                     f"delete {run_dir / DIVERGED} to retry these settings)")
+
+        # ---- resume from the newest intact checkpoint (damaged ones are skipped; none intact is an error)
+        step, latest, damage = 0, None, []
+        for manifest in reversed(checkpoints(ckpt_dir)):
+            try:
+                step = load_checkpoint(manifest, raw_model, ema, opt, job, kwargs, len(source))
+            except DamagedCheckpoint as e:
+                log(f"{e}; trying the previous checkpoint")
+                damage.append(str(e))
+                continue
+            latest = manifest
             log(f"resumed from {latest} at step {step}")
+            break
+        if damage and latest is None:
+            raise DamagedCheckpoint(f"every checkpoint is damaged, the newest: {damage[0]}; delete {ckpt_dir} to "
+                                    "train this stage from the start")
         if main:
             truncate_stats(stats_path, step)  # drop lines logged after the checkpoint by a killed run
 
@@ -357,8 +378,7 @@ def train(
         amp = autocast_dtype(job, env.device)
         autocast = torch.autocast(env.device.type, dtype=amp or torch.float32, enabled=amp is not None)
         fetch = lambda s: loader.submit(make_batch, s, job, source, factorization, env.rank, env.world, cuda)  # noqa: E731
-        log_every = cfg.log_every or max(job.steps // 20, 1)
-        tty = main and sys.stderr.isatty()
+        log_every = cfg.log_every or max(job.steps // 100, 1)
         times: list[tuple[float, float]] = []  # (step seconds, data-wait seconds) of this process
         pending = fetch(step) if step < job.steps else None
         while pending is not None:
@@ -377,14 +397,14 @@ def train(
                 loss = flow_loss(v_model, batch.x1, batch.t, batch.z0, batch.y, batch.prior).mean()
             loss_value = mean_over_ranks(loss.detach().float(), env.world).item()
             if not math.isfinite(loss_value):
-                raise NonFiniteLossError(f"loss is {loss_value} at step {step + 1}; last good checkpoint: {latest}")
+                diverged(run_dir, main, f"the loss is {loss_value}", step + 1, latest, cfg)
 
             # -- backward, gradient clipping, AdamW, EMA
             opt.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = nn.utils.clip_grad_norm_(params, cfg.grad_clip or math.inf).item()
             if not math.isfinite(grad_norm):
-                raise NonFiniteLossError(f"gradient norm is {grad_norm} at step {step + 1}; last good: {latest}")
+                diverged(run_dir, main, f"the gradient norm is {grad_norm}", step + 1, latest, cfg)
             opt.step()
             ema_update(ema, raw_model, cfg.ema_decay)
             step += 1
@@ -397,11 +417,11 @@ def train(
             line += f"{stats['img_per_s']:.1f} img/s data {100 * data_wait / dt:.1f}%"
             if main:
                 append_jsonl(stats_path, {**stats, "data_wait_s": data_wait})
-                if tty:
-                    sys.stderr.write(f"\r{line}\x1b[K" + ("\n" if step == job.steps else ""))
-                if step % log_every == 0 or step == job.steps:
+                if step % log_every == 0 or step == job.steps:  # the runner shows the latest line as progress
                     log(line)
             if step % cfg.ckpt_every == 0 or step == job.steps:
+                if not finite(raw_model, ema):
+                    diverged(run_dir, main, "a weight is not finite", step, latest, cfg)
                 if main:
                     latest = save_checkpoint(ckpt_dir, step, raw_model, ema, opt, job, kwargs, len(source))
                     prune_checkpoints(ckpt_dir, cfg.keep_last)
@@ -414,6 +434,23 @@ def train(
         if env.world > 1:
             dist.barrier()  # rank 0's files are complete before anyone returns
         return train_metrics(job, factorization, read_jsonl(stats_path), raw_model, times, env, amp)
+
+
+def finite(*modules: nn.Module) -> bool:
+    """Whether every parameter and buffer of the modules is finite (no checkpoint is written otherwise) (harness)."""
+    return all(bool(torch.isfinite(t).all()) for m in modules for t in m.state_dict().values()
+               if t.is_floating_point())
+
+
+def diverged(run_dir: Path, main: bool, what: str, step: int, latest: Path | None, cfg: TrainConfig) -> None:
+    """Stop a run whose loss, gradient or weights became non-finite: say where, what is kept, and what to change;
+    record it in diverged.json so that a rerun of the same settings stops at once (harness)."""
+    kept = f"the last finite checkpoint {latest} is kept" if latest else "no checkpoint was written"
+    message = (f"training diverged at step {step}: {what} (train.lr={cfg.lr:g}, train.warmup_steps="
+               f"{cfg.warmup_steps}, train.grad_clip={cfg.grad_clip}); {kept}; lower train.lr or add warm-up steps")
+    if main:
+        write_json(run_dir / DIVERGED, {"step": step, "message": message, "checkpoint": str(latest)})
+    raise NonFiniteLossError(message)
 
 
 def train_metrics(
@@ -503,9 +540,14 @@ def save_checkpoint(
     return path
 
 
+def checkpoints(ckpt_dir: Path) -> list[Path]:
+    """The manifests of the checkpoints in a folder, oldest first (harness)."""
+    return sorted(ckpt_dir.glob("step_*.json")) if ckpt_dir.is_dir() else []
+
+
 def latest_checkpoint(ckpt_dir: Path) -> Path | None:
     """The manifest of the newest checkpoint, or None when there is none (harness)."""
-    manifests = sorted(ckpt_dir.glob("step_*.json")) if ckpt_dir.is_dir() else []
+    manifests = checkpoints(ckpt_dir)
     return manifests[-1] if manifests else None
 
 
@@ -528,16 +570,22 @@ def load_checkpoint(
     """Harness: restore model, EMA, optimizer and RNG state from a manifest; return its step.
 
     Raises:
-        CheckpointError: unreadable or corrupt files, or a checkpoint of a different config, model or dataset.
+        DamagedCheckpoint: unreadable or corrupt files, or non-finite tensors (nothing is loaded).
+        CheckpointError: a checkpoint of a different config, model or dataset.
     """
     try:
         manifest = json.loads(path.read_text())
         tensors_path = path.parent / manifest["tensors"]
         if file_sha256(tensors_path) != manifest["sha256"]:
-            raise CheckpointError(f"checkpoint {tensors_path} is corrupt (sha256 differs from {path.name})")
+            raise DamagedCheckpoint(f"checkpoint {tensors_path} is corrupt (sha256 differs from {path.name})")
         tensors = safetensors.torch.load_file(str(tensors_path))
     except (OSError, KeyError, ValueError, safetensors.SafetensorError) as e:
-        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
+        if isinstance(e, DamagedCheckpoint):
+            raise
+        raise DamagedCheckpoint(f"cannot read checkpoint {path}: {e}") from e
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise DamagedCheckpoint(f"checkpoint {tensors_path} holds non-finite tensors ({bad[0]}, ...)")
     old, new = _flat(manifest["config"]), _flat(to_data(job))
     changed = sorted(k for k in old.keys() | new.keys() if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k))
     if changed:

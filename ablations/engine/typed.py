@@ -105,6 +105,10 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, str):
             return value
         raise bad
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise bad
+        return {coerce(k, args[0], key): coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
     raise TypedDataError(f"{key}: unsupported type {tp}")
 
 

@@ -1,0 +1,194 @@
+"""The cluster plan of a sweep before any GPU-hour is spent (``--dry-run`` with launcher=slurm) (harness).
+
+Per job: the SLURM resources it asks for (nodes, GPUs, time limit), its counted FLOPs, the GPU-hours they take at a
+stated utilisation (``slurm.mfu`` of ``slurm.gpu_tflops``, the dense bf16 rate of one GPU), and the disk a target cache
+needs. FLOPs are counted by torch's FlopCounterMode on the meta device (shapes only; no weights, no memory):
+
+- training: 3 x forward FLOPs x batch per step (forward, and a backward of twice the forward), x steps;
+- target cache: one encoder pass per item (x 2 with flips; the residual factorization also encodes the
+  down-sampled image for its base), the VAE's encoder at the configured image size;
+- eval: sampling (forward FLOPs x steps x 2 under CFG, per scale) + one VAE decode + InceptionV3 features, per
+  sample.
+
+Norms, softmax and element-wise work are not counted (as DiT's GFLOPs), so the estimates are lower bounds of the work
+and the utilisation is the knob that turns them into time.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ablations.config import Config
+from ablations.engine.specs import AutoencoderConfig, CacheJob, EvalJob, TrainJob, latent_channels, latent_factor
+from ablations.graph import Graph, Job
+
+INCEPTION_GFLOPS = 11.5  # InceptionV3 at 299x299 (2 x 5.7 GMACs), counted once per scored image
+
+
+@dataclass(frozen=True)
+class Cost:
+    """One job's row of the cluster plan (harness)."""
+
+    name: str
+    nodes: int
+    gpus: int
+    time_limit_h: float
+    tflops: float
+    gpu_hours: float
+    disk_gb: float
+
+
+_FORWARD: dict[str, float] = {}  # forward GFLOPs by network (the plan asks for each network several times)
+
+
+def forward_gflops(spec: TrainJob, channels: int) -> float:
+    """GFLOPs of one forward of a train job's stage network on one latent (meta device) (harness)."""
+    import json
+
+    import torch
+
+    from ablations.engine.typed import to_data
+
+    key = json.dumps([spec.family, spec.stage, to_data(spec.network), to_data(spec.factorization), spec.prior_mode,
+                      spec.conditioning, spec.num_classes, channels])
+    if key in _FORWARD:
+        return _FORWARD[key]
+
+    from ablations.engine.families import FAMILIES, factorization_of
+    from ablations.engine.flops import count_forward_flops, meta_inputs
+    from ablations.engine.train import stage_kwargs
+
+    family = FAMILIES[spec.family]
+    assert family.architecture is not None
+    arch = family.architecture()
+    with torch.device("meta"):
+        net = arch.build(**stage_kwargs(spec, factorization_of(spec.factorization), channels, arch)).eval()
+    _FORWARD[key] = count_forward_flops(net, *meta_inputs(net)) / 1e9
+    return _FORWARD[key]
+
+
+def train_tflops(spec: TrainJob, channels: int) -> float:
+    """Counted training TFLOPs: 3 x forward FLOPs x batch per step (a backward costs two forwards), x steps."""
+    return 3 * forward_gflops(spec, channels) * spec.train.batch_size * spec.steps / 1e3
+
+
+def _vae(cfg: AutoencoderConfig) -> Any:
+    """The autoencoder's diffusers network on the meta device, from its config (harness)."""
+    import json
+
+    import torch
+    from diffusers import AutoencoderKL
+
+    from ablations.engine.assets import ASSETS
+
+    if cfg.kind == "pixel":
+        return None
+    if cfg.kind == "small_kl":
+        from ablations.engine.autoencoders import SmallAEConfig
+
+        with torch.device("meta"):
+            return SmallAEConfig(block_out_channels=tuple(cfg.block_out_channels),
+                                 latent_channels=cfg.latent_channels).build(32)
+    folder = ASSETS[cfg.frozen].location if cfg.kind == "frozen" else Path(str(cfg.path))
+    config = {k: v for k, v in json.loads((folder / "config.json").read_text()).items() if not k.startswith("_")}
+    with torch.device("meta"):
+        return AutoencoderKL.from_config(config)
+
+
+def _vae_gflops(cfg: AutoencoderConfig, size: int, part: str) -> float:
+    """GFLOPs of the VAE's encoder or decoder on one image of side ``size`` (harness)."""
+    import torch
+
+    from ablations.engine.flops import count_forward_flops
+
+    vae = _vae(cfg)
+    if vae is None:
+        return 0.0
+    f = latent_factor(cfg)
+    with torch.device("meta"):
+        if part == "encode":
+            return count_forward_flops(vae.encoder, torch.empty(1, 3, size, size)) / 1e9
+        z = torch.empty(1, vae.config.latent_channels, size // f, size // f)
+        return count_forward_flops(vae.decoder, z) / 1e9
+
+
+def _cache(spec: CacheJob) -> tuple[float, float]:
+    """(TFLOPs, disk GB) of one part of a target cache (harness)."""
+    images = spec.data.train_size / spec.cache.parts
+    items = images * (2 if spec.cache.flip == "both" else 1)
+    f = latent_factor(spec.autoencoder)
+    sizes = [spec.data.image_size] + ([spec.factorization.scales[0] * f] if spec.factorization.name == "residual"
+                                      else [])
+    tflops = items * sum(_vae_gflops(spec.autoencoder, s, "encode") for s in sizes) / 1e3
+    channels = spec.autoencoder.latent_channels
+    per_item = sum(channels * h * h for h in spec.factorization.scales) * (4 if spec.cache.dtype == "float32" else 2)
+    return tflops, items * per_item / 1e9
+
+
+def _eval_tflops(spec: EvalJob, job: Job) -> float:
+    """Counted TFLOPs of one eval point: sampling, decoding and feature extraction of every sample (harness)."""
+    import torch
+
+    from ablations.engine.families import dit_xl2_network
+    from ablations.engine.flops import count_forward_flops, meta_inputs
+
+    per_sample = INCEPTION_GFLOPS
+    if spec.sample is None:  # real images: features only
+        return spec.eval.n_samples * per_sample / 1e3
+    per_sample += _vae_gflops(spec.autoencoder, spec.data.image_size, "decode")
+    channels = latent_channels(spec.autoencoder)
+    stages = [dep.spec for role, dep in sorted(job.deps.items()) if role.startswith("train")]
+    forwards = [forward_gflops(stage, channels) for stage in stages]
+    if spec.network is not None:  # DiT-XL/2 from its checkpoint
+        with torch.device("meta"):
+            net = dit_xl2_network(spec.network).eval()
+        forwards = [count_forward_flops(net, *meta_inputs(net)[:3]) / 1e9]
+    for i, forward in enumerate(forwards):
+        per_sample += forward * spec.sample.steps[i] * (1 if spec.sample.cfg[i] == 1.0 else 2)
+    return spec.eval.n_samples * per_sample / 1e3
+
+
+def is_training(job: Job) -> bool:
+    """A job that gets the training resources (several GPUs and nodes); a 0-step training (an untrained
+    network, the ceiling of the tables) needs one (harness)."""
+    return isinstance(job.spec, TrainJob) and job.spec.steps > 0
+
+
+def job_cost(job: Job, cfg: Config) -> Cost:
+    """The cluster-plan row of one job (see the module docstring) (harness)."""
+    s = cfg.slurm
+    train = is_training(job)
+    nodes = s.nodes if train else 1
+    gpus = nodes * (s.gpus_per_node if train else min(1, s.gpus_per_node))
+    tflops, disk = 0.0, 0.0
+    if isinstance(job.spec, TrainJob):
+        (cache,) = [d for role, d in job.deps.items() if role.startswith("cache")][:1]
+        tflops = train_tflops(job.spec, latent_channels(cache.spec.autoencoder))
+    elif isinstance(job.spec, CacheJob):
+        tflops, disk = _cache(job.spec)
+    elif isinstance(job.spec, EvalJob):
+        tflops = _eval_tflops(job.spec, job)
+    gpu_hours = tflops / (s.gpu_tflops * s.mfu) / 3600
+    return Cost(job.name, nodes, gpus, s.timeout_min / 60, tflops, gpu_hours, disk)
+
+
+def cluster_plan(g: Graph, cfg: Config) -> list[str]:
+    """The dry-run's cluster plan as text lines: one per job, then the totals (harness)."""
+    s = cfg.slurm
+    rows = [job_cost(j, cfg) for j in g]
+    lines = [f"cluster plan: estimates at {100 * s.mfu:.0f}% of {s.gpu_tflops:g} TFLOP/s per GPU (slurm.mfu, "
+             "slurm.gpu_tflops); counted matmul/conv FLOPs only",
+             f"  {'job':60s} {'nodes':>5s} {'GPUs':>4s} {'limit h':>7s} {'PFLOP':>10s} {'GPU-h':>9s} {'wall h':>8s} "
+             f"{'requeues':>8s} {'disk GB':>8s}"]
+    for r in rows:
+        wall = r.gpu_hours / max(r.gpus, 1)
+        requeues = max(0, math.ceil(wall / r.time_limit_h) - 1)
+        lines.append(f"  {r.name[:60]:60s} {r.nodes:5d} {r.gpus:4d} {r.time_limit_h:7.1f} {r.tflops / 1e3:10.3g} "
+                     f"{r.gpu_hours:9.3g} {wall:8.3g} {requeues:8d} {r.disk_gb:8.3g}")
+    total = sum(r.gpu_hours for r in rows)
+    lines.append(f"total: {sum(r.tflops for r in rows) / 1e3:.4g} PFLOP, {total:.4g} GPU-hours, "
+                 f"{sum(r.disk_gb for r in rows):.4g} GB of target caches")
+    return lines

@@ -1,0 +1,119 @@
+"""The run-folder protocol (harness): a job's outputs are recorded with their sizes and hashes in metrics.json, so
+that a damaged output (a truncated checkpoint, a lost file) is noticed before anything trusts it.
+
+A run folder holds ``config.json`` (written before the job starts), ``log.txt``, the job's outputs and ``metrics.json``
+(written last, atomically). ``metrics.json["outputs"]`` maps every output file (relative path) to its size and, for
+files up to ``HASHED_UP_TO`` bytes, its SHA-256. Planning checks sizes (cheap, every command); a job checks the
+hashes of the dependency files it is about to load. No torch here: the runner plans with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ablations.engine.io import file_sha256, read_json
+
+HASHED_UP_TO = 256 << 20  # larger outputs (a target cache's shards) are checked by size only
+BOOKKEEPING = {"config.json", "log.txt", "metrics.json", ".lock", "diverged.json"}
+SKIPPED_DIRS = {"checkpoints"}  # intermediate: a training job checks its own checkpoints when it resumes
+
+
+def output_files(run_dir: Path) -> list[Path]:
+    """The job's output files: everything in the folder but bookkeeping, checkpoints and temporary files."""
+    files = []
+    for path in sorted(run_dir.rglob("*")):
+        rel = path.relative_to(run_dir)
+        if not path.is_file() or rel.parts[0] in SKIPPED_DIRS or rel.name in BOOKKEEPING or ".tmp" in rel.name:
+            continue
+        if rel.name.startswith("metrics.json."):  # an earlier run's metrics kept aside
+            continue
+        files.append(path)
+    return files
+
+
+def record_outputs(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """Sizes and SHA-256 (up to HASHED_UP_TO bytes) of the job's output files, for metrics.json (harness)."""
+    out: dict[str, dict[str, Any]] = {}
+    for path in output_files(run_dir):
+        size = path.stat().st_size
+        entry: dict[str, Any] = {"size": size}
+        if size <= HASHED_UP_TO:
+            entry["sha256"] = file_sha256(path)
+        out[str(path.relative_to(run_dir))] = entry
+    return out
+
+
+def damaged(run_dir: Path, hashes: bool = False) -> list[str]:
+    """What is wrong with a finished job's recorded outputs: missing files, other sizes, other hashes (with
+    ``hashes``); [] when intact or when no outputs were recorded (harness)."""
+    try:
+        recorded = read_json(run_dir / "metrics.json").get("outputs", {})
+    except ValueError as e:
+        return [str(e)]
+    problems = []
+    for rel, entry in recorded.items():
+        path = run_dir / rel
+        if not path.is_file():
+            problems.append(f"{path} is missing")
+        elif path.stat().st_size != entry["size"]:
+            problems.append(f"{path} has {path.stat().st_size} bytes, {entry['size']} were written")
+        elif hashes and "sha256" in entry and file_sha256(path) != entry["sha256"]:
+            problems.append(f"{path} differs from what was written (sha256)")
+    return problems
+
+
+def done(run_dir: Path) -> bool:
+    """A job is done when its metrics.json exists and its recorded outputs are intact (sizes) (harness)."""
+    return (run_dir / "metrics.json").is_file() and not damaged(run_dir)
+
+
+def reopen(run_dir: Path) -> Path:
+    """Set a damaged job's metrics.json aside (kept as metrics.json.damaged-N) so that the job runs again (harness)."""
+    n = 1
+    while (run_dir / f"metrics.json.damaged-{n}").exists():
+        n += 1
+    target = run_dir / f"metrics.json.damaged-{n}"
+    os.replace(run_dir / "metrics.json", target)
+    return target
+
+
+class JobLocked(RuntimeError):
+    """Another runner is writing this run folder right now."""
+
+
+@contextlib.contextmanager
+def job_lock(run_dir: Path, wait: bool = True, on_wait: Any = None) -> Iterator[None]:
+    """An exclusive lock on a run folder, held by the process running its job (harness).
+
+    Args:
+        wait: block until the other runner releases it (else raise JobLocked at once).
+        on_wait: called with a message once, before blocking.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".lock", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            if not wait:
+                raise JobLocked(f"{run_dir} is being written by another runner ({holder})") from None
+            if on_wait is not None:
+                on_wait(f"waiting for another runner ({holder}) to finish {run_dir.name}")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fh.seek(0)
+            fh.truncate()
+            fcntl.flock(fh, fcntl.LOCK_UN)

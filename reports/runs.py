@@ -1,0 +1,259 @@
+"""Reading run folders for the report: config.json, metrics.json, stats.jsonl and the sample arrays, never models
+(harness).
+
+A run folder holds ``config.json`` ({kind, name, key, results_version, spec, deps, code_version}) and, once its job is
+done, ``metrics.json``. Eval runs that differ only in their seeds form a :class:`Group` (one setting); a group's runs
+are keyed by (training seed, sampling seed), so that two settings can be compared run by run (reports/claims.py).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ablations.engine.io import read_json, read_jsonl
+from reports.claims import Arm, SeedPair
+
+REQUIRED_CONFIG = ("kind", "name", "spec", "deps")
+REQUIRED = {  # metrics.json keys the report reads, by kind (run-folder schema)
+    "train": "model stage train_seed factorization num_stages scale_size steps final_loss final_loss_ema100 params_m "
+    "sec_per_step data_wait_frac device dtype world_size threads".split(),
+    "eval": "model preset dataset world feature_extractor n_samples n_ref sample_seed train_seed factorization scales "
+    "steps cfg cfg_convention solver fid is_mean is_std precision recall params_m gflops_per_image "
+    "sample_time_per_64_s device dtype switches conditioning".split(),
+    "recon": "factorization scales psnr_per_scale psnr_full".split(),
+    "speed": "model params_m gflops_per_forward tflops_per_image steps cfg sec_per_image images_per_s matmul_tflops "
+    "mfu batch device dtype method switches".split(),
+}
+OPTIONAL = {"anchor": None, "train_steps": None}  # eval keys that older runs may lack, with the value they imply
+MODEL_KEYS = ("model", "anchor", "factorization", "scales", "steps", "cfg", "conditioning", "train_steps")
+PROTOCOL = ("preset", "dataset", "world", "feature_extractor", "n_samples", "n_ref", "cfg_convention", "solver",
+            "device", "dtype")
+SETTING = MODEL_KEYS + PROTOCOL  # an eval group: runs with all of these equal (all but the seeds and measurements)
+SAME_EVAL = ("preset", "dataset", "world", "feature_extractor", "n_samples", "n_ref")  # FIDs comparable across models
+REAL, UNTRAINED = "real", "untrained"  # anchors: the floor (real images scored as generated), the ceiling
+ANCHORS = {REAL: "floor: real images", UNTRAINED: "ceiling: untrained MSF"}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run folder: its kind, name, config.json and metrics (None while unfinished: no metrics.json) (harness)."""
+
+    path: Path
+    kind: str
+    name: str
+    config: dict[str, Any]
+    metrics: dict[str, Any] | None
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """The typed job spec as written into config.json (harness)."""
+        return dict(self.config["spec"])
+
+    @property
+    def deps(self) -> dict[str, str]:
+        """The run folder names of this job's dependencies, by role (autoencoder, train0, ...) (harness)."""
+        return dict(self.config["deps"])
+
+    @property
+    def seeds(self) -> SeedPair:
+        """(training seed or None, sampling seed) of an eval run (harness)."""
+        m = self.metrics or {}
+        return (None if m.get("train_seed") is None else int(m["train_seed"]), int(m["sample_seed"]))
+
+
+def find_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
+    """Run folders (holding config.json) given as themselves or under a parent folder, not inside another (harness)."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if not p.is_dir():
+            raise ValueError(f"not a directory: {p}")
+        dirs = [p] if (p / "config.json").is_file() else sorted(c.parent for c in p.rglob("config.json"))
+        nested = set(dirs)
+        dirs = [d for d in dirs if not nested.intersection(d.parents)]  # e.g. the saved autoencoder in its run
+        if not dirs:
+            raise ValueError(f"no run folder (config.json) in {p}")
+        found += dirs
+    return list(dict.fromkeys(d.resolve() for d in found))
+
+
+def _object(path: Path) -> dict[str, Any]:
+    """A JSON object read from a run folder, naming the file on failure (harness)."""
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is not a JSON object")
+    return data
+
+
+def load_run(path: Path) -> Run:
+    """Read config.json and, when the job is done, metrics.json, checking the schema's keys (harness)."""
+    config = _object(path / "config.json")
+    missing = [k for k in REQUIRED_CONFIG if k not in config]
+    if missing:
+        raise ValueError(f"{path / 'config.json'} lacks {', '.join(missing)} (written by an older harness?)")
+    kind = str(config["kind"])
+    metrics = _object(path / "metrics.json") if (path / "metrics.json").is_file() else None
+    if metrics is not None:
+        if metrics.get("kind", kind) != kind:
+            raise ValueError(f"{path}: metrics.json kind {metrics.get('kind')!r} != config.json kind {kind!r}")
+        missing = [k for k in REQUIRED.get(kind, ()) if k not in metrics]
+        if missing:
+            raise ValueError(f"{path / 'metrics.json'} lacks {', '.join(missing)}")
+        if kind == "eval":
+            metrics = {**OPTIONAL, **metrics}
+    return Run(path, kind, str(config["name"]), config, metrics)
+
+
+def done(runs: Iterable[Run], kind: str) -> list[Run]:
+    """Finished runs of one kind, in the given order (harness)."""
+    return [r for r in runs if r.kind == kind and r.metrics is not None]
+
+
+def train_stats(run: Run) -> list[dict[str, Any]]:
+    """The per-step records (those with a step and a loss) of a train run's stats.jsonl (Fig. 4)."""
+    return [rec for rec in read_jsonl(run.path / "stats.jsonl") if "step" in rec and "loss" in rec]
+
+
+def load_array(path: Path, ndim: int) -> np.ndarray:
+    """A uint8 image array (grid.npy, decomposition.npy) with ``ndim`` dims ending in 3 channels (harness)."""
+    a = np.load(path, allow_pickle=False)
+    if a.dtype != np.uint8 or a.ndim != ndim or a.shape[-1] != 3:
+        raise ValueError(f"{path}: expected uint8 with {ndim} dims ending in 3, got {a.dtype} {a.shape}")
+    return a
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Statistics over the runs of one setting
+
+
+@dataclass(frozen=True)
+class Stat:
+    """Mean and sample standard deviation (n - 1) over the runs of one setting (harness)."""
+
+    mean: float
+    std: float  # nan when n < 2
+    n: int
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Stat:
+        """Summarise the per-run values of one setting (harness)."""
+        if not values:
+            raise ValueError("Stat.of needs at least one value")
+        std = statistics.stdev(values) if len(values) > 1 else math.nan
+        return cls(statistics.fmean(values), std, len(values))
+
+
+def _plural(n: int, word: str) -> str:
+    """'1 training seed', '3 training seeds' (harness)."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def seeds_text(pairs: Sequence[SeedPair]) -> str:
+    """What a spread is over: '3 training seeds x 1 sampling seed', or the seeds when they are not a full grid
+    (harness)."""
+    trains = sorted({t for t, _ in pairs if t is not None})
+    samples = sorted({s for _, s in pairs})
+    if not trains:
+        return f"{_plural(len(samples), 'sampling seed')} (no training seed)"
+    if len(pairs) == len(trains) * len(samples):
+        return f"{_plural(len(trains), 'training seed')} x {_plural(len(samples), 'sampling seed')}"
+    return f"{len(pairs)} runs over training seeds {trains} and sampling seeds {samples}"
+
+
+def seeds_short(pairs: Sequence[SeedPair]) -> str:
+    """'3 x 1' (training x sampling seeds), '- x 3' without a training seed, or the run count (harness)."""
+    trains = {t for t, _ in pairs if t is not None}
+    samples = {s for _, s in pairs}
+    if len(pairs) == max(len(trains), 1) * len(samples):
+        return f"{len(trains) if trains else '-'} x {len(samples)}"
+    return f"{len(pairs)} runs"
+
+
+def _frozen(v: Any) -> Any:
+    """A hashable copy of a metrics value (lists become tuples, dicts sorted item tuples) (harness)."""
+    if isinstance(v, list):
+        return tuple(map(_frozen, v))
+    if isinstance(v, dict):
+        return tuple(sorted((k, _frozen(x)) for k, x in v.items()))
+    return v
+
+
+def order_key(v: Any) -> Any:
+    """A sort key ordering None first, numbers numerically and strings alphabetically, also inside tuples (harness)."""
+    if isinstance(v, tuple):
+        return (2, tuple(map(order_key, v)))
+    if v is None:
+        return (0, 0.0, "")
+    return (1, float(v), "") if isinstance(v, int | float) else (3, 0.0, str(v))
+
+
+@dataclass
+class Group:
+    """Eval runs equal in every setting but their seeds, one run per (training seed, sampling seed) (harness)."""
+
+    setting: dict[str, Any]
+    runs: list[Run]
+    duplicates: list[Run] = field(default_factory=list)  # further runs with the same seeds: left out
+
+    def values(self, key: str) -> dict[SeedPair, float]:
+        """One metric per run that measured it, by (training seed, sampling seed) (harness)."""
+        return {r.seeds: float(r.metrics[key]) for r in self.runs if r.metrics and r.metrics.get(key) is not None}
+
+    def stat(self, key: str) -> Stat | None:
+        """Mean and std over runs of one metric; None when no run measured it (harness)."""
+        values = list(self.values(key).values())
+        return Stat.of(values) if values else None
+
+    def arm(self, label: str, key: str = "fid") -> Arm:
+        """This setting's per-run values of one metric, for paired comparisons (reports/claims.py)."""
+        return Arm(label, self.values(key))
+
+    @property
+    def pairs(self) -> list[SeedPair]:
+        """The (training seed, sampling seed) of every run (harness)."""
+        return sorted((r.seeds for r in self.runs), key=order_key)
+
+    @property
+    def anchor(self) -> str | None:
+        """None for a model, REAL for the floor row, UNTRAINED for the ceiling row (harness)."""
+        return self.setting.get("anchor")
+
+
+def group_evals(runs: Sequence[Run]) -> list[Group]:
+    """Finished eval runs grouped by every setting but the seeds, in a stable order; a second run with the same
+    seeds (e.g. the same job under another name) is kept aside, never counted twice (harness)."""
+    groups: dict[tuple[Any, ...], Group] = {}
+    for r in sorted(done(runs, "eval"), key=lambda r: r.name):
+        assert r.metrics is not None
+        key = tuple(_frozen(r.metrics[k]) for k in SETTING)
+        g = groups.setdefault(key, Group(dict(zip(SETTING, key, strict=True)), []))
+        if r.seeds in {x.seeds for x in g.runs}:
+            g.duplicates.append(r)
+        else:
+            g.runs.append(r)
+    return [groups[k] for k in sorted(groups, key=order_key)]
+
+
+def same_eval(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two settings were scored alike (dataset, features, sample and reference counts) (harness)."""
+    return all(a[k] == b[k] for k in SAME_EVAL)
+
+
+def anchor_group(groups: Sequence[Group], anchor: str, like: dict[str, Any] | None) -> Group | None:
+    """The floor (REAL) or ceiling (UNTRAINED) group scored like ``like``, preferring the most equal settings
+    (Tables 1-5 anchor rows)."""
+    found = [g for g in groups if g.anchor == anchor and (like is None or same_eval(g.setting, like))]
+    if not found:
+        return None
+    return max(found, key=lambda g: sum(like is not None and g.setting[k] == like.get(k) for k in SETTING))
+
+
+def group_index(groups: Sequence[Group]) -> dict[str, Group]:
+    """The group of each eval run folder's name (harness)."""
+    return {r.name: g for g in groups for r in g.runs}

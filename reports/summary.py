@@ -1,0 +1,80 @@
+"""The summary a reader wants first: which claims held, which did not, which could not be resolved, and how this
+run's scale differs from the paper's, every difference read from the run folders (harness)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from reports.claims import CONTRADICTED, SUPPORTED, UNRESOLVED, Verdict
+from reports.render import Block, Bullets
+from reports.runs import Group, Run, seeds_text
+from reports.tables import MISSING, Table, fmt, value_text
+
+PAPER_SCALE = {  # the paper's setup (Secs. 4, 4.1, 4.2; Table 1 caption)
+    "dataset": "ImageNet 2012, 256x256, 1000 classes",
+    "features": "Inception-V3 (ADM's evaluation scripts)",
+    "samples": "50K per FID (Table 1); 5K (FID-5K, Tables 2-5)",
+    "reference": "ADM's ImageNet reference batch",
+    "scales": "2 scales: 192 and 256 px (VAE factor 8)",
+    "params": "767.1M (435.9M + 331.2M)",
+    "training": "400k + 250k iterations at batch 2560",
+    "seeds": "one run per number (no spread reported)",
+    "timing": "A800 GPU, batch 64",
+}
+
+
+def _values(items: Sequence[Any]) -> str:
+    """Distinct values as 'a / b', MISSING when none (harness)."""
+    distinct = list(dict.fromkeys(str(x) for x in items if x is not None))
+    return " / ".join(distinct) or MISSING
+
+
+def scale_table(groups: Sequence[Group], msf: Group | None, trains: Sequence[Run]) -> Table:
+    """This run's setup beside the paper's: dataset, feature network, sample counts, sizes, training, seeds
+    (Secs. 4, 4.1, 4.2)."""
+    models = [g for g in groups if g.anchor is None]
+    specs = [r.spec for g in models for r in g.runs[:1]]
+    data = [s.get("data") or {} for s in specs]
+    s = msf.setting if msf else {}
+    params = msf.stat("params_m") if msf else None
+    steps: dict[int, int] = {}  # stage -> training steps (equal for every training seed)
+    for r in trains:
+        steps.setdefault(int((r.metrics or {})["stage"]), int((r.metrics or {})["steps"]))
+    batch = _values([(r.spec.get("train") or {}).get("batch_size") for r in trains])
+    training = f"{' + '.join(str(v) for _, v in sorted(steps.items()))} steps at batch {batch}" if steps else MISSING
+    rows = [
+        ["Dataset", PAPER_SCALE["dataset"], _values([f"{g.setting['dataset']}" for g in models]) + ", "
+         + _values([f"{d.get('image_size')}x{d.get('image_size')}, {d.get('num_classes')} classes" for d in data])],
+        ["Feature network of FID / IS / precision / recall", PAPER_SCALE["features"],
+         _values([f"{g.setting['feature_extractor']} (world {g.setting['world']})" for g in models])],
+        ["Generated samples per FID", PAPER_SCALE["samples"], _values([g.setting["n_samples"] for g in models])],
+        ["Reference images", PAPER_SCALE["reference"], _values([g.setting["n_ref"] for g in models])],
+        ["MSF latent scales", PAPER_SCALE["scales"],
+         f"{len(s['scales'])} scales: latents {value_text('scales', s['scales'])}" if s else MISSING],
+        ["MSF parameters", PAPER_SCALE["params"], f"{fmt(params.mean, 'params_m')}M" if params else MISSING],
+        ["MSF training per stage", PAPER_SCALE["training"], training],
+        ["Runs per number", PAPER_SCALE["seeds"], seeds_text(msf.pairs) if msf else MISSING],
+        ["Sampling timed on", PAPER_SCALE["timing"], f"{s['device']}, {s['dtype']}" if s else MISSING],
+    ]
+    return Table("Scale", "This run's setup beside the paper's", "Ours: read from the run folders (the MSF row of "
+                 "Table 1 and its training runs); the paper's from its Secs. 4-4.2 and Table 1.",
+                 ["Aspect", "Paper", "Ours"], rows)
+
+
+def summary_blocks(verdicts: Sequence[Verdict], scale: Table) -> list[Block]:
+    """What held, what did not, what could not be resolved, then the scale table (harness)."""
+
+    def items(verdict: str) -> list[str]:
+        """'claim: deciding difference' (or the evidence when there is none) of every claim with this verdict."""
+        return [f"{v.claim}: {v.evidence if v.interval == MISSING else v.interval}" for v in verdicts
+                if v.verdict == verdict]
+
+    return [
+        "Verdicts from paired differences of the arms each claim compares, with 95% Student-t intervals (rules in "
+        "Claims). They speak about this run's scale only: see how it differs from the paper's below.",
+        Bullets("Held at this scale (supported)", items(SUPPORTED)),
+        Bullets("Did not hold at this scale (contradicted)", items(CONTRADICTED)),
+        Bullets("Could not be resolved at this scale", items(UNRESOLVED)),
+        scale,
+    ]
