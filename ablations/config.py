@@ -360,8 +360,12 @@ def check_paths(cfg: Config, sweep: Sweep) -> None:
         paths.cifar10_folder("data.root", str(cfg.data.root))
     if cfg.autoencoder.kind == "pretrained":
         paths.vae_folder("autoencoder.path", str(cfg.autoencoder.path))
-    if cfg.eval.inception_weights:
-        paths.torch_state_dict("eval.inception_weights", cfg.eval.inception_weights,
+    if cfg.eval.world == "inception":  # the given file, or torch-fidelity's download in torch's hub cache
+        weights = cfg.eval.inception_weights or paths.hub_inception_weights()
+        if weights is None:
+            raise paths.PathError("eval.world=inception needs eval.inception_weights=FILE (torch-fidelity's "
+                                  "pt_inception-2015-12-05-6726825d.pth; nothing is downloaded here)")
+        paths.torch_state_dict("eval.inception_weights", str(weights),
                                "torch-fidelity's InceptionV3 weights, pt_inception-2015-12-05")
     if cfg.eval.reference_npz:
         paths.adm_reference("eval.reference_npz", cfg.eval.reference_npz)

@@ -14,6 +14,7 @@ with the time left (:class:`Watch`), whatever the launcher.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import sys
@@ -198,9 +199,30 @@ def run_graph(cfg: Config, g: Graph) -> list[dict[str, Any]]:
     return rows
 
 
+def _needs(job: Job, failed: Job) -> bool:
+    """Whether ``job`` depends on ``failed``, directly or through other jobs (harness)."""
+    return any(d.key == failed.key or _needs(d, failed) for d in job.deps.values())
+
+
+def _cause(e: BaseException) -> str:
+    """The line of a failed job's trace that names the error (its last 'Type: message' line), shortened."""
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    named = [line for line in lines if re.match(r"^[\w.]+(Error|Exception|Interrupt)\b.*:", line)]
+    return (named or lines or [type(e).__name__])[-1][:240]
+
+
+class _NoAccounting(logging.Filter):
+    """Drops submitit's repeated warning on clusters without SLURM accounting (sacct fails; squeue is used)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Bypassing sacct error" not in record.getMessage()
+
+
 def _run_slurm(cfg: Config, g: Graph, todo: list[Job], folder: Path, progress: Progress,
                code: str) -> list[dict[str, Any]]:
     """Submit the graph to SLURM: afterok dependencies, eval points as one array; then wait and report."""
+    for handler in logging.getLogger("submitit").handlers:
+        handler.addFilter(_NoAccounting())
     jobs: dict[str, submitit.Job] = {}
 
     def after(planned: list[Job]) -> dict[str, Any]:
@@ -238,16 +260,20 @@ def _run_slurm(cfg: Config, g: Graph, todo: list[Job], folder: Path, progress: P
             pending.remove(job)
             sub = jobs[job.key]
             try:
-                sub.result()
+                sub.results() if sub.num_tasks > 1 else sub.result()  # a training's tasks: one result each
                 progress.done += 1
                 progress.show(f"done    {job.name}")
                 rows.append({"job": job.name, "status": "done"})
             except Exception as e:  # noqa: BLE001 - a failed SLURM job: report it with its log
                 progress.failed += 1
                 log = job.run_dir / "log.txt"
-                first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-                progress.show(f"FAILED  {job.name} (job {sub.job_id}): {first} (log: {log})")
+                progress.show(f"FAILED  {job.name} (job {sub.job_id}): {_cause(e)} (log: {log})")
                 rows.append({"job": job.name, "status": "failed", "error": str(e), "log": str(log)})
+                for dependent in [j for j in pending if _needs(j, job)]:  # afterok never fires: cancel them
+                    pending.remove(dependent)
+                    jobs[dependent.key].cancel(check=False)
+                    progress.show(f"skipped {dependent.name}: it needs {job.name}")
+                    rows.append({"job": dependent.name, "status": "skipped", "error": f"{job.name} failed"})
         if pending and time.time() - shown > 30:  # the running jobs' progress, from their logs
             shown = time.time()
             for job in pending:

@@ -122,7 +122,9 @@ def write_report(cfg: Config, sweep: Sweep, graph: Graph, partial: bool) -> Path
     old = root / f".{final.name}.old-{os.getpid()}"
     try:
         runs = [j.run_dir for j in graph if (j.run_dir / "metrics.json").exists()]
-        build_report(runs, tmp, title=f"{sweep.name}: {sweep.description} (preset {cfg.preset})")
+        unfinished = [j.name for j in graph if not (j.run_dir / "metrics.json").exists()]
+        build_report(runs, tmp, title=f"{sweep.name}: {sweep.description} (preset {cfg.preset})",
+                     unfinished=unfinished)
         for _ in range(10):  # another runner may swap its report in at the same moment: the last one wins
             with contextlib.suppress(FileNotFoundError):
                 os.replace(final, old)

@@ -39,7 +39,7 @@ from reports.figures import (  # noqa: E402
 )
 from reports.render import Section, render_html, render_md  # noqa: E402
 from reports.runs import Group, Run, done, find_run_dirs, group_evals, load_run, same_eval  # noqa: E402
-from reports.summary import scale_table, summary_blocks  # noqa: E402
+from reports.summary import inception_note, scale_table, summary_blocks  # noqa: E402
 from reports.sweeps import SweepView, point_value, sweep_views, view_for  # noqa: E402
 from reports.tables import (  # noqa: E402
     ROUNDING,
@@ -162,27 +162,31 @@ def evidence(views: Sequence[SweepView], groups: Sequence[Group], msf: Group | N
 # Entry points
 
 
-def inventory(runs: Sequence[Run], groups: Sequence[Group]) -> list[str]:
-    """What was read: finished runs per kind, the unfinished ones and duplicates left out (harness)."""
+def inventory(runs: Sequence[Run], groups: Sequence[Group], planned: Sequence[str] = ()) -> list[str]:
+    """What was read: finished runs per kind, the unfinished ones (read, or planned and never finished) and the
+    duplicates left out (harness)."""
     kinds = sorted({r.kind for r in runs})
     counts = ", ".join(f"{k} {len(done(runs, k))}" for k in kinds)
-    unfinished = [r.name for r in runs if r.metrics is None]
+    unfinished = sorted({r.name for r in runs if r.metrics is None} | set(planned))
     duplicates = [r.name for g in groups for r in g.duplicates]
     return [
         f"Run folders read: {len(runs)}; finished by kind: {counts or 'none'}.",
-        f"Unfinished (no metrics.json yet, left out): {', '.join(unfinished) or 'none'}.",
+        f"Unfinished (planned, no metrics.json: failed, skipped or not run yet; left out): "
+        f"{', '.join(unfinished) or 'none'}.",
         f"Duplicates (an eval with the seeds and settings of another, left out): {', '.join(duplicates) or 'none'}.",
         ROUNDING,
     ]
 
 
-def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, title: str | None = None) -> dict[str, Any]:
+def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, title: str | None = None,
+                 unfinished: Sequence[str] = ()) -> dict[str, Any]:
     """Read run folders and write report.md, report.html and the figures into out_dir (harness).
 
     Args:
         run_dirs: run folders, or folders holding run folders.
         out_dir: where report.md, report.html and the PNG figures go (created if needed).
         title: the report's title; by default names the presets found.
+        unfinished: the names of planned jobs that did not finish (listed with the unfinished runs).
 
     Returns:
         {"markdown", "html": paths, "figures": {name: path}, "missing_figures": {name: reason}, "tables": [ids],
@@ -228,8 +232,8 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, title: str
     verdicts = judge_all(evidence(views, groups, msf, trains))
     claims = claims_table(verdicts)
     sections: list[Section] = [
-        ("Summary", summary_blocks(verdicts, scale_table(groups, msf, trains))),
-        ("Runs", list(inventory(runs, groups))),
+        ("Summary", summary_blocks(verdicts, scale_table(groups, msf, trains), inception_note(groups))),
+        ("Runs", list(inventory(runs, groups, unfinished))),
         ("Claims", [claims, *(f"Rule {i}: {rule}" for i, rule in enumerate(RULES, 1))]),
         ("Tables", list(tables)),
         ("Figures", [*plots, "Not produced (data absent): "

@@ -62,7 +62,23 @@ def scale_table(groups: Sequence[Group], msf: Group | None, trains: Sequence[Run
                  ["Aspect", "Paper", "Ours"], rows)
 
 
-def summary_blocks(verdicts: Sequence[Verdict], scale: Table) -> list[Block]:
+OFFICIAL_INCEPTION = "6726825d"  # sha256 prefix of torch-fidelity's pt_inception-2015-12-05-6726825d.pth (ADM's)
+
+
+def inception_note(groups: Sequence[Group]) -> list[str]:
+    """A warning when Inception features come from other weights than the official file (e.g. a rehearsal's random
+    weights): their FIDs are not on the paper's scale (harness)."""
+    labels = {str(g.setting["feature_extractor"]) for g in groups}
+    other = sorted(x for x in labels if x.startswith("inception-v3-compat@")
+                   and not x.split("@", 1)[1].startswith(OFFICIAL_INCEPTION))
+    if not other:
+        return []
+    return [f"Inception world with weights {', '.join(other)}: not the official Inception weights (torch-fidelity's "
+            f"pt_inception-2015-12-05, sha256 {OFFICIAL_INCEPTION}...), e.g. a rehearsal's random weights. These "
+            "numbers prove the path only; they are not on the paper's scale."]
+
+
+def summary_blocks(verdicts: Sequence[Verdict], scale: Table, notes: Sequence[str] = ()) -> list[Block]:
     """What held, what did not, what could not be resolved, then the scale table (harness)."""
 
     def items(verdict: str) -> list[str]:
@@ -71,6 +87,7 @@ def summary_blocks(verdicts: Sequence[Verdict], scale: Table) -> list[Block]:
                 if v.verdict == verdict]
 
     return [
+        *notes,
         "Verdicts from paired differences of the arms each claim compares, with 95% Student-t intervals (rules in "
         "Claims). They speak about this run's scale only: see how it differs from the paper's below.",
         Bullets("Held at this scale (supported)", items(SUPPORTED)),

@@ -35,5 +35,7 @@ def cluster_inputs(tmp_path_factory):
                             up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=8, latent_channels=4)
     vae.save_pretrained(root / "vae", safe_serialization=True)
     torch.save({"x_embedder.proj.weight": torch.zeros(2)}, root / "dit.pt")
+    torch.save({"Conv2d_1a_3x3.conv.weight": torch.zeros(2)}, root / "inception.pth")
     return [f"data.root={root / 'train'}", f"autoencoder.path={root / 'vae'}",
-            f"baseline.dit_xl2_checkpoint={root / 'dit.pt'}", "launcher=inprocess"]
+            f"baseline.dit_xl2_checkpoint={root / 'dit.pt'}", f"eval.inception_weights={root / 'inception.pth'}",
+            "launcher=inprocess"]

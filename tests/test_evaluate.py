@@ -1,15 +1,11 @@
-"""Evaluation: per-sample seeds and GFLOPs bookkeeping, and a real signal (trained far better than untrained)."""
+"""Evaluation: per-sample seeds and GFLOPs bookkeeping, the compile switch, the CUDA-graph wrapper (a real signal,
+trained against untrained and real images on every kernel path, is tests/test_reproduction.py)."""
 
-import json
-from pathlib import Path
 
 import pytest
 import torch
 
-from ablations.config import resolve
 from ablations.engine.evaluate import ClonedOutputs, compiled, sample_seeds, sampling_gflops
-from ablations.graph import plan
-from ablations.launch import run_graph
 from msf.dit import DiT
 from msf.factorize import make_factorization, make_scales
 from msf.pipeline import MSFModel, sample
@@ -66,46 +62,3 @@ def test_compiled_msf_sampling_matches_eager():
     # inductor fuses and reorders float32 elementwise work: rounding only, 7 network calls deep
     torch.testing.assert_close(sample(fast, y, seeds, [4, 3], [1.5, 1.0]), eager, rtol=1e-4, atol=1e-5)
     assert eager.abs().mean() > 0.1  # a real output, not zeros
-
-
-# The tiny preset cut to about a minute: fewer training images, autoencoder and classifier steps, samples and sampling
-# steps (the autoencoder limits quality here; the slow test below uses the preset as it is)
-FAST = [("data.train_size", "3000"), ("autoencoder.steps", "400"), ("eval.classifier_steps", "150"),
-        ("eval.n_samples", "250"), ("sample.steps", "[50,25]")]
-
-
-def eval_point(runs: Path, train_steps: str, changes: list[tuple[str, str]]) -> dict:
-    """metrics.json of Table 3's CFG 1.4/1.0 point (seed 0, tiny preset with ``changes``) with the stages trained
-    ``train_steps``: only that eval node and the nodes it needs run (shared nodes run once across calls)."""
-    base = [("sweep", "cfg_scale1"), ("preset", "tiny"), ("cpu_threads", "1"), ("seeds.sample", "[0]")]
-    cfg, sweep = resolve([*base, *changes, ("runs_dir", str(runs)), ("msf.steps", train_steps)])
-    g = plan(cfg, sweep)
-    (target,) = [j for j in g if j.kind == "eval" and j.spec.sample.cfg == [1.4, 1.0]]
-    need, todo = set(), [target]
-    while todo:
-        job = todo.pop()
-        need.add(job.key)
-        todo += job.deps.values()
-    g.jobs = {k: j for k, j in g.jobs.items() if k in need}
-    rows = run_graph(cfg, g)
-    assert all(r["status"] == "done" for r in rows), rows
-    return json.loads((target.run_dir / "metrics.json").read_text())
-
-
-def test_trained_model_is_far_better_than_untrained(tmp_path):
-    """A real signal in a few minutes: stages trained 400/200 steps vs the same stages after 1 step, with the same
-    autoencoder, classifier features and reference set (shared nodes): only the training differs. An untrained
-    adaLN-Zero DiT outputs ~zero velocity, so its samples are decoded noise. Measured: FID 34.2 vs 49.6, IS 2.26 vs
-    1.65 (the seed-to-seed FID std at the tiny preset is 0.1-0.3)."""
-    untrained = eval_point(tmp_path, "[1,1]", FAST)
-    trained = eval_point(tmp_path, "[400,200]", FAST)
-    assert trained["fid"] < 0.8 * untrained["fid"], (trained["fid"], untrained["fid"])
-    assert trained["is_mean"] > untrained["is_mean"] + 0.3, (trained["is_mean"], untrained["is_mean"])
-
-
-@pytest.mark.slow
-def test_trained_tiny_preset_halves_the_fid_of_untrained(tmp_path):
-    """The same at the tiny preset as it is (about 10 minutes on 2 cores). Measured once: 32.76 vs 97.35."""
-    untrained = eval_point(tmp_path, "[1,1]", [])
-    trained = eval_point(tmp_path, "[1500,750]", [])
-    assert trained["fid"] < 0.5 * untrained["fid"], (trained["fid"], untrained["fid"])

@@ -66,6 +66,7 @@ def files(tmp_path_factory) -> dict[str, str]:
         AutoencoderKL(block_out_channels=(8, 8, 8, 8), down_block_types=("DownEncoderBlock2D",) * 4,
                       up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=8).save_pretrained(d / "vae")
     torch.save({"pos_embed": torch.zeros(1, 4)}, d / "dit.pt")
+    torch.save({"Conv2d_1a_3x3.conv.weight": torch.zeros(1)}, d / "inception.pth")
     return {"dir": str(d), "marker": str(marker), **{p.name.replace(".", "_"): str(p) for p in d.iterdir()}}
 
 
@@ -83,7 +84,7 @@ def snapshot(root: Path) -> list[tuple[str, int, int]]:
     return sorted((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*"))
 
 
-I256 = ["preset=imagenet256", "launcher=inprocess"]
+I256 = ["preset=imagenet256", "launcher=inprocess", "eval.inception_weights={inception_pth}"]
 CATALOGUE = [  # (arguments, the one line's expected content); {name} is a file of the fixture above
     (["sweep=nope"], "unknown sweep 'nope'; valid sweeps: cfg_scale0"),
     (["sweep=../sweeps/main"], "unknown sweep '../sweeps/main'"),
@@ -138,8 +139,11 @@ CATALOGUE = [  # (arguments, the one line's expected content); {name} is a file 
      "is not a plain state dict of tensors"),
     (["sweep=cfg_scale0", "eval.world=inception", "eval.inception_weights={crafted_pkl}"],
      "is not a plain state dict of tensors"),
-    (["sweep=cfg_scale0", "eval.world=inception", "eval.reference_npz={no_adm_npz}"], "lacks ADM's arrays mu, sigma"),
-    (["sweep=cfg_scale0", "eval.world=inception", "eval.reference_npz={text_txt}"], "is not an npz file"),
+    (["sweep=cfg_scale0", "eval.world=inception"], "eval.world=inception needs eval.inception_weights=FILE"),
+    (["sweep=cfg_scale0", "eval.world=inception", "eval.inception_weights={inception_pth}",
+      "eval.reference_npz={no_adm_npz}"], "lacks ADM's arrays mu, sigma"),
+    (["sweep=cfg_scale0", "eval.world=inception", "eval.inception_weights={inception_pth}",
+      "eval.reference_npz={text_txt}"], "is not an npz file"),
     (["sweep=main", *I256, "data.root={truncated}", "autoencoder.path={vae}", "baseline.dit_xl2_checkpoint={dit_pt}"],
      "data.root: {truncated}/n000/a.png cannot be decoded"),
     (["sweep=main", *I256, "data.root={images}", "autoencoder.path={vae}"], "needs baseline.dit_xl2_checkpoint=PATH"),
@@ -201,7 +205,8 @@ def test_a_real_process_exits_2_with_one_line(tmp_path):
           "baseline.dit_xl2_checkpoint={crafted_pkl}"], "not a plain state dict"),
         (["sweep=cfg_scale0", "eval.features={crafted_pt}"], "is not a safetensors file"),
         (["sweep=cfg_scale0", "autoencoder.kind=pretrained", "autoencoder.path={vae_bin}"], ".bin pickles are never"),
-        (["sweep=cfg_scale0", "eval.world=inception", "eval.reference_npz={pickled_npz}"], "is not an npz file"),
+        (["sweep=cfg_scale0", "eval.world=inception", "eval.inception_weights={inception_pth}",
+          "eval.reference_npz={pickled_npz}"], "is not an npz file"),
     ],
 )
 def test_a_crafted_pickle_given_as_any_weights_key_runs_nothing(args, message, files, runs, capsys):

@@ -25,8 +25,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED = Path(__file__).with_name("reproduction_expected.json")
 T_975 = {2: 12.71, 3: 4.303, 4: 3.182, 5: 2.776}  # Student t quantiles by sample size n (n - 1 degrees of freedom)
-CUT = [("preset", "tiny"), ("data.train_size", "3000"), ("msf.steps", "[400,200]"), ("eval.n_samples", "250"),
-       ("sample.steps", "[50,25]"), ("seeds.train", "[0,1,2]"), ("seeds.sample", "[0]")]
+CUT = [("preset", "tiny"), ("data.train_size", "5000"), ("msf.steps", "[800,400]"), ("eval.n_samples", "250"),
+       ("sample.steps", "[50,25]"), ("seeds.train", "[0,1,2]"), ("seeds.sample", "[0]"), ("cpu_threads", "2")]
 POINTS = ([1.0, 1.0], [1.5, 1.0])  # the first and the last CFG point of Table 2
 
 

@@ -69,6 +69,7 @@ def outputs(tmp_path_factory):
     return smoke_outputs(tmp_path_factory.mktemp("fingerprint"))
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize("kind", sorted(VALUES))
 def test_outputs_match_the_results_version(kind, outputs):
     from ablations.engine.specs import RESULTS_VERSION

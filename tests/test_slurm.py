@@ -31,7 +31,7 @@ def runner(runs: Path, *extra: str) -> subprocess.Popen:
 
 
 def test_smoke_graph_on_slurm_with_array_and_requeued_training(tmp_path):
-    long_train = ["train.steps=[1500,4]", "train.ckpt_every=50"]
+    long_train = ["msf.steps=[1500,4]", "train.ckpt_every=50"]
     proc = runner(tmp_path / "slurm", "launcher=slurm", *long_train)
     out, job = [], None
     assert proc.stdout is not None
@@ -60,7 +60,7 @@ def test_smoke_graph_on_slurm_with_array_and_requeued_training(tmp_path):
     out.append(rest)
     text = "".join(out)
     assert proc.returncode == 0, text[-4000:]
-    assert re.search(r"submitted \d+ eval point\(s\) as array \d+", text), text[-2000:]
+    assert re.search(r"submitted \d+ eval job\(s\) as array \d+", text), text[-2000:]
     log = (run_dir / "log.txt").read_text()
     assert "resumed from" in log, log[-2000:]  # the requeued job picked up its checkpoint
 

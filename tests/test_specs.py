@@ -37,7 +37,7 @@ def resolved(sweep: str, preset: str, extra: list[str]):
 def test_every_job_carries_the_configured_device_dtype_threads_and_sections(preset, cluster_inputs, tmp_path):
     """Plan every sweep: each spec's device and threads are the config's, its dtype settings and whole sections are
     the point's (nothing left at a dataclass default that the config set otherwise)."""
-    extra = cluster_inputs if preset == "imagenet256" else []
+    extra = cluster_inputs if preset in ("imagenet256", "rehearsal") else []  # presets whose inputs are the user's
     for sweep in SWEEPS:
         cfg, sw = resolved(sweep, preset, [*extra, f"runs_dir={tmp_path}"])
         points = [point_config(cfg, p) for p in sw.points] or [cfg]
@@ -188,10 +188,17 @@ def test_the_change_table_covers_every_key():
 def test_every_key_changes_some_job(key, tmp_path):
     """No setting is dropped on the way to the engine: changing it changes the key of a job of its sweep."""
     value, sweep, *context = CHANGES[key]
-    base = [f"runs_dir={tmp_path}", *(f"{k}={json.dumps(v)}" for k, v in (context[0] if context else {}).items())]
+    base = [f"runs_dir={tmp_path}"]
     cfg0, sw0 = resolved(sweep, "tiny", base)
-    cfg1, sw1 = resolved(sweep, "tiny", [*base, f"{key}={json.dumps(value)}"])
-    assert {j.key for j in plan(cfg1, sw1)} != {j.key for j in plan(cfg0, sw0)}
+    # a key whose new value needs other keys changed with it (an image size and its scales) also has its value checked
+    # in the specs, so that the other keys' change alone cannot pass the test
+    together = [f"{k}={json.dumps(v)}" for k, v in (context[0] if context else {}).items()]
+    cfg1, sw1 = resolved(sweep, "tiny", [*base, *together, f"{key}={json.dumps(value)}"])
+    jobs = list(plan(cfg1, sw1))
+    assert {j.key for j in jobs} != {j.key for j in plan(cfg0, sw0)}
+    if context:
+        section, field = key.split(".")
+        assert all(getattr(getattr(j.spec, section), field) == value for j in jobs if hasattr(j.spec, section))
 
 
 def test_specs_are_frozen_plain_data():

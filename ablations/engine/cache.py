@@ -192,8 +192,9 @@ def build_cache(
     workers: int = 0,
     part: int = 0,
     parts: int = 1,
-) -> TargetCache:
-    """Pre-extract every image's per-scale targets (Algorithm 1) into a sharded, resumable, memory-mapped cache.
+) -> TargetCache | None:
+    """Pre-extract every image's per-scale targets (Algorithm 1) into a sharded, resumable, memory-mapped cache; the
+    cache (None for one part of a cache built in parts).
 
     Args:
         root: cache folder (created; an existing one must hold the same key, else CacheKeyError).
@@ -247,7 +248,20 @@ def build_cache(
         rate, overall = len(ids) / (time.perf_counter() - t0), encoded / (time.perf_counter() - t_start)
         log(f"cache shard {len(done)}/{len(mine)} (shard {k} of {n_shards}): {rate:.0f} images/s, {overall:.0f} so far")
     write_json(root / MANIFEST, {**manifest, "shards": sorted(done), "complete": True})
-    return TargetCache(root)
+    return TargetCache(root) if parts == 1 else None
+
+
+def part_stats(root: str | Path, first: int = 1024) -> tuple[int, list[float]]:
+    """Items in a cache folder (all of a cache, or one part of one) and the RMS of each scale's targets over its first
+    ``first`` items (a cheap check of what was encoded) (harness)."""
+    root = Path(root)
+    manifest = json.loads((root / MANIFEST).read_text())
+    shards = [_shard_dir(root, k) for k in sorted(manifest["shards"])]
+    items = sum(len(np.load(s / "labels.npy", mmap_mode="r")) for s in shards)
+    n_scales = len(manifest["key"]["scales"])
+    head = [torch.from_numpy(np.array(np.load(shards[0] / f"scale_{i}.npy", mmap_mode="r")[:first], np.float32))
+            for i in range(n_scales)]
+    return items, [float(f.double().pow(2).mean().sqrt()) for f in head]
 
 
 class TargetCache:
@@ -267,8 +281,8 @@ class TargetCache:
             manifest = json.loads((root / MANIFEST).read_text())
             if not manifest["complete"]:
                 raise CacheIncompleteError(
-                    f"cache {root} is incomplete ({len(manifest['shards'])} shards written); rerun build_cache to "
-                    "resume it"
+                    f"cache {root} is incomplete ({len(manifest['shards'])}/{manifest['num_shards']} shards "
+                    "written); rerun build_cache to resume it"
                 )
             keys.append({k: v for k, v in manifest["key"].items() if k != "part"})
             shard_of |= {k: _shard_dir(root, k) for k in manifest["shards"]}

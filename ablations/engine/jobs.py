@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ablations.engine import assets, autoencoders, runfolder
-from ablations.engine.cache import TargetCache, build_cache
+from ablations.engine.cache import TargetCache, build_cache, part_stats
 from ablations.engine.data import ImageDataset, build_dataset
 from ablations.engine.evaluate import (
     compiled,
@@ -115,13 +115,13 @@ def cache_job(spec: CacheJob, run_dir: Path, deps: dict[str, Path], log: Log) ->
     ae = autoencoders.load(spec.autoencoder, deps.get("autoencoder")).to(device)
     t0 = time.time()
     c = spec.cache
-    cache = build_cache(run_dir / "cache", dataset(spec.data, "train"), ae, factorization_of(spec.factorization),
-                        batch_size=c.batch_size, shard_size=c.shard_size, flip=c.flip, dtype=c.dtype, device=device,
-                        log=log, workers=c.workers, part=spec.part, parts=c.parts)
+    build_cache(run_dir / "cache", dataset(spec.data, "train"), ae, factorization_of(spec.factorization),
+                batch_size=c.batch_size, shard_size=c.shard_size, flip=c.flip, dtype=c.dtype, device=device, log=log,
+                workers=c.workers, part=spec.part, parts=c.parts)
     seconds = time.time() - t0
-    targets, _ = cache.batch(range(min(len(cache), 1024)))  # the RMS of each scale's targets: a cheap check
-    rms = [float(f.double().pow(2).mean().sqrt()) for f in targets]
-    return {"items": len(cache), "seconds": seconds, "target_rms": rms, "device": device_description(device)}
+    items, rms = part_stats(run_dir / "cache")  # the RMS of each scale's first targets: a cheap check
+    return {"items": items, "seconds": seconds, "images_per_s": items / (2 if c.flip == "both" else 1) / seconds,
+            "target_rms": rms, "device": device_description(device), "part": spec.part, "parts": c.parts}
 
 
 def train_job(spec: TrainJob, run_dir: Path, deps: dict[str, Path], log: Log) -> dict[str, Any]:

@@ -189,3 +189,14 @@ def writable_folder(key: str, path: str, min_free: int = MIN_FREE_BYTES) -> Path
     if free < min_free:
         raise PathError(f"{key}={path!r}: only {free >> 20} MB free on {existing}; need at least {min_free >> 20} MB")
     return p
+
+
+def hub_inception_weights() -> Path | None:
+    """torch-fidelity's Inception weights where its download lands (torch.hub.get_dir(), without importing torch), if
+    they are there."""
+    import os
+
+    home = os.environ.get("TORCH_HOME", os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "torch"))
+    hub = Path(os.environ.get("TORCH_HUB", os.path.join(home, "hub"))).expanduser()
+    path = hub / "checkpoints" / "weights-inception-2015-12-05-6726825d.pth"
+    return path if path.is_file() else None
