@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -169,8 +170,15 @@ def inventory(runs: Sequence[Run], groups: Sequence[Group], planned: Sequence[st
     counts = ", ".join(f"{k} {len(done(runs, k))}" for k in kinds)
     unfinished = sorted({r.name for r in runs if r.metrics is None} | set(planned))
     duplicates = [r.name for g in groups for r in g.duplicates]
+    finished = [r for r in runs if r.metrics is not None]
+    commits = Counter(str(r.config.get("code_version") or "unknown") for r in finished)
+    versions = sorted({(r.kind, r.config.get("results_version")) for r in finished})
     return [
         f"Run folders read: {len(runs)}; finished by kind: {counts or 'none'}.",
+        "Code that ran the finished jobs (commit: jobs): "
+        + (", ".join(f"{c}: {n}" for c, n in sorted(commits.items())) or "none")
+        + "; results version by kind: " + (", ".join(f"{k} {v}" for k, v in versions) or "none")
+        + " (jobs of one kind and results version compute the same results, tests/test_results_version.py).",
         f"Unfinished (planned, no metrics.json: failed, skipped or not run yet; left out): "
         f"{', '.join(unfinished) or 'none'}.",
         f"Duplicates (an eval with the seeds and settings of another, left out): {', '.join(duplicates) or 'none'}.",

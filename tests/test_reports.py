@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import _runfolders as rf  # tests/ is on sys.path under pytest's default import mode
@@ -859,6 +860,10 @@ def test_every_sweep_of_the_smoke_preset_reports_every_table_and_figure(smoke_sw
         with Image.open(path) as im:
             assert im.format == "PNG" and len(im.getcolors(1 << 24) or []) > 2  # drawn, not a blank canvas
     assert result["runs"] == len(list(root.glob("*/config.json")))
+    commits = Counter(json.loads(p.read_text())["code_version"] for p in root.glob("*/config.json")
+                      if (p.parent / "metrics.json").is_file())
+    named = ", ".join(f"{c}: {n}" for c, n in sorted(commits.items()))
+    assert f"Code that ran the finished jobs (commit: jobs): {named};" in md  # the report names its code version
     t1 = parse_md_table(md, "Table 1").set_index("Model")
     for label, match in ((FLOOR, {"anchor": "real"}), (CEILING, {"anchor": "untrained", "steps": [100, 50]})):
         found = metrics_where(root, kind="eval", **match)  # anchors: measured when the engine writes them

@@ -92,10 +92,12 @@ def test_the_effect_of_cfg_within_each_training_falls_within_the_committed_inter
 
 @pytest.mark.numeric
 def test_trained_lies_between_the_floor_and_the_ceiling(measured):
-    """Real images score far below the trained model, the untrained one far above, on every kernel path."""
+    """Real images score far below the trained model, the untrained one far above, on every kernel path. Recorded
+    (AVX2): floor 0.11, trained 46.7-50.3, ceiling 75.2 (adaLN-Zero stages output zero velocity before training, so the
+    ceiling is the same for every seed); the bounds leave 10 FID points to the ceiling."""
     floor, ceiling = max(measured["real"]), min(measured["untrained"])
     trained = measured["cfg 1"] + measured["cfg 1.5"]
-    assert floor < 0.5 * min(trained) and max(trained) < 0.7 * ceiling, (floor, trained, ceiling)
+    assert floor < 0.5 * min(trained) and max(trained) < 0.8 * ceiling, (floor, trained, ceiling)
 
 
 def main() -> None:
