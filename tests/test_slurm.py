@@ -1,4 +1,5 @@
-"""launcher=slurm against a real SLURM cluster (CI starts a one-node cluster with .ci/slurm-up; skipped without sbatch).
+"""launcher=slurm against a real SLURM cluster (CI starts a one-node cluster with .ci/slurm-up and runs
+`pytest -m slurm`; skipped without sbatch).
 
 Covers: the smoke graph through submitit's AutoExecutor with afterok dependencies and the eval points as one job
 array, and a training job requeued mid-run (scontrol requeue) that resumes from its checkpoint and ends with weights
