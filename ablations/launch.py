@@ -205,14 +205,14 @@ def _needs(job: Job, failed: Job) -> bool:
 
 
 def _cause(e: BaseException) -> str:
-    """The line of a failed job's trace that names the error (its last 'Type: message' line), shortened."""
+    """The line of a failed job's trace that names the error (its last 'Type: message' line), shortened (harness)."""
     lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
     named = [line for line in lines if re.match(r"^[\w.]+(Error|Exception|Interrupt)\b.*:", line)]
     return (named or lines or [type(e).__name__])[-1][:240]
 
 
 class _NoAccounting(logging.Filter):
-    """Drops submitit's repeated warning on clusters without SLURM accounting (sacct fails; squeue is used)."""
+    """Drops submitit's repeated warning on clusters without SLURM accounting (sacct fails, squeue serves) (harness)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "Bypassing sacct error" not in record.getMessage()

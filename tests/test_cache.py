@@ -7,7 +7,7 @@ import pytest
 import torch
 from diffusers import AutoencoderKL
 
-from ablations.engine.cache import CacheIncompleteError, CacheKeyError, TargetCache, build_cache
+from ablations.engine.cache import CacheIncompleteError, CacheKeyError, TargetCache, build_cache, part_stats
 from ablations.engine.data import EmbeddedDataset
 from ablations.engine.images import to_float
 from msf.autoencoder import KLAutoencoder, PixelAutoencoder
@@ -127,3 +127,12 @@ def test_bad_cache_folders_and_arguments(tmp_path):
     )
     with pytest.raises(IndexError):
         cache.batch([len(cache)])
+
+
+def test_part_stats_read_the_first_items_across_shards(tmp_path):
+    """The cache job's cheap check: item count and per-scale RMS of the first items, whatever the shard size."""
+    cache = build_cache(tmp_path, DATA, tiny_ae(), RESIDUAL, batch_size=2, shard_size=3, flip="none", log=silent)
+    items, rms = part_stats(tmp_path, first=7)  # 7 items span three shards of 3
+    targets, _ = cache.batch(range(7))
+    assert items == len(cache) == 10
+    assert rms == pytest.approx([float(f.double().pow(2).mean().sqrt()) for f in targets], rel=1e-12)

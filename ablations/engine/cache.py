@@ -253,14 +253,14 @@ def build_cache(
 
 def part_stats(root: str | Path, first: int = 1024) -> tuple[int, list[float]]:
     """Items in a cache folder (all of a cache, or one part of one) and the RMS of each scale's targets over its first
-    ``first`` items (a cheap check of what was encoded) (harness)."""
+    ``first`` items, across shards as before parts existed (a cheap check of what was encoded) (harness)."""
     root = Path(root)
     manifest = json.loads((root / MANIFEST).read_text())
     shards = [_shard_dir(root, k) for k in sorted(manifest["shards"])]
     items = sum(len(np.load(s / "labels.npy", mmap_mode="r")) for s in shards)
     n_scales = len(manifest["key"]["scales"])
-    head = [torch.from_numpy(np.array(np.load(shards[0] / f"scale_{i}.npy", mmap_mode="r")[:first], np.float32))
-            for i in range(n_scales)]
+    head = [torch.from_numpy(np.concatenate([np.load(s / f"scale_{i}.npy", mmap_mode="r") for s in shards])[:first]
+                             .astype(np.float32)) for i in range(n_scales)]  # the first items across shards
     return items, [float(f.double().pow(2).mean().sqrt()) for f in head]
 
 

@@ -194,7 +194,7 @@ def writable_folder(key: str, path: str, min_free: int = MIN_FREE_BYTES) -> Path
 
 def hub_inception_weights() -> Path | None:
     """torch-fidelity's Inception weights where its download lands (torch.hub.get_dir(), without importing torch), if
-    they are there."""
+    they are there (harness)."""
     home = os.environ.get("TORCH_HOME", os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "torch"))
     hub = Path(os.environ.get("TORCH_HUB", os.path.join(home, "hub"))).expanduser()
     path = hub / "checkpoints" / "weights-inception-2015-12-05-6726825d.pth"
