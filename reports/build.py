@@ -28,7 +28,7 @@ if __package__ in (None, ""):  # as a script: the repository root on the path, n
 
 from ablations.engine.io import write_text  # noqa: E402
 from reports import paper  # noqa: E402
-from reports.claims import RULES, Evidence, LossPair, Timed, judge_all  # noqa: E402
+from reports.claims import RULES, Evidence, LossPair, Timed, compare_trends, judge_all, trend  # noqa: E402
 from reports.figures import (  # noqa: E402
     Plot,
     plot_compute,
@@ -56,6 +56,7 @@ from reports.tables import (  # noqa: E402
     sweep_tables,
     table1,
     train_table,
+    trends_table,
 )
 
 __all__ = ["build_report", "find_run_dirs", "load_run", "main"]
@@ -159,6 +160,47 @@ def evidence(views: Sequence[SweepView], groups: Sequence[Group], msf: Group | N
     )
 
 
+def read_evidence(runs: Sequence[Run]) -> tuple[list[Group], list[SweepView], Group | None, list[Run], Evidence]:
+    """Groups, sweep views, the paper's MSF arm, its training runs and the claims' evidence of a set of runs
+    (harness)."""
+    groups = group_evals(runs)
+    views = sweep_views(groups)
+    msf = paper_msf(views)
+    trains = paper_trains(runs, msf)
+    return groups, views, msf, trains, evidence(views, groups, msf, trains)
+
+
+def dataset_name(groups: Sequence[Group]) -> str:
+    """The dataset(s) of the model evals, as 'embedded' or 'a / b' (harness)."""
+    return " / ".join(sorted({str(g.setting["dataset"]) for g in groups if g.anchor is None})) or "no eval"
+
+
+TREND_SWEEPS = (  # (label, Evidence field) of the sweeps whose trends are set beside a stand-in's
+    ("Table 2: FID against scale-1 CFG", "cfg_scale1"),
+    ("Table 3: FID against scale-2 CFG", "cfg_scale2"),
+    ("Table 4: FID against scale-1 steps", "steps_scale1"),
+    ("Table 5: FID against scale-2 steps", "steps_scale2"),
+)
+
+
+def trend_rows(ours: Evidence, theirs: Evidence, names: tuple[str, str]) -> list[tuple[str, str, Any, Any, str]]:
+    """Each Table 2-5 sweep's fitted FID change here and on the stand-in over the settings both measured, and how
+    they relate (TREND_RULE; Tables 2-5)."""
+    rows = []
+    for label, name in TREND_SWEEPS:
+        a, b = getattr(ours, name), getattr(theirs, name)
+        xs = sorted(set(a) & set(b))
+        if xs:
+            ta, tb = trend({x: a[x] for x in xs}), trend({x: b[x] for x in xs})
+            settings = ", ".join(f"{x:g}" for x in xs)
+        else:  # measured on one side at most: that side's own trend, the other's missing
+            ta, tb = trend(a), trend(b)
+            settings = "; ".join(f"{n}: {', '.join(f'{x:g}' for x in sorted(v)) or 'none'}"
+                                 for n, v in zip(names, (a, b), strict=True))
+        rows.append((label, settings, ta, tb, compare_trends(ta, tb, names)))
+    return rows
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Entry points
 
@@ -187,7 +229,7 @@ def inventory(runs: Sequence[Run], groups: Sequence[Group], planned: Sequence[st
 
 
 def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, title: str | None = None,
-                 unfinished: Sequence[str] = ()) -> dict[str, Any]:
+                 unfinished: Sequence[str] = (), stand_in: Sequence[str | Path] = ()) -> dict[str, Any]:
     """Read run folders and write report.md, report.html and the figures into out_dir (harness).
 
     Args:
@@ -195,22 +237,24 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, title: str
         out_dir: where report.md, report.html and the PNG figures go (created if needed).
         title: the report's title; by default names the presets found.
         unfinished: the names of planned jobs that did not finish (listed with the unfinished runs).
+        stand_in: run folders of another dataset's runs of the same sweeps (e.g. the real-image stand-in
+            ``preset=digits``): its verdicts go beside ours in Claims and its trends beside ours in Table D1.
 
     Returns:
         {"markdown", "html": paths, "figures": {name: path}, "missing_figures": {name: reason}, "tables": [ids],
          "claims": [{"claim", "evidence", "verdict", "interval"}], "runs": number of run folders read}.
     """
     runs = [load_run(d) for d in find_run_dirs(run_dirs)]
+    other = [load_run(d) for d in find_run_dirs(stand_in)] if stand_in else []
+    if stand_in and not done(other, "eval"):
+        raise ValueError(f"no finished eval run in the stand-in {', '.join(map(str, stand_in))}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob("fig_*.png"):  # figures of an earlier build whose data may be gone
         stale.unlink()
-    groups = group_evals(runs)
+    groups, views, msf, trains, ours = read_evidence(runs)
     presets = sorted({str(g.setting["preset"]) for g in groups})
     title = title or f"MSF reproduction report ({', '.join(presets) or 'no eval'})"
-    views = sweep_views(groups)
-    msf = paper_msf(views)
-    trains = paper_trains(runs, msf)
     fig2 = view_for(views, "fig2")
     order = [str(point_value(p, "factorization", None)) for p in fig2.points] if fig2 else []
 
@@ -220,6 +264,19 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, title: str
     for table in ("resolutions", "conditioning"):
         view = view_for(views, table)
         tables += [points_table(view, groups)] if view is not None else []
+    verdicts = judge_all(ours)
+    notes = inception_note(groups)
+    claims = claims_table(verdicts)
+    if other:
+        other_groups, _, _, _, theirs = read_evidence(other)
+        names = (dataset_name(groups), dataset_name(other_groups))
+        claims = claims_table(verdicts, judge_all(theirs), names[1])
+        rows = trend_rows(ours, theirs, names)
+        tables.append(trends_table(rows, names))
+        notes = [*notes, f"Beside a stand-in ({names[1]}, run folders {', '.join(map(str, stand_in))}): the same "
+                 "sweeps' trends (Table D1) read " + "; ".join(f"{label.split(':')[0]}: {reading}"
+                                                          for label, _, _, _, reading in rows)
+                 + ". Its verdicts stand beside ours in Claims."]
     tables += [speed_table(runs), speed_ratios(runs), train_table(runs)]
 
     wanted: dict[str, tuple[Plot | None, str]] = {
@@ -237,10 +294,8 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, title: str
     if not grids:
         missing["fig_grid"] = "no eval of a sweep point with grid.npy"
 
-    verdicts = judge_all(evidence(views, groups, msf, trains))
-    claims = claims_table(verdicts)
     sections: list[Section] = [
-        ("Summary", summary_blocks(verdicts, scale_table(groups, msf, trains), inception_note(groups))),
+        ("Summary", summary_blocks(verdicts, scale_table(groups, msf, trains), notes)),
         ("Runs", list(inventory(runs, groups, unfinished))),
         ("Claims", [claims, *(f"Rule {i}: {rule}" for i, rule in enumerate(RULES, 1))]),
         ("Tables", list(tables)),
@@ -272,9 +327,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("run_dirs", nargs="+", help="run folders, or folders holding run folders")
     parser.add_argument("--out", help="output folder (default: report/ beside the run folders)")
     parser.add_argument("--title", help="report title")
+    parser.add_argument("--stand-in", action="append", default=[], metavar="DIR",
+                        help="run folders of the same sweeps on another dataset (e.g. runs/digits), set beside ours")
     args = parser.parse_args(argv)
     try:
-        result = build_report(args.run_dirs, args.out or default_out(args.run_dirs), args.title)
+        result = build_report(args.run_dirs, args.out or default_out(args.run_dirs), args.title,
+                              stand_in=args.stand_in)
     except ValueError as e:
         parser.error(str(e))
     missing = ", ".join(result["missing_figures"]) or "none"

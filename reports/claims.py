@@ -58,6 +58,14 @@ RULES = (
     "contradicted.",
 )
 
+TREND_RULE = (
+    "Trends beside a stand-in (Tables 2-5): per training seed measured at every setting of a sweep (its FIDs averaged "
+    "over sampling seeds; with one training seed, per sampling seed), the least-squares slope of FID against the "
+    "swept setting times the swept range gives the fitted FID change across the sweep; the 95% Student-t interval "
+    "runs over those units. A trend is resolved when its interval excludes 0; two resolved trends of opposite sign "
+    "are reversed."
+)
+
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Paired differences and their intervals
@@ -134,6 +142,55 @@ def paired(a: Arm, b: Arm) -> Interval | None:
         return t_interval(units, "training seed", len(diffs))
     note = "one training seed: sampling noise only" if trained else ""
     return t_interval([d for _, _, d in diffs], "sampling seed", len(diffs), note)
+
+
+def trend(arms: Mapping[float, Arm]) -> Interval | None:
+    """Fitted FID change across a sweep's range with its interval (TREND_RULE); None when fewer than 2 settings
+    share a run unit (harness)."""
+    xs = sorted(arms)
+    common = set.intersection(*(set(arms[x].values) for x in xs)) if len(xs) >= 2 else set()
+    if not common:
+        return None
+    trained = sorted({t for t, _ in common if t is not None})
+    by_train = len(trained) >= 2
+    units: dict[int | None, list[tuple[int | None, int]]] = defaultdict(list)
+    for t, s in sorted(common, key=lambda k: (k[0] is None, k[0] or 0, k[1])):
+        units[t if by_train else s].append((t, s))
+    span, mean_x = xs[-1] - xs[0], statistics.fmean(xs)
+    sxx = sum((x - mean_x) ** 2 for x in xs)
+    changes = []
+    for keys in units.values():
+        ys = [statistics.fmean(arms[x].values[k] for k in keys) for x in xs]
+        mean_y = statistics.fmean(ys)
+        changes.append(span * sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / sxx)
+    note = "one training seed: sampling noise only" if trained and not by_train else ""
+    return t_interval(changes, "training seed" if by_train else "sampling seed", len(common) * len(xs), note)
+
+
+def compare_trends(ours: Interval | None, theirs: Interval | None, where: tuple[str, str]) -> str:
+    """How two sweeps' trends relate (TREND_RULE): same direction, reversed, resolved on one only, or neither
+    (harness)."""
+
+    def sign(iv: Interval | None) -> int:
+        """+1 or -1 for a resolved trend, 0 for an unresolved or missing one."""
+        if iv is None or not iv.defined or iv.lo <= 0 <= iv.hi:
+            return 0
+        return 1 if iv.lo > 0 else -1
+
+    absent = [w for w, iv in zip(where, (ours, theirs), strict=True) if iv is None]
+    if absent:
+        return f"not measured on {' and '.join(absent)}"
+    open_ = [w for w, iv in zip(where, (ours, theirs), strict=True) if not iv.defined]  # type: ignore[union-attr]
+    if open_:
+        return f"no interval on {' and '.join(open_)}"
+    a, b = sign(ours), sign(theirs)
+    word = {1: "rises", -1: "falls"}
+    if a and b:
+        return "same direction" if a == b else f"reversed: FID {word[a]} on {where[0]}, {word[b]} on {where[1]}"
+    if a or b:
+        side, other, s = (where[0], where[1], a) if a else (where[1], where[0], b)
+        return f"FID {word[s]} on {side}; no resolved trend on {other}"
+    return "no resolved trend on either"
 
 
 # ----------------------------------------------------------------------------------------------------------------------

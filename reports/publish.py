@@ -1,12 +1,14 @@
 """Publish a reproduction: the small metadata of every finished run folder plus the report built from the runs.
 
-``python reports/publish.py RUNS_ROOT DEST [--title TEXT]`` copies config.json and metrics.json of each finished run
-folder under RUNS_ROOT to DEST/runs/<folder>/, with its stats.jsonl thinned to at most MAX_STATS records (the first
-and the last kept, the others evenly spaced: per-step logs would otherwise be most of the repository), and writes
-DEST/report.md, DEST/report.html and the figures, built from the full run folders. Checkpoints, caches, sample arrays
-and logs with machine paths are never copied. Rebuilding the report from DEST/runs reproduces its tables exactly
-(tests/test_reports.py checks the committed one, results/tiny); the figures drawn from sample arrays (decompositions,
-sample grids) need the full run folders, and the loss curves drawn from thinned logs are coarser.
+``python reports/publish.py RUNS_ROOT DEST [--title TEXT] [--stand-in DIR]`` copies config.json and metrics.json of
+each finished run folder under RUNS_ROOT to DEST/runs/<folder>/, with its stats.jsonl thinned to at most MAX_STATS
+records (the first and the last kept, the others evenly spaced: per-step logs would otherwise be most of the
+repository), and writes DEST/report.md, DEST/report.html and the figures, built from the full run folders; a stand-in
+(another published reproduction's runs/, e.g. the real-image digits) has its verdicts and trends set beside ours.
+Checkpoints, caches, sample arrays and logs with machine paths are never copied. Rebuilding the report from DEST/runs
+(and the same stand-in) reproduces its tables exactly (tests/test_reports.py checks the committed one, results/tiny);
+the figures drawn from sample arrays (decompositions, sample grids) need the full run folders, and the loss curves
+drawn from thinned logs are coarser.
 """
 
 from __future__ import annotations
@@ -65,11 +67,15 @@ def copy_metadata(runs_root: Path, dest: Path) -> list[Path]:
     return copied
 
 
-def publish(runs_root: str | Path, dest: str | Path, title: str | None = None) -> dict[str, Any]:
-    """Metadata to dest/runs, then the report from the full run folders to dest (harness)."""
+def publish(runs_root: str | Path, dest: str | Path, title: str | None = None,
+            stand_in: Sequence[str | Path] = ()) -> dict[str, Any]:
+    """Metadata to dest/runs, then the report from the full run folders to dest, with a published stand-in's
+    verdicts and trends beside ours (harness)."""
     runs_root, dest = Path(runs_root), Path(dest)
+    for d in stand_in:
+        find_run_dirs([d])  # refuse a missing stand-in before anything is written
     copied = copy_metadata(runs_root, dest / "runs")
-    result = build_report([runs_root], dest, title)
+    result = build_report([runs_root], dest, title, stand_in=stand_in)
     return {**result, "published_runs": len(copied)}
 
 
@@ -79,9 +85,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("runs_root", help="folder holding the run folders (e.g. runs/tiny)")
     parser.add_argument("dest", help="destination folder (e.g. results/tiny); its runs/ must not exist yet")
     parser.add_argument("--title", help="report title")
+    parser.add_argument("--stand-in", action="append", default=[], metavar="DIR",
+                        help="a published stand-in's run metadata (e.g. results/digits/runs), set beside ours; "
+                        "rebuilding the report from dest/runs with it reproduces every table")
     args = parser.parse_args(argv)
     try:
-        result = publish(args.runs_root, args.dest, args.title)
+        result = publish(args.runs_root, args.dest, args.title, args.stand_in)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from reports import paper
-from reports.claims import Verdict, paired
+from reports.claims import TREND_RULE, Interval, Verdict, paired
 from reports.runs import ANCHORS, REAL, UNTRAINED, Group, Run, Stat, anchor_group, done, seeds_short
 from reports.sweeps import KEY_TITLES, Point, Series, SweepView, point_value, value_text, view_for
 
@@ -414,17 +414,35 @@ def train_order(r: Run) -> tuple[Any, ...]:
             m["train_seed"], r.name)
 
 
-def claims_table(verdicts: Sequence[Verdict]) -> Table:
-    """Each claim, its evidence, the deciding paired difference with its 95% interval, and the verdict (Claims)."""
-    return Table(
-        "Claims",
-        "Each claim of the paper, our evidence at this preset and a verdict",
-        "Rules below. Differences are paired by (training seed, sampling seed) and judged by their 95% Student-t "
-        "intervals (Rule 1). Our FIDs may use another feature network, dataset and sample count than the paper's "
-        "Inception FID-5K: only differences within our runs are judged.",
-        ["Claim", "Evidence", "Deciding difference [95% CI]", "Verdict"],
-        [[v.claim, v.evidence, v.interval, v.verdict] for v in verdicts],
-    )
+def claims_table(verdicts: Sequence[Verdict], stand_in: Sequence[Verdict] = (), stand_in_name: str = "") -> Table:
+    """Each claim, its evidence, the deciding paired difference with its 95% interval, and the verdict; with a
+    stand-in, its verdict and deciding difference beside ours (Claims)."""
+    caption = ("Rules below. Differences are paired by (training seed, sampling seed) and judged by their 95% "
+               "Student-t intervals (Rule 1). Our FIDs may use another feature network, dataset and sample count than "
+               "the paper's Inception FID-5K: only differences within our runs are judged.")
+    header = ["Claim", "Evidence", "Deciding difference [95% CI]", "Verdict"]
+    rows = [[v.claim, v.evidence, v.interval, v.verdict] for v in verdicts]
+    if stand_in:
+        caption += f" The last column judges the same claim by the same rules on the stand-in ({stand_in_name})."
+        header.append(f"On the stand-in ({stand_in_name})")
+        other = {v.claim: v for v in stand_in}
+        rows = [row + [f"{other[v.claim].verdict}: {other[v.claim].interval}" if v.claim in other else MISSING]
+                for row, v in zip(rows, verdicts, strict=True)]
+    return Table("Claims", "Each claim of the paper, our evidence at this preset and a verdict", caption, header, rows)
+
+
+def trends_table(rows: Sequence[tuple[str, str, Interval | None, Interval | None, str]],
+                 names: tuple[str, str]) -> Table:
+    """Each sweep's fitted FID change here and on the stand-in, and how they relate (TREND_RULE; Tables 2-5)."""
+
+    def text(iv: Interval | None) -> str:
+        return MISSING if iv is None else iv.text()
+
+    return Table("Table D1", f"Trends here ({names[0]}) and on the stand-in ({names[1]})",
+                 TREND_RULE + " FIDs of the two datasets come from different feature networks: only the direction of "
+                 "each trend is compared, never the values.",
+                 ["Sweep", "Settings", f"FID change here ({names[0]})", f"On the stand-in ({names[1]})", "Reading"],
+                 [[sweep, settings, text(a), text(b), reading] for sweep, settings, a, b, reading in rows])
 
 
 def sweep_tables(views: Sequence[SweepView], groups: Sequence[Group]) -> list[Table]:

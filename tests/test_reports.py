@@ -33,8 +33,10 @@ from reports.claims import (
     SUPPORTED,
     UNRESOLVED,
     Arm,
+    Interval,
     LossPair,
     Timed,
+    compare_trends,
     judge_best,
     judge_factorization,
     judge_flat,
@@ -42,6 +44,7 @@ from reports.claims import (
     judge_speed,
     paired,
     t_interval,
+    trend,
 )
 from reports.publish import MAX_STATS, copy_metadata, publish
 from reports.tables import MISSING
@@ -771,6 +774,93 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# Trends beside a stand-in (another dataset's runs of the same sweeps)
+
+
+def fitted_change(xs: list[float], ys: list[float]) -> float:
+    """numpy's least-squares slope times the swept range: the independent reference for trend()."""
+    return float(np.polyfit(xs, ys, 1)[0]) * (max(xs) - min(xs))
+
+
+def test_trend_is_the_fitted_change_per_training_seed_with_a_t_interval():
+    # FID rises by 0.1 per 0.1 CFG in every training seed; seeds differ by +-3 and sampling seeds by 0.05.
+    rng = np.random.default_rng(3)
+    xs = [1.0, 1.2, 1.3, 1.5]
+    arms = {x: Arm("x", {(t, s): 40 + x + 3 * (t - 1) + 0.05 * s + float(rng.normal(0, 0.01))
+                         for t in range(3) for s in range(2)}) for x in xs}
+    iv = trend(arms)
+    per_seed = [fitted_change(xs, [np.mean([arms[x].values[t, s] for s in range(2)]) for x in xs]) for t in range(3)]
+    ci = scipy_stats.ttest_1samp(per_seed, 0.0).confidence_interval(0.95)
+    assert (iv.n, iv.unit, iv.pairs) == (3, "training seed", 24)
+    assert (iv.mean, iv.lo, iv.hi) == pytest.approx((np.mean(per_seed), ci.low, ci.high), rel=1e-9)
+    assert iv.lo > 0.4  # +0.5 over the range, resolved although the seed offsets are 6x larger
+    one = trend({x: Arm("x", {(0, s): x + 0.01 * s * x for s in range(3)}) for x in xs})
+    assert (one.n, one.unit) == (3, "sampling seed") and "sampling noise only" in one.text()
+    assert trend({1.0: arms[1.0]}) is None  # one setting: no trend
+    assert trend({1.0: Arm("a", {(0, 0): 1.0}), 1.5: Arm("b", {(1, 0): 2.0})}) is None  # no run unit in common
+    assert not trend({1.0: Arm("a", {(0, 0): 1.0}), 1.5: Arm("b", {(0, 0): 2.0})}).defined  # one unit: no interval
+
+
+def resolved(mean: float) -> Interval:
+    return Interval(mean, mean - 0.1, mean + 0.1, 3, "training seed", 9)
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs", "reading"),
+    [
+        (resolved(1.0), resolved(2.0), "same direction"),
+        (resolved(-1.0), resolved(2.0), "reversed: FID falls on a, rises on b"),
+        (resolved(1.0), resolved(0.05), "FID rises on a; no resolved trend on b"),
+        (resolved(0.0), resolved(-1.0), "FID falls on b; no resolved trend on a"),
+        (resolved(0.05), resolved(-0.05), "no resolved trend on either"),
+        (resolved(1.0), None, "not measured on b"),
+        (Interval(1.0, math.nan, math.nan, 1, "training seed", 4), resolved(1.0), "no interval on a"),
+    ],
+)
+def test_trend_readings(ours, theirs, reading):
+    assert compare_trends(ours, theirs, ("a", "b")) == reading
+
+
+def test_a_stand_in_with_reversed_trends_is_set_beside_ours(built, tmp_path):
+    root, _, _ = built
+    stand_in = tmp_path / "digits"
+    shutil.copytree(root, stand_in)
+    for path in stand_in.glob("eval-*/metrics.json"):  # the stand-in: another dataset whose every FID is negated
+        m = json.loads(path.read_text())
+        path.write_text(json.dumps(m | {"dataset": "digits", "fid": -m["fid"]}))
+    result = build_report([root], tmp_path / "out", stand_in=[stand_in])
+    md = Path(result["markdown"]).read_text(encoding="utf-8")
+    table = parse_md_table(md, "Table D1")
+    row = table[table["Sweep"].str.startswith("Table 2")].iloc[0]
+    assert row["Settings"] == ", ".join(f"{x:g}" for x in sorted(rf.CFG_SCALE1_FID))
+    assert row["Reading"] == "reversed: FID falls on embedded, rises on digits"
+
+    def expected(sign: float) -> list[float]:
+        """Per training seed: the fitted change of the sampling-seed means over Table 2's settings."""
+        out = []
+        for t in rf.TRAIN_SEEDS:
+            ys = [np.mean([sign * m["fid"] for m in msf_runs(root, cfg=[x, 1.0], steps=list(rf.MAIN_STEPS),
+                                                             train_seed=t)]) for x in sorted(rf.CFG_SCALE1_FID)]
+            out.append(fitted_change(sorted(rf.CFG_SCALE1_FID), ys))
+        return out
+
+    for column, sign in (("FID change here (embedded)", 1.0), ("On the stand-in (digits)", -1.0)):
+        per_seed = expected(sign)
+        ci = scipy_stats.ttest_1samp(per_seed, 0.0).confidence_interval(0.95)
+        assert_interval_matches(row[column], (float(np.mean(per_seed)), ci.low, ci.high))
+    claims = parse_md_table(md, "Claims")
+    assert list(claims.columns)[-1] == "On the stand-in (digits)"
+    best = claims[claims["Claim"].str.contains("Table 2")].iloc[0]
+    assert best["Verdict"] == SUPPORTED and best["On the stand-in (digits)"].startswith(CONTRADICTED)
+    assert "Beside a stand-in (digits" in md and "Table 2: reversed" in md
+    with pytest.raises(ValueError, match="no finished eval run in the stand-in"):
+        build_report([root], tmp_path / "out2", stand_in=[stand_in / next(stand_in.glob("train-*")).name])
+    with pytest.raises(ValueError, match="not a directory"):
+        publish(root, tmp_path / "never", stand_in=[tmp_path / "absent"])
+    assert not (tmp_path / "never").exists()  # refused before anything was written
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # Publishing: metadata only, stats thinned, tables regenerate from the metadata
 
 
@@ -948,6 +1038,7 @@ def slash_text(values: list[int]) -> str:
 # The committed small-scale reproduction (results/tiny): its tables regenerate exactly from its committed metadata
 
 PUBLISHED = ROOT / "results" / "tiny"
+STAND_IN = ROOT / "results" / "digits"  # the real-image stand-in, published on its own and set beside tiny's report
 
 
 def md_tables(md: str) -> dict[str, str]:
@@ -965,13 +1056,17 @@ def md_tables(md: str) -> dict[str, str]:
     return blocks
 
 
-def test_committed_report_tables_regenerate_from_committed_metadata(tmp_path):
-    assert (PUBLISHED / "report.md").is_file(), "the committed reproduction is missing (results/tiny)"
-    for path in (PUBLISHED / "runs").rglob("*"):  # metadata only: no checkpoints, caches or sample arrays
+@pytest.mark.parametrize(("published", "stand_in", "tables"), [
+    (PUBLISHED, STAND_IN, {"Table 1", "Table 2", "Table 3", "Table 4", "Table 5", "Table R1", "Table D1", "Claims"}),
+    (STAND_IN, None, {"Table 2", "Table 4", "Claims"}),
+])
+def test_committed_report_tables_regenerate_from_committed_metadata(tmp_path, published, stand_in, tables):
+    assert (published / "report.md").is_file(), f"the committed reproduction is missing ({published})"
+    for path in (published / "runs").rglob("*"):  # metadata only: no checkpoints, caches or sample arrays
         assert path.is_dir() or path.name in ("config.json", "metrics.json", "stats.jsonl"), path
-    for path in (PUBLISHED / "runs").rglob("stats.jsonl"):  # thinned by reports/publish.py
+    for path in (published / "runs").rglob("stats.jsonl"):  # thinned by reports/publish.py
         assert len(path.read_text().splitlines()) <= MAX_STATS, path
-    rebuilt = build_report([PUBLISHED / "runs"], tmp_path)
-    committed = md_tables((PUBLISHED / "report.md").read_text(encoding="utf-8"))
-    assert set(committed) >= {"Table 1", "Table 2", "Table 3", "Table 4", "Table 5", "Table R1", "Claims"}
+    rebuilt = build_report([published / "runs"], tmp_path, stand_in=[stand_in / "runs"] if stand_in else [])
+    committed = md_tables((published / "report.md").read_text(encoding="utf-8"))
+    assert set(committed) >= tables
     assert md_tables(Path(rebuilt["markdown"]).read_text(encoding="utf-8")) == committed
