@@ -190,10 +190,10 @@ def trend_rows(ours: Evidence, theirs: Evidence, names: tuple[str, str]) -> list
     for label, name in TREND_SWEEPS:
         a, b = getattr(ours, name), getattr(theirs, name)
         xs = sorted(set(a) & set(b))
-        if xs:
+        if len(xs) >= 2:
             ta, tb = trend({x: a[x] for x in xs}), trend({x: b[x] for x in xs})
             settings = ", ".join(f"{x:g}" for x in xs)
-        else:  # measured on one side at most: that side's own trend, the other's missing
+        else:  # fewer than 2 settings in common: each side's own trend where it has one
             ta, tb = trend(a), trend(b)
             settings = "; ".join(f"{n}: {', '.join(f'{x:g}' for x in sorted(v)) or 'none'}"
                                  for n, v in zip(names, (a, b), strict=True))

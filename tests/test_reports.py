@@ -345,6 +345,8 @@ def test_loss_rule(ratios, verdict):
         ((8.0, 10.0), (8.0, 15.0), CONTRADICTED),  # equal FID, 1.5x only
         ((9.0, 10.0), (8.0, 40.0), CONTRADICTED),  # MSF worse in every seed
         ((7.0, 10.0), (8.0, 15.0), UNRESOLVED),  # MSF better, 1.5x: 'at equal FID' not established
+        ((8.5, 10.0), (8.0, 40.0), CONTRADICTED),  # MSF worse by 0.5 in every seed: beyond the 5% margin (0.4)
+        ((8.3, 10.0), (8.0, 40.0), SUPPORTED),  # worse by 0.3 in every seed: within the margin, 4x faster
     ],
 )
 def test_speed_rule(msf, base, verdict):
@@ -352,6 +354,8 @@ def test_speed_rule(msf, base, verdict):
         return Timed("x", seeded(fid_time[0]), fid_time[1], device, dtype)
 
     assert judge_speed("speed", (timed(msf), timed(base))).verdict == verdict
+    noisy = Timed("x", noisy_runs(8.0, 3.0, 5), 10.0, "cpu", "float32")  # equal means, per-run noise of std 3
+    assert judge_speed("speed", (noisy, timed(base))).verdict == UNRESOLVED  # large noise never supports it
     other = timed(base, "cuda", "bfloat16")
     assert judge_speed("speed", (timed(msf), other)).verdict == UNRESOLVED  # different devices
     assert judge_speed("speed", None).verdict == UNRESOLVED
