@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ import submitit
 from ablations.config import Config
 from ablations.costs import is_training
 from ablations.engine.io import read_json, write_json
+from ablations.engine.runfolder import locked
 from ablations.graph import Graph, Job, code_version
 
 
@@ -176,7 +178,10 @@ def run_graph(cfg: Config, g: Graph) -> list[dict[str, Any]]:
         return _run_slurm(cfg, g, todo, folder, progress, code)
     status: dict[str, str] = {j.key: "done" for j in g if g.done(j)}
     rows = []
-    for job in todo:
+    pending = list(todo)
+    while pending:
+        job = next_job(pending, status, lambda j: locked(j.run_dir))
+        pending.remove(job)
         if any(status.get(d.key) != "done" for d in job.deps.values()):
             status[job.key] = "skipped"
             rows.append({"job": job.name, "status": "skipped", "error": "a dependency failed"})
@@ -197,6 +202,15 @@ def run_graph(cfg: Config, g: Graph) -> list[dict[str, Any]]:
             progress.show(f"FAILED  {job.name}: {result['error']} (log: {result['log']})")
         rows.append({"job": job.name, **result})
     return rows
+
+
+def next_job(pending: list[Job], status: dict[str, str], busy: Callable[[Job], bool]) -> Job:
+    """The job a local runner takes next from ``pending`` (in graph order): the first whose dependencies are done
+    and that no other runner is writing (``busy``), so that runners side by side on one sweep share its work; else
+    the first whose dependencies are done (waiting for the runner writing it); else the first, whose dependency
+    failed (harness)."""
+    ready = [j for j in pending if all(status.get(d.key) == "done" for d in j.deps.values())]
+    return next((j for j in ready if not busy(j)), ready[0] if ready else pending[0])
 
 
 def _needs(job: Job, failed: Job) -> bool:

@@ -87,6 +87,20 @@ class JobLocked(RuntimeError):
     """Another runner is writing this run folder right now."""
 
 
+def locked(run_dir: Path) -> bool:
+    """Whether another runner holds the run folder's lock right now (a probe: takes and drops it at once) (harness)."""
+    lock = run_dir / ".lock"
+    if not lock.is_file():
+        return False
+    with open(lock, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return False
+
+
 @contextlib.contextmanager
 def job_lock(run_dir: Path, wait: bool = True, on_wait: Any = None) -> Iterator[None]:
     """An exclusive lock on a run folder, held by the process running its job (harness).
