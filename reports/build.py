@@ -270,8 +270,9 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, title: str
     if other:
         other_groups, _, _, _, theirs = read_evidence(other)
         names = (dataset_name(groups), dataset_name(other_groups))
-        claims = claims_table(verdicts, judge_all(theirs), names[1])
         rows = trend_rows(ours, theirs, names)
+        readings = {label.split(":")[0]: reading for label, _, _, _, reading in rows}
+        claims = claims_table(verdicts, judge_all(theirs), names[1], readings)
         tables.append(trends_table(rows, names))
         notes = [*notes, f"Beside a stand-in ({names[1]}, run folders {', '.join(map(str, stand_in))}): the same "
                  "sweeps' trends (Table D1) read " + "; ".join(f"{label.split(':')[0]}: {reading}"

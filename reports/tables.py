@@ -9,7 +9,8 @@ measured is shown as missing, never filled from the paper.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -414,9 +415,11 @@ def train_order(r: Run) -> tuple[Any, ...]:
             m["train_seed"], r.name)
 
 
-def claims_table(verdicts: Sequence[Verdict], stand_in: Sequence[Verdict] = (), stand_in_name: str = "") -> Table:
+def claims_table(verdicts: Sequence[Verdict], stand_in: Sequence[Verdict] = (), stand_in_name: str = "",
+                 trends: Mapping[str, str] | None = None) -> Table:
     """Each claim, its evidence, the deciding paired difference with its 95% interval, and the verdict; with a
-    stand-in, its verdict and deciding difference beside ours (Claims)."""
+    stand-in, its verdict, deciding difference (else its evidence) and, for Tables 2-5, how its trend reads beside
+    ours (trends: 'Table 2' -> reading) (Claims)."""
     caption = ("Rules below. Differences are paired by (training seed, sampling seed) and judged by their 95% "
                "Student-t intervals (Rule 1). Our FIDs may use another feature network, dataset and sample count than "
                "the paper's Inception FID-5K: only differences within our runs are judged.")
@@ -426,8 +429,18 @@ def claims_table(verdicts: Sequence[Verdict], stand_in: Sequence[Verdict] = (), 
         caption += f" The last column judges the same claim by the same rules on the stand-in ({stand_in_name})."
         header.append(f"On the stand-in ({stand_in_name})")
         other = {v.claim: v for v in stand_in}
-        rows = [row + [f"{other[v.claim].verdict}: {other[v.claim].interval}" if v.claim in other else MISSING]
-                for row, v in zip(rows, verdicts, strict=True)]
+
+        def cell(v: Verdict) -> str:
+            """The stand-in's verdict and deciding difference, and its trend's reading beside ours."""
+            if v.claim not in other:
+                return MISSING
+            o = other[v.claim]
+            text = f"{o.verdict}: {o.interval if o.interval != MISSING else o.evidence}"
+            table = re.search(r"(Table \d)\)$", v.claim)
+            reading = (trends or {}).get(table.group(1)) if table else None
+            return text + (f"; trend (Table D1): {reading}" if reading else "")
+
+        rows = [row + [cell(v)] for row, v in zip(rows, verdicts, strict=True)]
     return Table("Claims", "Each claim of the paper, our evidence at this preset and a verdict", caption, header, rows)
 
 

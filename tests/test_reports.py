@@ -856,6 +856,10 @@ def test_a_stand_in_with_reversed_trends_is_set_beside_ours(built, tmp_path):
     assert list(claims.columns)[-1] == "On the stand-in (digits)"
     best = claims[claims["Claim"].str.contains("Table 2")].iloc[0]
     assert best["Verdict"] == SUPPORTED and best["On the stand-in (digits)"].startswith(CONTRADICTED)
+    reading = "trend (Table D1): reversed: FID falls on embedded, rises on digits"
+    assert best["On the stand-in (digits)"].endswith(reading)
+    loss = claims[claims["Claim"].str.contains("Fig. 4")].iloc[0]
+    assert "trend" not in loss["On the stand-in (digits)"]  # Tables 2-5 only
     assert "Beside a stand-in (digits" in md and "Table 2: reversed" in md
     with pytest.raises(ValueError, match="no finished eval run in the stand-in"):
         build_report([root], tmp_path / "out2", stand_in=[stand_in / next(stand_in.glob("train-*")).name])
