@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -131,20 +130,23 @@ def pair_differences(a: Arm, b: Arm) -> list[tuple[int | None, int, float]]:
     return out
 
 
+def seed_units(keys: Sequence[SeedPair]) -> tuple[list[list[int]], str, str]:
+    """Rule 1's independent units over runs given by their (training seed, sampling seed): positions grouped by
+    training seed when there are two or more (runs of one training seed share a model), else one unit per run, with
+    a note when that is one trained model's sampling noise only; returns (groups, unit, note) (harness)."""
+    trained = sorted({t for t, _ in keys if t is not None})
+    if len(trained) >= 2:
+        return [[i for i, (t, _) in enumerate(keys) if t == u] for u in trained], "training seed", ""
+    return [[i] for i in range(len(keys))], "sampling seed", "one training seed: sampling noise only" if trained else ""
+
+
 def paired(a: Arm, b: Arm) -> Interval | None:
     """FID(a) - FID(b) over paired runs with its interval (module docstring); None when no run pairs (harness)."""
     diffs = pair_differences(a, b)
     if not diffs:
         return None
-    by_train: dict[int | None, list[float]] = defaultdict(list)
-    for t, _, d in diffs:
-        by_train[t].append(d)
-    trained = [t for t in by_train if t is not None]
-    if len(trained) >= 2:
-        units = [statistics.fmean(by_train[t]) for t in sorted(trained)]
-        return t_interval(units, "training seed", len(diffs))
-    note = "one training seed: sampling noise only" if trained else ""
-    return t_interval([d for _, _, d in diffs], "sampling seed", len(diffs), note)
+    groups, unit, note = seed_units([(t, s) for t, s, _ in diffs])
+    return t_interval([statistics.fmean(diffs[i][2] for i in g) for g in groups], unit, len(diffs), note)
 
 
 def trend(arms: Mapping[float, Arm]) -> Interval | None:
@@ -154,20 +156,16 @@ def trend(arms: Mapping[float, Arm]) -> Interval | None:
     common = set.intersection(*(set(arms[x].values) for x in xs)) if len(xs) >= 2 else set()
     if not common:
         return None
-    trained = sorted({t for t, _ in common if t is not None})
-    by_train = len(trained) >= 2
-    units: dict[int | None, list[tuple[int | None, int]]] = defaultdict(list)
-    for t, s in sorted(common, key=lambda k: (k[0] is None, k[0] or 0, k[1])):
-        units[t if by_train else s].append((t, s))
+    keys = sorted(common, key=lambda k: (k[0] is None, k[0] or 0, k[1]))
+    groups, unit, note = seed_units(keys)
     span, mean_x = xs[-1] - xs[0], statistics.fmean(xs)
     sxx = sum((x - mean_x) ** 2 for x in xs)
     changes = []
-    for keys in units.values():
-        ys = [statistics.fmean(arms[x].values[k] for k in keys) for x in xs]
+    for g in groups:
+        ys = [statistics.fmean(arms[x].values[keys[i]] for i in g) for x in xs]
         mean_y = statistics.fmean(ys)
         changes.append(span * sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / sxx)
-    note = "one training seed: sampling noise only" if trained and not by_train else ""
-    return t_interval(changes, "training seed" if by_train else "sampling seed", len(common) * len(xs), note)
+    return t_interval(changes, unit, len(common) * len(xs), note)
 
 
 def compare_trends(ours: Interval | None, theirs: Interval | None, where: tuple[str, str]) -> str:
