@@ -1,4 +1,4 @@
-"""The sweep configuration: presets, sweeps (YAML) and ``key=value`` overrides merged into one typed Config (harness).
+"""The sweep configuration: presets, sweeps (YAML) and ``key=value`` overrides merged into one typed Config.
 
 Order of precedence: dataclass defaults < preset YAML (``ablations/presets/NAME.yaml``) < the sweep's ``base`` block
 < command-line ``key=value`` overrides, which the dry-run lists. A key that the sweep's eval points set (its
@@ -119,12 +119,12 @@ KEYS = all_keys(Config)
 
 
 def available(directory: Path) -> list[str]:
-    """The names of the YAML files of a folder (presets, sweeps) (harness)."""
+    """The names of the YAML files of a folder (presets, sweeps)."""
     return sorted(p.stem for p in directory.glob("*.yaml"))
 
 
 def _unknown(key: str) -> ConfigError:
-    """The error for a key Config does not have, with a suggestion (harness)."""
+    """The error for a key Config does not have, with a suggestion."""
     if key in RENAMED:
         return ConfigError(f"key {key!r} is now {RENAMED[key]!r}")
     close = difflib.get_close_matches(key, KEYS, n=1)
@@ -132,7 +132,7 @@ def _unknown(key: str) -> ConfigError:
 
 
 def set_key(data: dict[str, Any], key: str, value: Any) -> None:
-    """Set a dotted key (e.g. ``train.lr``) in a nested mapping; a mapping value merges into a section (harness)."""
+    """Set a dotted key (e.g. ``train.lr``) in a nested mapping; a mapping value merges into a section."""
     prefixes = {k.rsplit(".", i)[0] for k in KEYS for i in range(k.count(".") + 1)}
     if key not in prefixes:
         raise _unknown(key)
@@ -150,7 +150,7 @@ def set_key(data: dict[str, Any], key: str, value: Any) -> None:
 
 
 def parse_value(text: str) -> Any:
-    """A command-line value, parsed as YAML (so 1.5, 3e-4, [100,50], true and null work) (harness)."""
+    """A command-line value, parsed as YAML (so 1.5, 3e-4, [100,50], true and null work)."""
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -158,7 +158,7 @@ def parse_value(text: str) -> Any:
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
-    """A YAML file holding a mapping, read safely (no Python objects) (harness)."""
+    """A YAML file holding a mapping, read safely (no Python objects)."""
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as e:
@@ -169,7 +169,7 @@ def load_yaml(path: Path) -> dict[str, Any]:
 
 
 def _name(kind: str, name: str, directory: Path) -> Path:
-    """The YAML file of a preset or sweep given by name (never a path) (harness)."""
+    """The YAML file of a preset or sweep given by name (never a path)."""
     names = available(directory)
     if name not in names:
         raise ConfigError(f"unknown {kind} {name!r}; valid {kind}s: {', '.join(names)}")
@@ -203,7 +203,7 @@ def load_sweep(name: str, preset: str) -> tuple[Sweep, dict[str, Any]]:
 
 
 def typed(data: dict[str, Any]) -> Config:
-    """The Config of a nested mapping, every value checked against its type and range (harness)."""
+    """The Config of a nested mapping, every value checked against its type and range."""
     try:
         return from_data(Config, data)
     except TypedDataError as e:
@@ -247,14 +247,14 @@ def resolve(argv_pairs: list[tuple[str, str]]) -> tuple[Config, Sweep]:
 
 
 def lookup(data: dict[str, Any], key: str) -> Any:
-    """The value of a dotted key in nested config data (harness)."""
+    """The value of a dotted key in nested config data."""
     for part in key.split("."):
         data = data[part]
     return data
 
 
 def point_config(cfg: Config, point: dict[str, Any]) -> Config:
-    """The config of one eval point: ``cfg`` with the point's overrides (all but ``model``) (harness)."""
+    """The config of one eval point: ``cfg`` with the point's overrides (all but ``model``)."""
     data = to_data(cfg)
     for k, v in point.items():
         if k != "model":
@@ -263,7 +263,7 @@ def point_config(cfg: Config, point: dict[str, Any]) -> Config:
 
 
 def per_scale(values: list[Any], n: int, key: str) -> list[Any]:
-    """One entry per scale: a shorter list repeats its last entry; a longer one is an error (harness)."""
+    """One entry per scale: a shorter list repeats its last entry; a longer one is an error."""
     if not values:
         raise ConfigError(f"{key}=[]: expected at least one entry (one per scale)")
     if len(values) > n:
@@ -276,7 +276,7 @@ def per_scale(values: list[Any], n: int, key: str) -> list[Any]:
 
 
 def validate_point(cfg: Config, model: str, sweep: Sweep) -> None:
-    """Checks of one eval point's settings (harness)."""
+    """Checks of one eval point's settings."""
     from msf.factorize import ScaleSpecError, make_scales  # torch: imported once a command got this far
 
     family = FAMILIES[model]
@@ -313,7 +313,7 @@ def validate_point(cfg: Config, model: str, sweep: Sweep) -> None:
 
 
 def validate(cfg: Config, sweep: Sweep) -> None:
-    """Checks across keys, and of every path, made when the command is parsed (harness)."""
+    """Checks across keys, and of every path, made when the command is parsed."""
     if cfg.data.name in ("imagefolder", "cifar10") and not cfg.data.root:
         raise ConfigError(f"data.name={cfg.data.name} needs data.root=DIR (the dataset folder)")
     if cfg.data.name == "embedded" and cfg.data.root:
@@ -352,7 +352,7 @@ def validate(cfg: Config, sweep: Sweep) -> None:
 
 
 def check_paths(cfg: Config, sweep: Sweep) -> None:
-    """Every path key the sweep uses: exists, right kind, right format, opened without running code (harness)."""
+    """Every path key the sweep uses: exists, right kind, right format, opened without running code."""
     paths.writable_folder("runs_dir", cfg.runs_dir)
     if cfg.data.name == "imagefolder":
         paths.image_folder("data.root", str(cfg.data.root))
@@ -375,5 +375,5 @@ def check_paths(cfg: Config, sweep: Sweep) -> None:
 
 
 def stage_of(cfg: Config, i: int) -> StageConfig:
-    """The network of MSF stage i (a shorter stage list repeats its last entry) (harness)."""
+    """The network of MSF stage i (a shorter stage list repeats its last entry)."""
     return per_scale(cfg.msf.stages, len(cfg.msf.scales), "msf.stages")[i]

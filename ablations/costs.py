@@ -1,4 +1,4 @@
-"""The cluster plan of a sweep before any GPU-hour is spent (``--dry-run`` with launcher=slurm) (harness).
+"""The cluster plan of a sweep before any GPU-hour is spent (``--dry-run`` with launcher=slurm).
 
 Per job: the SLURM resources it asks for (nodes, GPUs, time limit), its counted FLOPs, the GPU-hours they take at a
 stated utilisation (``slurm.mfu`` of ``slurm.gpu_tflops``, the dense bf16 rate of one GPU), and the disk a target cache
@@ -30,7 +30,7 @@ INCEPTION_GFLOPS = 11.5  # InceptionV3 at 299x299 (2 x 5.7 GMACs), counted once 
 
 @dataclass(frozen=True)
 class Cost:
-    """One job's row of the cluster plan (harness)."""
+    """One job's row of the cluster plan."""
 
     name: str
     nodes: int
@@ -45,7 +45,7 @@ _FORWARD: dict[str, float] = {}  # forward GFLOPs by network (the plan asks for 
 
 
 def forward_gflops(spec: TrainJob, channels: int) -> float:
-    """GFLOPs of one forward of a train job's stage network on one latent (meta device) (harness)."""
+    """GFLOPs of one forward of a train job's stage network on one latent (meta device)."""
     import json
 
     import torch
@@ -76,7 +76,7 @@ def train_tflops(spec: TrainJob, channels: int) -> float:
 
 
 def _vae(cfg: AutoencoderConfig) -> Any:
-    """The autoencoder's diffusers network on the meta device, from its config (harness)."""
+    """The autoencoder's diffusers network on the meta device, from its config."""
     import json
 
     import torch
@@ -99,7 +99,7 @@ def _vae(cfg: AutoencoderConfig) -> Any:
 
 
 def _vae_gflops(cfg: AutoencoderConfig, size: int, part: str) -> float:
-    """GFLOPs of the VAE's encoder or decoder on one image of side ``size`` (harness)."""
+    """GFLOPs of the VAE's encoder or decoder on one image of side ``size``."""
     import torch
 
     from ablations.engine.flops import count_forward_flops
@@ -116,7 +116,7 @@ def _vae_gflops(cfg: AutoencoderConfig, size: int, part: str) -> float:
 
 
 def _cache(spec: CacheJob) -> tuple[float, float]:
-    """(TFLOPs, disk GB) of one part of a target cache (harness)."""
+    """(TFLOPs, disk GB) of one part of a target cache."""
     images = spec.data.train_size / spec.cache.parts
     items = images * (2 if spec.cache.flip == "both" else 1)
     f = latent_factor(spec.autoencoder)
@@ -129,7 +129,7 @@ def _cache(spec: CacheJob) -> tuple[float, float]:
 
 
 def _eval_tflops(spec: EvalJob, job: Job) -> float:
-    """Counted TFLOPs of one eval point: sampling, decoding and feature extraction of every sample (harness)."""
+    """Counted TFLOPs of one eval point: sampling, decoding and feature extraction of every sample."""
     import torch
 
     from ablations.engine.families import dit_xl2_network
@@ -153,12 +153,12 @@ def _eval_tflops(spec: EvalJob, job: Job) -> float:
 
 def is_training(job: Job) -> bool:
     """A job that gets the training resources (several GPUs and nodes); a 0-step training (an untrained
-    network, the ceiling of the tables) needs one (harness)."""
+    network, the ceiling of the tables) needs one."""
     return isinstance(job.spec, TrainJob) and job.spec.steps > 0
 
 
 def job_cost(job: Job, cfg: Config) -> Cost:
-    """The cluster-plan row of one job (see the module docstring) (harness)."""
+    """The cluster-plan row of one job (see the module docstring)."""
     s = cfg.slurm
     train = is_training(job)
     nodes = s.nodes if train else 1
@@ -176,7 +176,7 @@ def job_cost(job: Job, cfg: Config) -> Cost:
 
 
 def cluster_plan(g: Graph, cfg: Config) -> list[str]:
-    """The dry-run's cluster plan as text lines: one per job, then the totals (harness)."""
+    """The dry-run's cluster plan as text lines: one per job, then the totals."""
     s = cfg.slurm
     rows = [job_cost(j, cfg) for j in g]
     lines = [f"cluster plan: estimates at {100 * s.mfu:.0f}% of {s.gpu_tflops:g} TFLOP/s per GPU (slurm.mfu, "

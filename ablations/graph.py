@@ -1,4 +1,4 @@
-"""The job graph of a sweep: autoencoder -> target cache -> trainings -> eval points -> report (harness).
+"""The job graph of a sweep: autoencoder -> target cache -> trainings -> eval points -> report.
 
 The planner turns the resolved Config into typed job specs (ablations/engine/specs.py), once. A job's key hashes its
 kind, results version, spec and dependencies, so a job whose run folder already has ``metrics.json`` for the same key
@@ -49,16 +49,16 @@ class Job:
 
     @property
     def name(self) -> str:
-        """The run folder's name (harness)."""
+        """The run folder's name."""
         return f"{self.kind}-{self.label}-{self.key}"
 
     def record(self, code: str) -> dict[str, Any]:
-        """The job's config.json (harness)."""
+        """The job's config.json."""
         return spec_record(self.kind, self.name, self.key, self.spec, {r: d.name for r, d in self.deps.items()}, code)
 
 
 def code_version() -> str:
-    """The git commit of the code, recorded beside every job (harness)."""
+    """The git commit of the code, recorded beside every job."""
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                              cwd=Path(__file__).parent)
@@ -75,7 +75,7 @@ class Graph:
         self.jobs: dict[str, Job] = {}
 
     def add(self, label: str, spec: Any, deps: dict[str, Job] | None = None) -> Job:
-        """Add a job (or return the one with the same key); ``deps`` must already be in the graph (harness)."""
+        """Add a job (or return the one with the same key); ``deps`` must already be in the graph."""
         deps = deps or {}
         kind = kind_of(spec)
         key = run_key(kind, spec, {role: d.name for role, d in deps.items()})
@@ -89,7 +89,7 @@ class Graph:
         return iter(self.jobs.values())
 
     def done(self, job: Job) -> bool:
-        """Whether the job finished with intact outputs (metrics.json, recorded sizes) (harness)."""
+        """Whether the job finished with intact outputs (metrics.json, recorded sizes)."""
         return runfolder.done(job.run_dir)
 
 
@@ -103,7 +103,7 @@ def _x(values: list[Any]) -> str:
 
 def input_fingerprints(cfg: Config) -> dict[str, str]:
     """Fingerprints of the files the jobs read besides run folders, by role: the autoencoder's weights, the feature
-    network (or Inception weights), ADM's reference batch and the DiT-XL/2 checkpoint (harness)."""
+    network (or Inception weights), ADM's reference batch and the DiT-XL/2 checkpoint."""
     out: dict[str, str] = {}
     if cfg.autoencoder.kind == "frozen":
         out["autoencoder"] = ASSETS[cfg.autoencoder.frozen].sha256[:16]
@@ -136,7 +136,7 @@ def plan(cfg: Config, sweep: Sweep) -> Graph:
 
     def trained(model: str, pcfg: Config, seed: int, untrained: bool = False) -> dict[str, Job]:
         """The train jobs of one model at one training seed, by role (train0, train1, ...); ``untrained``: 0 steps,
-        the ceiling of a table (harness)."""
+        the ceiling of a table."""
         family = FAMILIES[model]
         if family.architecture is None:
             return {}
@@ -170,7 +170,7 @@ def plan(cfg: Config, sweep: Sweep) -> Graph:
 
     def evaluated(model: str, pcfg: Config, stages: dict[str, Job], train_seed: int | None, sample_seed: int,
                   timed: bool, tag: str = "") -> Job:
-        """One eval job of a model (its trained stages as deps) at a point's sample settings (harness)."""
+        """One eval job of a model (its trained stages as deps) at a point's sample settings."""
         family = FAMILIES[model]
         sample = None if model == "real" else pcfg.sample
         kind = pcfg.msf.factorization if family.multi_scale else "single"
@@ -219,7 +219,7 @@ RUNNER_KEYS = ("launcher", "runs_dir")  # and slurm.*: where and how jobs run, n
 
 def check_overrides(argv_pairs: list[tuple[str, str]], cfg: Config, sweep: Sweep) -> None:
     """Refuse a command-line setting that changes no job of the sweep (it would be ignored silently): each override
-    is dropped in turn and the sweep re-planned; the same jobs mean the setting had no effect (harness).
+    is dropped in turn and the sweep re-planned; the same jobs mean the setting had no effect.
 
     Raises:
         ConfigError: one line naming the key, its value and why it has no effect.
@@ -241,7 +241,7 @@ def check_overrides(argv_pairs: list[tuple[str, str]], cfg: Config, sweep: Sweep
 
 
 def plan_summary(g: Graph) -> list[dict[str, Any]]:
-    """One row per job for --dry-run: kind, name, status (done / todo), run folder (harness)."""
+    """One row per job for --dry-run: kind, name, status (done / todo), run folder."""
     def status(job: Job) -> str:
         if g.done(job):
             return "done"

@@ -1,4 +1,4 @@
-"""Launchers: run a planned graph in process, as local subprocesses, or on SLURM, all through submitit (harness).
+"""Launchers: run a planned graph in process, as local subprocesses, or on SLURM, all through submitit.
 
 - ``inprocess``: each job runs in this process, one after the other (no executor: no debugger prompt on an error).
 - ``local``: submitit's LocalExecutor (one subprocess per job, in graph order).
@@ -115,7 +115,7 @@ FRACTION = re.compile(r"(\d+)/(\d+)")
 
 
 def last_line(log: Path) -> str:
-    """The last line of a job's log, without its time stamp ("" while there is none) (harness)."""
+    """The last line of a job's log, without its time stamp ("" while there is none)."""
     try:
         with open(log, "rb") as f:
             f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
@@ -136,7 +136,7 @@ def time_left(line: str, elapsed: float) -> str:
 
 class Watch:
     """While a job runs, show the last line of its log with the elapsed time and the time left, every ``every``
-    seconds: on one rewritten line in a terminal, as new lines (only when changed) otherwise (harness)."""
+    seconds: on one rewritten line in a terminal, as new lines (only when changed) otherwise."""
 
     def __init__(self, name: str, log: Path, every: float = 2.0) -> None:
         self.name, self.log, self.every = name, log, every
@@ -208,25 +208,25 @@ def next_job(pending: list[Job], status: dict[str, str], busy: Callable[[Job], b
     """The job a local runner takes next from ``pending`` (in graph order): the first whose dependencies are done
     and that no other runner is writing (``busy``), so that runners side by side on one sweep share its work; else
     the first whose dependencies are done (waiting for the runner writing it); else the first, whose dependency
-    failed (harness)."""
+    failed."""
     ready = [j for j in pending if all(status.get(d.key) == "done" for d in j.deps.values())]
     return next((j for j in ready if not busy(j)), ready[0] if ready else pending[0])
 
 
 def _needs(job: Job, failed: Job) -> bool:
-    """Whether ``job`` depends on ``failed``, directly or through other jobs (harness)."""
+    """Whether ``job`` depends on ``failed``, directly or through other jobs."""
     return any(d.key == failed.key or _needs(d, failed) for d in job.deps.values())
 
 
 def _cause(e: BaseException) -> str:
-    """The line of a failed job's trace that names the error (its last 'Type: message' line), shortened (harness)."""
+    """The line of a failed job's trace that names the error (its last 'Type: message' line), shortened."""
     lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
     named = [line for line in lines if re.match(r"^[\w.]+(Error|Exception|Interrupt)\b.*:", line)]
     return (named or lines or [type(e).__name__])[-1][:240]
 
 
 class _NoAccounting(logging.Filter):
-    """Drops submitit's repeated warning on clusters without SLURM accounting (sacct fails, squeue serves) (harness)."""
+    """Drops submitit's repeated warning on clusters without SLURM accounting (sacct fails, squeue serves)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "Bypassing sacct error" not in record.getMessage()

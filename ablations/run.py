@@ -1,4 +1,4 @@
-"""Run an ablation sweep: ``python ablations/run.py sweep=NAME [preset=NAME] [key=value ...] [--dry-run]`` (harness).
+"""Run an ablation sweep: ``python ablations/run.py sweep=NAME [preset=NAME] [key=value ...] [--dry-run]``.
 
 Plans the sweep's job graph (autoencoder -> target cache -> trainings -> eval points), runs what is not done yet with
 the chosen launcher, and builds the sweep's report. Bad input is one line on stderr and exit code 2.
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def write_report(cfg: Config, sweep: Sweep, graph: Graph, partial: bool) -> Path:
     """Build the sweep's report into a temporary folder, then rename it into place: readers never see a half-built
-    report, and a failed run writes ``NAME.partial`` instead of replacing the last complete report (harness)."""
+    report, and a failed run writes ``NAME.partial`` instead of replacing the last complete report."""
     from reports.build import build_report
 
     root = Path(cfg.runs_dir) / cfg.preset / "reports"

@@ -85,7 +85,7 @@ def make_norm(norm: Norm, dim: int) -> nn.Module:
 
 
 def grid(tokens: Tensor) -> Tensor:
-    """Row-major tokens [B, h*h, D] -> feature map [B, D, h, h] (harness)."""
+    """Row-major tokens [B, h*h, D] -> feature map [B, D, h, h]."""
     B, N, D = tokens.shape
     h = math.isqrt(N)
     return tokens.transpose(1, 2).reshape(B, D, h, h)
@@ -217,7 +217,7 @@ def check_config(
     learn_sigma: bool,
     prior_channels: int,
 ) -> None:
-    """Raise ValueError on a DiMR configuration the network cannot build (harness)."""
+    """Raise ValueError on a DiMR configuration the network cannot build."""
     if len({len(ratios), len(depths), *map(len, widths)}) != 1 or not ratios:
         raise ValueError("ratios, dims, mlp_dims and depths need one entry per branch")
     if ratios[-1] != 1 or any(a <= b or a % b for a, b in itertools.pairwise(ratios)) or input_size % ratios[0]:

@@ -41,7 +41,7 @@ def dit_xl2(**kw: Any) -> DiT:
 
 
 def load_official_checkpoint(path: str | Path, model: DiT) -> DiT:
-    """Load an official pretrained DiT checkpoint (a torch-pickled plain state dict) with strict keys (harness)."""
+    """Load an official pretrained DiT checkpoint (a torch-pickled plain state dict) with strict keys."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
@@ -132,7 +132,7 @@ def guided_output(
 
 
 def _noise(gens: Sequence[torch.Generator], shape: tuple[int, ...], like: Tensor) -> Tensor:
-    """Next N(0, I) draw of each sample's own generator, float32 on CPU, then cast and moved (harness); on CUDA the
+    """Next N(0, I) draw of each sample's own generator, float32 on CPU, then cast and moved; on CUDA the
     copy goes through pinned memory without blocking, so the step loop never waits for the host."""
     z = torch.stack([torch.randn(shape, generator=g) for g in gens])  # [B, *shape] float32 on CPU
     if like.device.type == "cuda":

@@ -1,4 +1,4 @@
-"""Data, autoencoder and target-cache throughput on CPU (harness benchmark).
+"""Data, autoencoder and target-cache throughput on CPU.
 
     .venv/bin/python benchmarks/data_ae_cache.py [--threads 1] [--ae-steps N] [--cache-images 2048] [--out DIR]
 
@@ -29,7 +29,7 @@ from msf.factorize import make_factorization, make_scales
 
 
 def embedded_images_per_second(seconds: float = 3.0, batch: int = 256) -> float:
-    """Generate embedded 32-px batches on one thread for ``seconds``; return images per second (harness)."""
+    """Generate embedded 32-px batches on one thread for ``seconds``; return images per second."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     data, n, start = EmbeddedDataset("train"), 0, time.perf_counter()
@@ -41,7 +41,7 @@ def embedded_images_per_second(seconds: float = 3.0, batch: int = 256) -> float:
 
 
 def main() -> None:
-    """Run the four measurements and print them as JSON (harness)."""
+    """Run the four measurements and print them as JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads for AE and cache")
     parser.add_argument("--ae-steps", type=int, default=SmallAEConfig.steps, help="override the AE training steps")

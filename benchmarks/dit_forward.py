@@ -1,4 +1,4 @@
-"""CPU forward time of msf/dit.py vs diffusers' DiTTransformer2DModel at one small size (harness benchmark).
+"""CPU forward time of msf/dit.py vs diffusers' DiTTransformer2DModel at one small size.
 
     .venv/bin/python benchmarks/dit_forward.py [--threads 1] [--repeats 10]
 
@@ -22,7 +22,7 @@ DEPTH, WIDTH, HEADS, PATCH, SIZE, CHANNELS, BATCH = 4, 384, 6, 2, 16, 4, 8
 
 
 def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, tuple[float, float]]:
-    """Median (wall, process CPU) seconds per call; calls alternate between models so load hits both (harness)."""
+    """Median (wall, process CPU) seconds per call; calls alternate between models so load hits both."""
     for fn in fns.values():
         fn(), fn()  # warm-up
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in fns}
@@ -37,7 +37,7 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int) -> d
 
 
 def main() -> None:
-    """Time both models on the same inputs and print a two-row markdown table (harness)."""
+    """Time both models on the same inputs and print a two-row markdown table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=10)

@@ -1,5 +1,5 @@
 """Does "median call time x steps" predict the whole sampler's time? Both speed methods at the paper's sizes with the
-step counts cut down (harness benchmark).
+step counts cut down.
 
     .venv/bin/python benchmarks/speed_methods.py [--steps 4] [--threads 1] [--batch 2] [--device cpu]
 

@@ -1,4 +1,4 @@
-"""CPU seconds per training step of the tiny preset's models and the share of it spent waiting for data (harness).
+"""CPU seconds per training step of the tiny preset's models and the share of it spent waiting for data.
 
     .venv/bin/python benchmarks/train_step.py [--steps 30] [--threads 1] [--images 1024]
 
@@ -31,7 +31,7 @@ PRESET = Path(__file__).parents[1] / "ablations" / "presets" / "tiny.yaml"
 
 
 def main() -> None:
-    """Build a small cache, train each tiny-preset model for a few steps, print a markdown table (harness)."""
+    """Build a small cache, train each tiny-preset model for a few steps, print a markdown table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1)

@@ -31,11 +31,11 @@ class Autoencoder(Protocol):
         ...
 
     def fingerprint(self) -> str:
-        """A short digest naming the weights (harness)."""
+        """A short digest naming the weights."""
         ...
 
     def to(self, device: torch.device | str) -> Autoencoder:
-        """Move the weights to ``device`` (encode/decode run there); returns self (harness)."""
+        """Move the weights to ``device`` (encode/decode run there); returns self."""
         ...
 
 
@@ -59,11 +59,11 @@ class PixelAutoencoder:
         return z
 
     def fingerprint(self) -> str:
-        """No weights (harness)."""
+        """No weights."""
         return "identity"
 
     def to(self, device: torch.device | str) -> PixelAutoencoder:
-        """No weights to move (harness)."""
+        """No weights to move."""
         return self
 
 
@@ -83,7 +83,7 @@ class KLAutoencoder:
         self.channels = int(vae.config["latent_channels"])
 
     def to(self, device: torch.device | str) -> KLAutoencoder:
-        """Move the VAE to ``device``; encode/decode move their inputs there (harness)."""
+        """Move the VAE to ``device``; encode/decode move their inputs there."""
         torch.nn.Module.to(self.vae, torch.device(device))
         return self
 
@@ -93,7 +93,7 @@ class KLAutoencoder:
         return float(self.vae.config["scaling_factor"])
 
     def _chunked(self, fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
-        """Apply ``fn`` over chunks of the batch (harness)."""
+        """Apply ``fn`` over chunks of the batch."""
         p = next(self.vae.parameters())
         x = x.to(device=p.device, dtype=p.dtype)
         if self.chunk is None or x.shape[0] <= self.chunk:
@@ -111,7 +111,7 @@ class KLAutoencoder:
         return self._chunked(lambda c: self.vae.decode(c / self.scaling_factor).sample, z)
 
     def fingerprint(self) -> str:
-        """SHA-256 over the config (less diffusers' bookkeeping "_" keys) and every weight's bytes (harness)."""
+        """SHA-256 over the config (less diffusers' bookkeeping "_" keys) and every weight's bytes."""
         config = {k: v for k, v in self.vae.config.items() if not k.startswith("_")}
         h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
         for key, value in sorted(self.vae.state_dict().items()):

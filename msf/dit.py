@@ -144,7 +144,7 @@ class LabelEmbedder(nn.Module):
 
 
 def check_backend(backend: str) -> AttnBackend:
-    """A valid attention backend name, or a one-line error (harness)."""
+    """A valid attention backend name, or a one-line error."""
     if backend not in ("auto", "sdpa", "xformers"):
         raise ValueError(f"unknown attention backend {backend!r}; expected auto, sdpa or xformers")
     if backend == "xformers" and _xformers_attention is None:
@@ -153,7 +153,7 @@ def check_backend(backend: str) -> AttnBackend:
 
 
 def set_attention(model: nn.Module, backend: str) -> nn.Module:
-    """Select the attention kernel of every block of a built model, e.g. one loaded from a checkpoint (harness)."""
+    """Select the attention kernel of every block of a built model, e.g. one loaded from a checkpoint."""
     check_backend(backend)
     for m in model.modules():
         if isinstance(m, Attention):
@@ -174,7 +174,7 @@ class Attention(nn.Module):
         self.proj = nn.Linear(hidden_size, hidden_size)
 
     def use_xformers(self, x: Tensor) -> bool:
-        """xformers only when importable and on CUDA; 'auto' falls back to SDPA (harness)."""
+        """xformers only when importable and on CUDA; 'auto' falls back to SDPA."""
         if self.backend == "xformers" and not x.is_cuda:
             raise ValueError(f"attn='xformers' needs CUDA tensors, got device {x.device}")
         return self.backend != "sdpa" and _xformers_attention is not None and x.is_cuda
@@ -316,7 +316,7 @@ class TDFinalLayer(nn.Module):
 
 
 def check_stage_inputs(x: Tensor, prior: Tensor | None, in_channels: int, input_size: int, prior_channels: int) -> None:
-    """Raise ValueError on a latent or prior that does not fit a stage model's shape (harness)."""
+    """Raise ValueError on a latent or prior that does not fit a stage model's shape."""
     want = (in_channels, input_size, input_size)
     if x.ndim != 4 or tuple(x.shape[1:]) != want:
         raise ValueError(f"x must have shape [B, {', '.join(map(str, want))}], got {list(x.shape)}")

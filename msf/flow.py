@@ -21,7 +21,7 @@ TimeDist = Literal["uniform", "logit_normal"]
 
 
 def _bcast(t: Tensor, x: Tensor) -> Tensor:
-    """Harness: view a per-sample time [B] as [B, 1, ..., 1] to broadcast against x [B, ...]."""
+    """View a per-sample time [B] as [B, 1, ..., 1] to broadcast against x [B, ...]."""
     return t.to(x.dtype).view(-1, *([1] * (x.ndim - 1)))
 
 

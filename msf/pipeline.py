@@ -48,7 +48,7 @@ def stage_noise(
 def _check_sample_args(
     msf: MSFModel, class_labels: Tensor, seeds: Sequence[int], steps: Sequence[int], cfg: Sequence[float], solver: str
 ) -> None:
-    """Harness: one-line ValueErrors for mismatched per-scale settings, seeds and solver names."""
+    """One-line ValueErrors for mismatched per-scale settings, seeds and solver names."""
     n = len(msf.factorization.scales)
     if len(steps) != n or len(cfg) != n:
         raise ValueError(f"need one step count and one CFG scale per scale ({n}), got steps={steps}, cfg={cfg}")

@@ -1,4 +1,4 @@
-"""Regenerate the paper's Tables 1-5, figures (Figs. 2, 4, 6-12 style) and claim verdicts from run folders (harness).
+"""Regenerate the paper's Tables 1-5, figures (Figs. 2, 4, 6-12 style) and claim verdicts from run folders.
 
     python reports/build.py RUN_DIR... [--out DIR] [--title TEXT]
 
@@ -161,8 +161,7 @@ def evidence(views: Sequence[SweepView], groups: Sequence[Group], msf: Group | N
 
 
 def read_evidence(runs: Sequence[Run]) -> tuple[list[Group], list[SweepView], Group | None, list[Run], Evidence]:
-    """Groups, sweep views, the paper's MSF arm, its training runs and the claims' evidence of a set of runs
-    (harness)."""
+    """Groups, sweep views, the paper's MSF arm, its training runs and the claims' evidence of a set of runs."""
     groups = group_evals(runs)
     views = sweep_views(groups)
     msf = paper_msf(views)
@@ -171,7 +170,7 @@ def read_evidence(runs: Sequence[Run]) -> tuple[list[Group], list[SweepView], Gr
 
 
 def dataset_name(groups: Sequence[Group]) -> str:
-    """The dataset(s) of the model evals, as 'embedded' or 'a / b' (harness)."""
+    """The dataset(s) of the model evals, as 'embedded' or 'a / b'."""
     return " / ".join(sorted({str(g.setting["dataset"]) for g in groups if g.anchor is None})) or "no eval"
 
 
@@ -207,7 +206,7 @@ def trend_rows(ours: Evidence, theirs: Evidence, names: tuple[str, str]) -> list
 
 def inventory(runs: Sequence[Run], groups: Sequence[Group], planned: Sequence[str] = ()) -> list[str]:
     """What was read: finished runs per kind, the unfinished ones (read, or planned and never finished) and the
-    duplicates left out (harness)."""
+    duplicates left out."""
     kinds = sorted({r.kind for r in runs})
     counts = ", ".join(f"{k} {len(done(runs, k))}" for k in kinds)
     unfinished = sorted({r.name for r in runs if r.metrics is None} | set(planned))
@@ -230,7 +229,7 @@ def inventory(runs: Sequence[Run], groups: Sequence[Group], planned: Sequence[st
 
 def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, title: str | None = None,
                  unfinished: Sequence[str] = (), stand_in: Sequence[str | Path] = ()) -> dict[str, Any]:
-    """Read run folders and write report.md, report.html and the figures into out_dir (harness).
+    """Read run folders and write report.md, report.html and the figures into out_dir.
 
     Args:
         run_dirs: run folders, or folders holding run folders.
@@ -317,13 +316,13 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, title: str
 
 
 def default_out(run_dirs: Sequence[str | Path]) -> Path:
-    """report/ beside the run folders: under the deepest folder holding all of them (harness)."""
+    """report/ beside the run folders: under the deepest folder holding all of them."""
     parents = [d.parent for d in find_run_dirs(run_dirs)]
     return Path(os.path.commonpath(parents)) / "report"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Command line: python reports/build.py RUN_DIR... [--out DIR] [--title TEXT] (harness)."""
+    """Command line: python reports/build.py RUN_DIR... [--out DIR] [--title TEXT]."""
     parser = argparse.ArgumentParser(description="Build the MSF report (Tables 1-5, figures, claims) from run folders.")
     parser.add_argument("run_dirs", nargs="+", help="run folders, or folders holding run folders")
     parser.add_argument("--out", help="output folder (default: report/ beside the run folders)")

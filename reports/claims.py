@@ -77,7 +77,7 @@ SeedPair = tuple[int | None, int]  # (training seed or None for pretrained / rea
 
 @dataclass(frozen=True)
 class Arm:
-    """One arm of a comparison: a measured value per run, keyed by (training seed, sampling seed) (harness)."""
+    """One arm of a comparison: a measured value per run, keyed by (training seed, sampling seed)."""
 
     label: str
     values: Mapping[SeedPair, float]
@@ -85,7 +85,7 @@ class Arm:
 
 @dataclass(frozen=True)
 class Interval:
-    """A mean paired difference and its two-sided Student-t interval over n independent units (harness)."""
+    """A mean paired difference and its two-sided Student-t interval over n independent units."""
 
     mean: float
     lo: float  # nan when n < 2
@@ -97,11 +97,11 @@ class Interval:
 
     @property
     def defined(self) -> bool:
-        """Whether there are two or more units, so that the interval exists (harness)."""
+        """Whether there are two or more units, so that the interval exists."""
         return self.n >= 2 and math.isfinite(self.lo) and math.isfinite(self.hi)
 
     def text(self, signed: bool = True) -> str:
-        """'+0.52 [+0.31, +0.73], 95% t over 3 training seeds' (harness)."""
+        """'+0.52 [+0.31, +0.73], 95% t over 3 training seeds'."""
         f = "+.3g" if signed else ".3g"
         units = f"{self.n} {self.unit}{'' if self.n == 1 else 's'}" + (f"; {self.note}" if self.note else "")
         if not self.defined:
@@ -110,7 +110,7 @@ class Interval:
 
 
 def t_interval(values: Sequence[float], unit: str, pairs: int, note: str = "") -> Interval:
-    """Mean and Student-t interval of independent values (nan bounds when fewer than 2) (harness)."""
+    """Mean and Student-t interval of independent values (nan bounds when fewer than 2)."""
     n = len(values)
     mean = statistics.fmean(values)
     if n < 2:
@@ -121,7 +121,7 @@ def t_interval(values: Sequence[float], unit: str, pairs: int, note: str = "") -
 
 def pair_differences(a: Arm, b: Arm) -> list[tuple[int | None, int, float]]:
     """(training seed, sampling seed, a - b) for every run pair sharing its seeds; an arm without a training seed
-    pairs by sampling seed alone (harness)."""
+    pairs by sampling seed alone."""
     out = []
     for (ta, sa), va in sorted(a.values.items(), key=lambda kv: (kv[0][0] is None, kv[0][0] or 0, kv[0][1])):
         for (tb, sb), vb in b.values.items():
@@ -133,7 +133,7 @@ def pair_differences(a: Arm, b: Arm) -> list[tuple[int | None, int, float]]:
 def seed_units(keys: Sequence[SeedPair]) -> tuple[list[list[int]], str, str]:
     """Rule 1's independent units over runs given by their (training seed, sampling seed): positions grouped by
     training seed when there are two or more (runs of one training seed share a model), else one unit per run, with
-    a note when that is one trained model's sampling noise only; returns (groups, unit, note) (harness)."""
+    a note when that is one trained model's sampling noise only; returns (groups, unit, note)."""
     trained = sorted({t for t, _ in keys if t is not None})
     if len(trained) >= 2:
         return [[i for i, (t, _) in enumerate(keys) if t == u] for u in trained], "training seed", ""
@@ -141,7 +141,7 @@ def seed_units(keys: Sequence[SeedPair]) -> tuple[list[list[int]], str, str]:
 
 
 def paired(a: Arm, b: Arm) -> Interval | None:
-    """FID(a) - FID(b) over paired runs with its interval (module docstring); None when no run pairs (harness)."""
+    """FID(a) - FID(b) over paired runs with its interval (module docstring); None when no run pairs."""
     diffs = pair_differences(a, b)
     if not diffs:
         return None
@@ -151,7 +151,7 @@ def paired(a: Arm, b: Arm) -> Interval | None:
 
 def trend(arms: Mapping[float, Arm]) -> Interval | None:
     """Fitted FID change across a sweep's range with its interval (TREND_RULE); None when fewer than 2 settings
-    share a run unit (harness)."""
+    share a run unit."""
     xs = sorted(arms)
     common = set.intersection(*(set(arms[x].values) for x in xs)) if len(xs) >= 2 else set()
     if not common:
@@ -169,8 +169,7 @@ def trend(arms: Mapping[float, Arm]) -> Interval | None:
 
 
 def compare_trends(ours: Interval | None, theirs: Interval | None, where: tuple[str, str]) -> str:
-    """How two sweeps' trends relate (TREND_RULE): same direction, reversed, resolved on one only, or neither
-    (harness)."""
+    """How two sweeps' trends relate (TREND_RULE): same direction, reversed, resolved on one only, or neither."""
 
     def sign(iv: Interval | None) -> int:
         """+1 or -1 for a resolved trend, 0 for an unresolved or missing one."""
@@ -200,7 +199,7 @@ def compare_trends(ours: Interval | None, theirs: Interval | None, where: tuple[
 
 @dataclass(frozen=True)
 class Verdict:
-    """One claim of the paper, our evidence, the deciding difference with its interval, and the verdict (harness)."""
+    """One claim of the paper, our evidence, the deciding difference with its interval, and the verdict."""
 
     claim: str
     evidence: str
@@ -230,7 +229,7 @@ class LossPair:
 
 @dataclass
 class Evidence:
-    """Everything the claims are judged on, extracted from run folders by the report builder (harness)."""
+    """Everything the claims are judged on, extracted from run folders by the report builder."""
 
     tolerance_cfg_scale2: float  # Table 3's printed range (0.03)
     tolerance_steps_scale2: float  # Table 5's printed range (0.05)
@@ -244,12 +243,12 @@ class Evidence:
 
 
 def _num(x: float) -> str:
-    """A setting in evidence text: up to 4 significant digits (harness)."""
+    """A setting in evidence text: up to 4 significant digits."""
     return f"{x:.4g}"
 
 
 def _diff(a: str, b: str, iv: Interval | None) -> str:
-    """'FID(a) - FID(b) = +0.52 [+0.31, +0.73], 95% t over 3 training seeds' (harness)."""
+    """'FID(a) - FID(b) = +0.52 [+0.31, +0.73], 95% t over 3 training seeds'."""
     return f"FID({a}) - FID({b}) = " + (iv.text() if iv is not None else "no run pairs")
 
 

@@ -1,4 +1,4 @@
-"""The report's figures (matplotlib's object API with the Agg canvas: no global backend state) (harness).
+"""The report's figures (matplotlib's object API with the Agg canvas: no global backend state).
 
 FID vs CFG and steps with the paper's curve and ours on separate panels (Tables 2-5), training loss per arm (Fig. 4),
 the factorizations decoded per scale (Fig. 2), base / residual / sum of generated MSF samples, sample grids per sweep
@@ -31,7 +31,7 @@ EMA_SPAN = 100  # training steps, as final_loss_ema100
 
 @dataclass(frozen=True)
 class Plot:
-    """A figure written beside the report (harness)."""
+    """A figure written beside the report."""
 
     name: str
     title: str
@@ -39,14 +39,14 @@ class Plot:
 
 
 def _save(fig: Figure, out_dir: Path, name: str, title: str) -> Plot:
-    """Write a figure as PNG (harness)."""
+    """Write a figure as PNG."""
     path = out_dir / f"{name}.png"
     fig.savefig(path, dpi=80)
     return Plot(name, title, path)
 
 
 def features_text(s: dict[str, Any]) -> str:
-    """How our FID was scored: the feature network by name, the dataset and the sample count (harness)."""
+    """How our FID was scored: the feature network by name, the dataset and the sample count."""
     return f"features {s['feature_extractor']}, {s['dataset']}, n={s['n_samples']}"
 
 
@@ -129,12 +129,12 @@ def _curves(runs: Sequence[Run]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
 
 
 def _arm(r: Run) -> tuple[Any, ...]:
-    """A training arm: model, factorization, scales, conditioning (harness)."""
+    """A training arm: model, factorization, scales, conditioning."""
     return train_order(r)[:4]
 
 
 def _arm_label(arm: tuple[Any, ...]) -> str:
-    """'msf residual 6/8 adaln_zero' (harness)."""
+    """'msf residual 6/8 adaln_zero'."""
     model, fac, scales, cond = arm
     return f"{model} {fac} {'/'.join(map(str, scales))}" + ("" if cond in ("adaln_zero", "None") else f" {cond}")
 
@@ -251,7 +251,7 @@ def plot_sample_decomposition(group: Group | None, out_dir: Path) -> Plot | None
 
 
 def mosaic(grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """[classes, k, H, W, 3] -> one image, classes down and samples across (a subset of both) (harness)."""
+    """[classes, k, H, W, 3] -> one image, classes down and samples across (a subset of both)."""
     classes = np.unique(np.linspace(0, grid.shape[0] - 1, min(grid.shape[0], MAX_GRID_CLASSES)).round().astype(int))
     g = grid[classes, :MAX_GRID_SAMPLES]  # [c, k, H, W, 3]
     c, k, h, w, _ = g.shape

@@ -34,7 +34,7 @@ MAX_STATS = 100  # stats.jsonl records kept per run
 
 def thin(lines: Sequence[str], limit: int = MAX_STATS) -> list[str]:
     """At most ``limit`` of the JSON lines, evenly spaced by position, the first and the last always kept; torn or
-    blank lines dropped (harness)."""
+    blank lines dropped."""
     complete = []
     for line in lines:
         try:
@@ -49,7 +49,7 @@ def thin(lines: Sequence[str], limit: int = MAX_STATS) -> list[str]:
 
 
 def copy_metadata(runs_root: Path, dest: Path) -> list[Path]:
-    """Copy config.json, metrics.json and thinned stats.jsonl of each finished run folder to dest/<folder> (harness)."""
+    """Copy config.json, metrics.json and thinned stats.jsonl of each finished run folder to dest/<folder>."""
     if dest.exists():
         raise ValueError(f"{dest} exists: publish into a new destination (nothing is overwritten)")
     copied = []
@@ -70,7 +70,7 @@ def copy_metadata(runs_root: Path, dest: Path) -> list[Path]:
 def publish(runs_root: str | Path, dest: str | Path, title: str | None = None,
             stand_in: Sequence[str | Path] = ()) -> dict[str, Any]:
     """Metadata to dest/runs, then the report from the full run folders to dest, with a published stand-in's
-    verdicts and trends beside ours (harness)."""
+    verdicts and trends beside ours."""
     runs_root, dest = Path(runs_root), Path(dest)
     for d in stand_in:
         find_run_dirs([d])  # refuse a missing stand-in before anything is written
@@ -80,7 +80,7 @@ def publish(runs_root: str | Path, dest: str | Path, title: str | None = None,
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Command line: python reports/publish.py RUNS_ROOT DEST [--title TEXT] (harness)."""
+    """Command line: python reports/publish.py RUNS_ROOT DEST [--title TEXT]."""
     parser = argparse.ArgumentParser(description="Publish run metadata and the report built from the runs.")
     parser.add_argument("runs_root", help="folder holding the run folders (e.g. runs/tiny)")
     parser.add_argument("dest", help="destination folder (e.g. results/tiny); its runs/ must not exist yet")

@@ -1,5 +1,5 @@
 """Rendering the report: one list of sections written as Markdown and as a self-contained HTML page (figures
-embedded as data URIs, no script, no network) (harness)."""
+embedded as data URIs, no script, no network)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from reports.tables import Table
 
 @dataclass(frozen=True)
 class Bullets:
-    """A headed list of short items (the summary) (harness)."""
+    """A headed list of short items (the summary)."""
 
     title: str
     items: list[str]
@@ -25,7 +25,7 @@ Section = tuple[str, list[Block]]
 
 
 def md_table(t: Table) -> str:
-    """A table as a Markdown pipe table under its bold id, title and caption (harness)."""
+    """A table as a Markdown pipe table under its bold id, title and caption."""
 
     def line(cells: list[str]) -> str:
         """One table row; '|' inside a cell would end it, so it becomes '/'."""
@@ -36,7 +36,7 @@ def md_table(t: Table) -> str:
 
 
 def md_block(b: Block) -> str:
-    """One block as Markdown; a figure links its PNG file beside the report (harness)."""
+    """One block as Markdown; a figure links its PNG file beside the report."""
     if isinstance(b, Table):
         return md_table(b)
     if isinstance(b, Plot):
@@ -47,7 +47,7 @@ def md_block(b: Block) -> str:
 
 
 def render_md(title: str, sections: Sequence[Section]) -> str:
-    """The whole report as Markdown (harness)."""
+    """The whole report as Markdown."""
     out = [f"# {title}"]
     for heading, blocks in sections:
         out += [f"## {heading}", *map(md_block, blocks)]
@@ -63,7 +63,7 @@ CSS = (
 
 
 def html_block(b: Block) -> str:
-    """One block as HTML; figures embedded as base64 PNG data URIs (harness)."""
+    """One block as HTML; figures embedded as base64 PNG data URIs."""
     esc = html.escape
     if isinstance(b, Plot):
         data = base64.b64encode(b.path.read_bytes()).decode("ascii")
@@ -81,7 +81,7 @@ def html_block(b: Block) -> str:
 
 
 def render_html(title: str, sections: Sequence[Section]) -> str:
-    """The whole report as one HTML file with no external resources (harness)."""
+    """The whole report as one HTML file with no external resources."""
     body = "".join(f"<h2>{html.escape(h)}</h2>" + "".join(map(html_block, blocks)) for h, blocks in sections)
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>\n")

@@ -1,5 +1,4 @@
-"""Reading run folders for the report: config.json, metrics.json, stats.jsonl and the sample arrays, never models
-(harness).
+"""Reading run folders for the report: config.json, metrics.json, stats.jsonl and the sample arrays, never models.
 
 A run folder holds ``config.json`` ({kind, name, key, results_version, spec, deps, code_version}) and, once its job is
 done, ``metrics.json``. Eval runs that differ only in their seeds form a :class:`Group` (one setting); a group's runs
@@ -43,7 +42,7 @@ ANCHORS = {REAL: "floor: real images", UNTRAINED: "ceiling: untrained MSF"}
 
 @dataclass(frozen=True)
 class Run:
-    """One run folder: its kind, name, config.json and metrics (None while unfinished: no metrics.json) (harness)."""
+    """One run folder: its kind, name, config.json and metrics (None while unfinished: no metrics.json)."""
 
     path: Path
     kind: str
@@ -53,23 +52,23 @@ class Run:
 
     @property
     def spec(self) -> dict[str, Any]:
-        """The typed job spec as written into config.json (harness)."""
+        """The typed job spec as written into config.json."""
         return dict(self.config["spec"])
 
     @property
     def deps(self) -> dict[str, str]:
-        """The run folder names of this job's dependencies, by role (autoencoder, train0, ...) (harness)."""
+        """The run folder names of this job's dependencies, by role (autoencoder, train0, ...)."""
         return dict(self.config["deps"])
 
     @property
     def seeds(self) -> SeedPair:
-        """(training seed or None, sampling seed) of an eval run (harness)."""
+        """(training seed or None, sampling seed) of an eval run."""
         m = self.metrics or {}
         return (None if m.get("train_seed") is None else int(m["train_seed"]), int(m["sample_seed"]))
 
 
 def find_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
-    """Run folders (holding config.json) given as themselves or under a parent folder, not inside another (harness)."""
+    """Run folders (holding config.json) given as themselves or under a parent folder, not inside another."""
     found: list[Path] = []
     for p in map(Path, paths):
         if not p.is_dir():
@@ -84,7 +83,7 @@ def find_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
 
 
 def _object(path: Path) -> dict[str, Any]:
-    """A JSON object read from a run folder, naming the file on failure (harness)."""
+    """A JSON object read from a run folder, naming the file on failure."""
     data = read_json(path)
     if not isinstance(data, dict):
         raise ValueError(f"{path} is not a JSON object")
@@ -92,7 +91,7 @@ def _object(path: Path) -> dict[str, Any]:
 
 
 def load_run(path: Path) -> Run:
-    """Read config.json and, when the job is done, metrics.json, checking the schema's keys (harness)."""
+    """Read config.json and, when the job is done, metrics.json, checking the schema's keys."""
     config = _object(path / "config.json")
     missing = [k for k in REQUIRED_CONFIG if k not in config]
     if missing:
@@ -111,7 +110,7 @@ def load_run(path: Path) -> Run:
 
 
 def done(runs: Iterable[Run], kind: str) -> list[Run]:
-    """Finished runs of one kind, in the given order (harness)."""
+    """Finished runs of one kind, in the given order."""
     return [r for r in runs if r.kind == kind and r.metrics is not None]
 
 
@@ -121,7 +120,7 @@ def train_stats(run: Run) -> list[dict[str, Any]]:
 
 
 def load_array(path: Path, ndim: int) -> np.ndarray:
-    """A uint8 image array (grid.npy, decomposition.npy) with ``ndim`` dims ending in 3 channels (harness)."""
+    """A uint8 image array (grid.npy, decomposition.npy) with ``ndim`` dims ending in 3 channels."""
     a = np.load(path, allow_pickle=False)
     if a.dtype != np.uint8 or a.ndim != ndim or a.shape[-1] != 3:
         raise ValueError(f"{path}: expected uint8 with {ndim} dims ending in 3, got {a.dtype} {a.shape}")
@@ -134,7 +133,7 @@ def load_array(path: Path, ndim: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Stat:
-    """Mean and sample standard deviation (n - 1) over the runs of one setting (harness)."""
+    """Mean and sample standard deviation (n - 1) over the runs of one setting."""
 
     mean: float
     std: float  # nan when n < 2
@@ -142,7 +141,7 @@ class Stat:
 
     @classmethod
     def of(cls, values: Sequence[float]) -> Stat:
-        """Summarise the per-run values of one setting (harness)."""
+        """Summarise the per-run values of one setting."""
         if not values:
             raise ValueError("Stat.of needs at least one value")
         std = statistics.stdev(values) if len(values) > 1 else math.nan
@@ -150,13 +149,12 @@ class Stat:
 
 
 def _plural(n: int, word: str) -> str:
-    """'1 training seed', '3 training seeds' (harness)."""
+    """'1 training seed', '3 training seeds'."""
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def seeds_text(pairs: Sequence[SeedPair]) -> str:
-    """What a spread is over: '3 training seeds x 1 sampling seed', or the seeds when they are not a full grid
-    (harness)."""
+    """What a spread is over: '3 training seeds x 1 sampling seed', or the seeds when they are not a full grid."""
     trains = sorted({t for t, _ in pairs if t is not None})
     samples = sorted({s for _, s in pairs})
     if not trains:
@@ -167,7 +165,7 @@ def seeds_text(pairs: Sequence[SeedPair]) -> str:
 
 
 def seeds_short(pairs: Sequence[SeedPair]) -> str:
-    """'3 x 1' (training x sampling seeds), '- x 3' without a training seed, or the run count (harness)."""
+    """'3 x 1' (training x sampling seeds), '- x 3' without a training seed, or the run count."""
     trains = {t for t, _ in pairs if t is not None}
     samples = {s for _, s in pairs}
     if len(pairs) == max(len(trains), 1) * len(samples):
@@ -176,7 +174,7 @@ def seeds_short(pairs: Sequence[SeedPair]) -> str:
 
 
 def _frozen(v: Any) -> Any:
-    """A hashable copy of a metrics value (lists become tuples, dicts sorted item tuples) (harness)."""
+    """A hashable copy of a metrics value (lists become tuples, dicts sorted item tuples)."""
     if isinstance(v, list):
         return tuple(map(_frozen, v))
     if isinstance(v, dict):
@@ -185,7 +183,7 @@ def _frozen(v: Any) -> Any:
 
 
 def order_key(v: Any) -> Any:
-    """A sort key ordering None first, numbers numerically and strings alphabetically, also inside tuples (harness)."""
+    """A sort key ordering None first, numbers numerically and strings alphabetically, also inside tuples."""
     if isinstance(v, tuple):
         return (2, tuple(map(order_key, v)))
     if v is None:
@@ -195,18 +193,18 @@ def order_key(v: Any) -> Any:
 
 @dataclass
 class Group:
-    """Eval runs equal in every setting but their seeds, one run per (training seed, sampling seed) (harness)."""
+    """Eval runs equal in every setting but their seeds, one run per (training seed, sampling seed)."""
 
     setting: dict[str, Any]
     runs: list[Run]
     duplicates: list[Run] = field(default_factory=list)  # further runs with the same seeds: left out
 
     def values(self, key: str) -> dict[SeedPair, float]:
-        """One metric per run that measured it, by (training seed, sampling seed) (harness)."""
+        """One metric per run that measured it, by (training seed, sampling seed)."""
         return {r.seeds: float(r.metrics[key]) for r in self.runs if r.metrics and r.metrics.get(key) is not None}
 
     def stat(self, key: str) -> Stat | None:
-        """Mean and std over runs of one metric; None when no run measured it (harness)."""
+        """Mean and std over runs of one metric; None when no run measured it."""
         values = list(self.values(key).values())
         return Stat.of(values) if values else None
 
@@ -216,18 +214,18 @@ class Group:
 
     @property
     def pairs(self) -> list[SeedPair]:
-        """The (training seed, sampling seed) of every run (harness)."""
+        """The (training seed, sampling seed) of every run."""
         return sorted((r.seeds for r in self.runs), key=order_key)
 
     @property
     def anchor(self) -> str | None:
-        """None for a model, REAL for the floor row, UNTRAINED for the ceiling row (harness)."""
+        """None for a model, REAL for the floor row, UNTRAINED for the ceiling row."""
         return self.setting.get("anchor")
 
 
 def group_evals(runs: Sequence[Run]) -> list[Group]:
     """Finished eval runs grouped by every setting but the seeds, in a stable order; a second run with the same
-    seeds (e.g. the same job under another name) is kept aside, never counted twice (harness)."""
+    seeds (e.g. the same job under another name) is kept aside, never counted twice."""
     groups: dict[tuple[Any, ...], Group] = {}
     for r in sorted(done(runs, "eval"), key=lambda r: r.name):
         assert r.metrics is not None
@@ -241,7 +239,7 @@ def group_evals(runs: Sequence[Run]) -> list[Group]:
 
 
 def same_eval(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Whether two settings were scored alike (dataset, features, sample and reference counts) (harness)."""
+    """Whether two settings were scored alike (dataset, features, sample and reference counts)."""
     return all(a[k] == b[k] for k in SAME_EVAL)
 
 
@@ -255,5 +253,5 @@ def anchor_group(groups: Sequence[Group], anchor: str, like: dict[str, Any] | No
 
 
 def group_index(groups: Sequence[Group]) -> dict[str, Group]:
-    """The group of each eval run folder's name (harness)."""
+    """The group of each eval run folder's name."""
     return {r.name: g for g in groups for r in g.runs}

@@ -1,5 +1,5 @@
 """The summary a reader wants first: which claims held, which did not, which could not be resolved, and how this
-run's scale differs from the paper's, every difference read from the run folders (harness)."""
+run's scale differs from the paper's, every difference read from the run folders."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ PAPER_SCALE = {  # the paper's setup (Secs. 4, 4.1, 4.2; Table 1 caption)
 
 
 def _values(items: Sequence[Any]) -> str:
-    """Distinct values as 'a / b', MISSING when none (harness)."""
+    """Distinct values as 'a / b', MISSING when none."""
     distinct = list(dict.fromkeys(str(x) for x in items if x is not None))
     return " / ".join(distinct) or MISSING
 
@@ -67,7 +67,7 @@ OFFICIAL_INCEPTION = "6726825d"  # sha256 prefix of torch-fidelity's pt_inceptio
 
 def inception_note(groups: Sequence[Group]) -> list[str]:
     """A warning when Inception features come from other weights than the official file (e.g. a rehearsal's random
-    weights): their FIDs are not on the paper's scale (harness)."""
+    weights): their FIDs are not on the paper's scale."""
     labels = {str(g.setting["feature_extractor"]) for g in groups}
     other = sorted(x for x in labels if x.startswith("inception-v3-compat@")
                    and not x.split("@", 1)[1].startswith(OFFICIAL_INCEPTION))
@@ -79,7 +79,7 @@ def inception_note(groups: Sequence[Group]) -> list[str]:
 
 
 def summary_blocks(verdicts: Sequence[Verdict], scale: Table, notes: Sequence[str] = ()) -> list[Block]:
-    """What held, what did not, what could not be resolved, then the scale table (harness)."""
+    """What held, what did not, what could not be resolved, then the scale table."""
 
     def items(verdict: str) -> list[str]:
         """'claim: deciding difference' (or the evidence when there is none) of every claim with this verdict."""

@@ -1,5 +1,5 @@
 """Which eval runs make which table: the sweep files (ablations/sweeps/*.yaml), their ``table:`` field and their eval
-points (Tables 1-5, Fig. 2, resolutions, conditioning) (harness).
+points (Tables 1-5, Fig. 2, resolutions, conditioning).
 
 Each point of a sweep is resolved as the runner resolves it (preset YAML < the sweep's base block < the point) into
 the settings its eval runs record in metrics.json: model, cfg, steps and, for MSF, factorization, scales and
@@ -58,7 +58,7 @@ NAMED = ("model", "factorization", "conditioning")  # settings whose value names
 
 
 def norm(v: Any) -> Any:
-    """A setting value as a comparable, hashable key: lists as tuples, floats rounded to 6 decimals (harness)."""
+    """A setting value as a comparable, hashable key: lists as tuples, floats rounded to 6 decimals."""
     if isinstance(v, list | tuple):
         return tuple(map(norm, v))
     if isinstance(v, float):
@@ -67,8 +67,7 @@ def norm(v: Any) -> Any:
 
 
 def value_text(key: str, v: Any) -> str:
-    """A setting as the report writes it: per-scale lists as '100/50', CFG scales with one decimal at least
-    (harness)."""
+    """A setting as the report writes it: per-scale lists as '100/50', CFG scales with one decimal at least."""
     if isinstance(v, list | tuple):
         return "/".join(value_text(key, x) for x in v)
     if key == "cfg" and isinstance(v, int | float):
@@ -79,19 +78,19 @@ def value_text(key: str, v: Any) -> str:
 @dataclass(frozen=True)
 class Point:
     """One eval point of a sweep: the settings its runs record, resolved (strict), and those the point itself sets,
-    which no command line can override (explicit) (harness)."""
+    which no command line can override (explicit)."""
 
     expected: dict[str, Any]
     explicit: dict[str, Any]
 
     def at(self, settings: dict[str, Any]) -> bool:
-        """Whether the point's resolved settings equal ``settings`` (harness)."""
+        """Whether the point's resolved settings equal ``settings``."""
         return all(settings.get(k) == v for k, v in self.expected.items())
 
 
 @dataclass
 class Series:
-    """The groups of one sweep scored alike, by point index, with the points of its preset (harness)."""
+    """The groups of one sweep scored alike, by point index, with the points of its preset."""
 
     preset: str
     context: tuple[tuple[str, Any], ...]
@@ -101,13 +100,13 @@ class Series:
 
     @property
     def n_runs(self) -> int:
-        """Runs in the series (harness)."""
+        """Runs in the series."""
         return sum(len(g.runs) for g in self.groups.values())
 
 
 @dataclass
 class SweepView:
-    """One sweep file read for the report: its table, points and the series of groups found (harness)."""
+    """One sweep file read for the report: its table, points and the series of groups found."""
 
     name: str
     table: str
@@ -117,12 +116,12 @@ class SweepView:
 
     @property
     def table_id(self) -> str:
-        """'Table 2', 'Table F2', ... (harness)."""
+        """'Table 2', 'Table F2', ...."""
         return TABLE_IDS.get(self.table, f"Table {self.table}")
 
     @property
     def primary(self) -> Series | None:
-        """The series covering most points (harness)."""
+        """The series covering most points."""
         return self.series[0] if self.series else None
 
     @property
@@ -132,7 +131,7 @@ class SweepView:
 
 
 def varying(points: Sequence[Point]) -> list[tuple[str, int | None]]:
-    """The (key, index) of every setting that differs between points, in the sweep file's key order (harness)."""
+    """The (key, index) of every setting that differs between points, in the sweep file's key order."""
     out: list[tuple[str, int | None]] = []
     keys = list(dict.fromkeys(k for p in points for k in p.explicit if k != "anchor"))
     for k in keys:
@@ -148,7 +147,7 @@ def varying(points: Sequence[Point]) -> list[tuple[str, int | None]]:
 
 
 def point_value(point: Point, key: str, index: int | None) -> Any:
-    """The value of one setting of a point, or one scale's entry of it (harness)."""
+    """The value of one setting of a point, or one scale's entry of it."""
     v: Any = point.explicit.get(key, point.expected.get(key))
     return v if index is None else v[index]
 
@@ -163,7 +162,7 @@ def point_label(view: SweepView, i: int, points: Sequence[Point] | None = None) 
 
 def _base_config(preset: str, base: dict[str, Any]) -> Config | None:
     """The runner's configuration of a sweep at a preset before its points: preset YAML < the sweep's base block;
-    None when it does not resolve (an unknown preset, a changed key) (harness)."""
+    None when it does not resolve (an unknown preset, a changed key)."""
     data: dict[str, Any] = {}
     path = PRESETS_DIR / f"{preset}.yaml"
     try:
@@ -177,7 +176,7 @@ def _base_config(preset: str, base: dict[str, Any]) -> Config | None:
 
 
 def _resolved(cfg: Config | None, point: dict[str, Any]) -> dict[str, Any] | None:
-    """The metrics-named model settings of one point resolved on a sweep's configuration (harness)."""
+    """The metrics-named model settings of one point resolved on a sweep's configuration."""
     if cfg is None:
         return None
     try:
@@ -193,7 +192,7 @@ def _resolved(cfg: Config | None, point: dict[str, Any]) -> dict[str, Any] | Non
 
 
 def _points(cfg: Config | None, sweep_points: Sequence[dict[str, Any]]) -> list[Point]:
-    """The sweep file's points, resolved on the sweep's configuration (harness)."""
+    """The sweep file's points, resolved on the sweep's configuration."""
     points = []
     for p in sweep_points:
         explicit = {"model": p.get("model", "msf"), "anchor": None}
@@ -204,7 +203,7 @@ def _points(cfg: Config | None, sweep_points: Sequence[dict[str, Any]]) -> list[
 
 def _series(groups: Sequence[Group], preset: str, points: list[Point], strict: bool,
             reference: int | None) -> list[Series]:
-    """Groups of one preset matched to points and split by what else they share (harness)."""
+    """Groups of one preset matched to points and split by what else they share."""
     found: dict[tuple[tuple[str, Any], ...], list[dict[int, Group]]] = defaultdict(list)
     for g in groups:
         if g.setting["preset"] != preset:
@@ -223,15 +222,14 @@ def _series(groups: Sequence[Group], preset: str, points: list[Point], strict: b
 
 
 def _trained_alike(g: Group, others: Iterable[Group]) -> bool:
-    """Whether ``g`` was trained as long as the groups of its model family with as many stages among ``others``
-    (harness)."""
+    """Whether ``g`` was trained as long as the groups of its model family with as many stages among ``others``."""
     steps = g.setting["train_steps"] or ()
     return all(h.setting["train_steps"] == g.setting["train_steps"] for h in others
                if h.setting["model"] == g.setting["model"] and len(h.setting["train_steps"] or ()) == len(steps))
 
 
 def sweep_views(groups: Sequence[Group]) -> list[SweepView]:
-    """Every sweep file with the series of eval groups found for it, in the report's table order (harness)."""
+    """Every sweep file with the series of eval groups found for it, in the report's table order."""
     presets = sorted({str(g.setting["preset"]) for g in groups}) or ["tiny"]
     views = []
     for name in available(SWEEPS_DIR):
@@ -254,5 +252,5 @@ def sweep_views(groups: Sequence[Group]) -> list[SweepView]:
 
 
 def view_for(views: Sequence[SweepView], table: str) -> SweepView | None:
-    """The sweep whose `table:` field is ``table`` (harness)."""
+    """The sweep whose `table:` field is ``table``."""
     return next((v for v in views if v.table == table), None)

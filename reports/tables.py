@@ -1,5 +1,5 @@
 """The report's tables as text cells: Table 1, Tables 2-5, the factorization, resolution, conditioning, speed and
-training tables, each with the paper's printed values beside ours and a floor and ceiling row (harness).
+training tables, each with the paper's printed values beside ours and a floor and ceiling row.
 
 Every cell is text. A measured number over several runs is ``mean ± std`` (sample std, n - 1) over the runs of its
 setting, and the row or column beside it says which runs (training seeds x sampling seeds); a point that was not
@@ -48,7 +48,7 @@ PER_SETTING = ("params_m", "gflops_per_image", "sample_time_per_64_s")  # one va
 
 @dataclass
 class Table:
-    """A report table: id ('Table 2'), title, caption, header and cells as text (harness)."""
+    """A report table: id ('Table 2'), title, caption, header and cells as text."""
 
     id: str
     title: str
@@ -58,7 +58,7 @@ class Table:
 
 
 def fmt(x: float | None, key: str) -> str:
-    """One number rounded as ROUNDING says, or MISSING (harness)."""
+    """One number rounded as ROUNDING says, or MISSING."""
     if x is None or not math.isfinite(x):
         return MISSING
     if key in DECIMALS:
@@ -67,14 +67,14 @@ def fmt(x: float | None, key: str) -> str:
 
 
 def fmt_stat(st: Stat | None, key: str) -> str:
-    """'mean ± std' over runs, the value alone for one run, or MISSING (harness)."""
+    """'mean ± std' over runs, the value alone for one run, or MISSING."""
     if st is None:
         return MISSING
     return fmt(st.mean, key) if st.n < 2 else f"{fmt(st.mean, key)} ± {fmt(st.std, key)}"
 
 
 def cell(g: Group | None, key: str) -> str:
-    """One metric of a group: mean ± std, or the mean alone for per-setting quantities (harness)."""
+    """One metric of a group: mean ± std, or the mean alone for per-setting quantities."""
     if g is None:
         return MISSING
     st = g.stat(key)
@@ -84,12 +84,12 @@ def cell(g: Group | None, key: str) -> str:
 
 
 def seeds_cell(g: Group | None) -> str:
-    """'3 x 1' (training x sampling seeds) of a group, or MISSING (harness)."""
+    """'3 x 1' (training x sampling seeds) of a group, or MISSING."""
     return MISSING if g is None else seeds_short(g.pairs)
 
 
 def setting_text(s: dict[str, Any]) -> str:
-    """A short description of one eval setting: model, factorization, scales, steps, CFG, solver, preset (harness)."""
+    """A short description of one eval setting: model, factorization, scales, steps, CFG, solver, preset."""
     if s.get("anchor") == REAL:
         return f"real held-out images, {s['preset']} n={s['n_samples']}"
     parts = [s["model"], s["factorization"]] if s["model"] == "msf" else [s["model"]]
@@ -102,7 +102,7 @@ def setting_text(s: dict[str, Any]) -> str:
 
 
 def describe(groups: Sequence[Group]) -> str:
-    """The evaluation context of some groups (preset, dataset, features, samples, seeds) for a caption (harness)."""
+    """The evaluation context of some groups (preset, dataset, features, samples, seeds) for a caption."""
     if not groups:
         return "Ours: none measured."
     parts = [f"{k} {'/'.join(sorted({str(g.setting[k]) for g in groups}))}" for k in CONTEXT]
@@ -122,7 +122,7 @@ ANCHOR_NOTE = (f"Floor: held-out real images scored as if generated; ceiling: MS
 
 
 def _title(view: SweepView) -> str:
-    """A table title from the sweep file's description, without its 'Table N:' prefix (harness)."""
+    """A table title from the sweep file's description, without its 'Table N:' prefix."""
     text = view.description
     head, sep, rest = text.partition(": ")
     return rest if sep and head.lower().startswith(("table", "fig")) else text
@@ -242,7 +242,7 @@ def sweep_table(view: SweepView, series: Series | None, table_id: str, groups: S
 
 
 def _versus(g: Group, ref: Group | None, ref_label: str) -> str:
-    """FID(g) - FID(ref) with its 95% interval, as a cell (harness)."""
+    """FID(g) - FID(ref) with its 95% interval, as a cell."""
     if ref is None:
         return MISSING
     if g is ref:
@@ -404,7 +404,7 @@ def train_table(runs: Sequence[Run]) -> Table:
 
 
 def train_scales(r: Run) -> list[int]:
-    """The latent scales of a train run, from its spec's factorization (harness)."""
+    """The latent scales of a train run, from its spec's factorization."""
     return list((r.spec.get("factorization") or {}).get("scales") or [])
 
 

@@ -1,4 +1,4 @@
-"""Synthetic run folders that follow the run-folder schema exactly, for the report tests (harness).
+"""Synthetic run folders that follow the run-folder schema exactly, for the report tests.
 
 The preset is imagenet256 (the paper's configuration: its main sweep has the DiT-XL/2 point), with embedded-world
 metrics. Every MSF setting is evaluated at training seeds 0, 1, 2 x sampling seeds 0, 1, and its FID is

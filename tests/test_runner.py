@@ -1,4 +1,4 @@
-"""The ablation runner: command line, planning, skip-what-is-done, locks, and a smoke sweep end to end (harness)."""
+"""The ablation runner: command line, planning, skip-what-is-done, locks, and a smoke sweep end to end."""
 
 import contextlib
 import json

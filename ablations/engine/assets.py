@@ -1,4 +1,4 @@
-"""Frozen networks shipped with the harness, so that every machine measures with the same ruler (harness).
+"""Frozen networks shipped with the harness, so that every machine measures with the same ruler.
 
 Numbers computed on two machines are comparable only if both use the same feature network and autoencoder. These
 are trained once, committed under ``ablations/engine/weights/`` as safetensors with their SHA-256 below, and loaded
@@ -43,7 +43,7 @@ class Asset:
 
     @property
     def location(self) -> Path:
-        """What loaders are given: the weights file, or its folder (harness)."""
+        """What loaders are given: the weights file, or its folder."""
         file = WEIGHTS / self.path
         return file.parent if self.folder else file
 
@@ -68,12 +68,12 @@ class AssetError(ValueError):
 
 
 def sha256_of(path: Path) -> str:
-    """Hex SHA-256 of a file (harness)."""
+    """Hex SHA-256 of a file."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def asset(name: str) -> Path:
-    """The location of a committed network after checking its hash (harness)."""
+    """The location of a committed network after checking its hash."""
     if name not in ASSETS:
         raise AssetError(f"unknown frozen network {name!r}; expected one of {', '.join(ASSETS)}")
     a = ASSETS[name]

@@ -1,4 +1,4 @@
-"""Autoencoders as files (harness): the small KL autoencoder's training, saving and loading, pretrained diffusers VAE
+"""Autoencoders as files: the small KL autoencoder's training, saving and loading, pretrained diffusers VAE
 folders, and the one place that works out an autoencoder's down-sampling factor from its configuration.
 
 The model code (encode / decode with the scaling factor) is msf/autoencoder.py; everything here reads or writes
@@ -52,7 +52,7 @@ def load_pretrained_vae(
     torch_dtype: torch.dtype = torch.float32,
     name: str | None = None,
 ) -> KLAutoencoder:
-    """Load the paper's VAE (Sec. 4.1: SD's f=8 VAE) from a local folder or the Hugging Face cache (harness).
+    """Load the paper's VAE (Sec. 4.1: SD's f=8 VAE) from a local folder or the Hugging Face cache.
 
     With ``local_files_only`` (the default) no network call is made. Raises VAEWeightsNotFoundError with download
     instructions when the weights are missing.
@@ -87,7 +87,7 @@ class BatchSource(Protocol):
 
 @dataclass(frozen=True)
 class SmallAEConfig:
-    """A small AutoencoderKL and its training recipe (harness; loss as SD's VAE minus the LPIPS and GAN terms).
+    """A small AutoencoderKL and its training recipe (loss as SD's VAE minus the LPIPS and GAN terms).
 
     Loss per image: sum_pixels |x - D(z)| + kl_weight * KL(q(z|x) || N(0, I)), z ~ q(z|x), as Stable Diffusion's
     ``LPIPSWithDiscriminator`` with the perceptual and adversarial terms dropped (kl_weight 1e-6 is SD's value).
@@ -129,12 +129,12 @@ class SmallAEConfig:
 
 
 def psnr(mse: float) -> float:
-    """PSNR in dB of images in [-1,1] (peak-to-peak 2) given their mean squared error (harness)."""
+    """PSNR in dB of images in [-1,1] (peak-to-peak 2) given their mean squared error."""
     return 10.0 * math.log10(4.0 / mse)
 
 
 def _images(dataset: BatchSource, generator: torch.Generator, n: int) -> Tensor:
-    """n uniformly drawn training images as float [n,3,H,W] in [-1,1] (harness)."""
+    """n uniformly drawn training images as float [n,3,H,W] in [-1,1]."""
     indices = torch.randint(len(dataset), (n,), generator=generator)
     return dataset.make_batch(indices)[0].to(torch.float32) / 127.5 - 1.0
 
@@ -142,7 +142,7 @@ def _images(dataset: BatchSource, generator: torch.Generator, n: int) -> Tensor:
 def train_small_autoencoder(
     dataset: BatchSource, config: SmallAEConfig, generator: torch.Generator, log: Log = print
 ) -> KLAutoencoder:
-    """Train a small AutoencoderKL with AdamW and set scaling_factor = 1 / std(latents) as SD does (harness).
+    """Train a small AutoencoderKL with AdamW and set scaling_factor = 1 / std(latents) as SD does.
 
     Deterministic on CPU given the generator (init, batches and posterior samples all come from it).
     """
@@ -178,14 +178,14 @@ def train_small_autoencoder(
 
 
 def save_autoencoder(ae: KLAutoencoder, directory: str | Path) -> None:
-    """Save weights (safetensors), diffusers config and the name (JSON) into a folder (harness)."""
+    """Save weights (safetensors), diffusers config and the name (JSON) into a folder."""
     directory = Path(directory)
     ae.vae.save_pretrained(directory, safe_serialization=True)
     (directory / META_FILE).write_text(json.dumps({"name": ae.name}))
 
 
 def load_autoencoder(directory: str | Path) -> KLAutoencoder:
-    """Load a folder written by :func:`save_autoencoder` (safetensors only, never unpickled) (harness)."""
+    """Load a folder written by :func:`save_autoencoder` (safetensors only, never unpickled)."""
     directory = Path(directory)
     meta = directory / META_FILE
     if not meta.is_file():

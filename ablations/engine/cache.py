@@ -57,7 +57,7 @@ def cache_key(
     dtype: str,
     shard_size: int,
 ) -> dict:
-    """Everything the cached bytes depend on, as plain JSON data (harness)."""
+    """Everything the cached bytes depend on, as plain JSON data."""
     return {
         "format": FORMAT_VERSION,
         "dataset": dataset.key,
@@ -77,7 +77,7 @@ def _shard_dir(root: Path, k: int) -> Path:
 
 
 def _check_key(root: Path, key: dict) -> None:
-    """Raise CacheKeyError unless the folder is new or was started with the same key (harness)."""
+    """Raise CacheKeyError unless the folder is new or was started with the same key."""
     manifest = root / MANIFEST
     if not manifest.exists():
         if any(root.glob("shard_*")):
@@ -93,7 +93,7 @@ def _check_key(root: Path, key: dict) -> None:
 def extract_targets(
     images: Tensor, autoencoder: Autoencoder, factorization: Factorization, flip: Flip
 ) -> tuple[list[Tensor], int]:
-    """Algorithm 1 on uint8 images [B,3,H,W] (with mirrored copies interleaved if flip == "both") (harness).
+    """Algorithm 1 on uint8 images [B,3,H,W] (with mirrored copies interleaved if flip == "both").
 
     Returns the per-scale targets [B*m, C, h_i, h_i] and the items per image m (2 with flips, else 1).
     """
@@ -104,7 +104,7 @@ def extract_targets(
 
 
 def _batches(dataset: ImageDataset, image_ids: range, batch_size: int, workers: int) -> Iterator[tuple[Tensor, Tensor]]:
-    """The shard's images in order, batch by batch, decoded in ``workers`` processes (0: in this one) (harness)."""
+    """The shard's images in order, batch by batch, decoded in ``workers`` processes (0: in this one)."""
     starts = range(image_ids.start, image_ids.stop, batch_size)
     chunks = [range(s, min(s + batch_size, image_ids.stop)) for s in starts]
     if workers == 0:
@@ -118,7 +118,7 @@ def _batches(dataset: ImageDataset, image_ids: range, batch_size: int, workers: 
 
 
 class _Chunks(torch.utils.data.Dataset):
-    """Index ranges of a dataset as items, so that DataLoader workers decode whole batches (harness)."""
+    """Index ranges of a dataset as items, so that DataLoader workers decode whole batches."""
 
     def __init__(self, dataset: ImageDataset, chunks: list[range]) -> None:
         self.dataset, self.chunks = dataset, chunks
@@ -152,7 +152,7 @@ def _extract_shard(
 
 
 def _shard_ok(shard: Path, n_scales: int) -> bool:
-    """A written shard whose arrays all load (memory-mapped) with one length: a truncated file fails (harness)."""
+    """A written shard whose arrays all load (memory-mapped) with one length: a truncated file fails."""
     try:
         lengths = {len(np.load(shard / f"scale_{i}.npy", mmap_mode="r")) for i in range(n_scales)}
         lengths.add(len(np.load(shard / "labels.npy", mmap_mode="r")))
@@ -162,7 +162,7 @@ def _shard_ok(shard: Path, n_scales: int) -> bool:
 
 
 def _write_shard(root: Path, k: int, targets: list[np.ndarray], labels: np.ndarray, dtype: str) -> None:
-    """Write shard k into shard_k.tmp (replacing a leftover one), then rename it to shard_k (harness)."""
+    """Write shard k into shard_k.tmp (replacing a leftover one), then rename it to shard_k."""
     tmp = root / f"shard_{k:05d}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -253,7 +253,7 @@ def build_cache(
 
 def part_stats(root: str | Path, first: int = 1024) -> tuple[int, list[float]]:
     """Items in a cache folder (all of a cache, or one part of one) and the RMS of each scale's targets over its first
-    ``first`` items, across shards as before parts existed (a cheap check of what was encoded) (harness)."""
+    ``first`` items, across shards as before parts existed (a cheap check of what was encoded)."""
     root = Path(root)
     manifest = json.loads((root / MANIFEST).read_text())
     shards = [_shard_dir(root, k) for k in sorted(manifest["shards"])]
@@ -265,7 +265,7 @@ def part_stats(root: str | Path, first: int = 1024) -> tuple[int, list[float]]:
 
 
 class TargetCache:
-    """A completed target cache, memory-mapped: ``batch(indices)`` returns per-scale targets and labels (harness).
+    """A completed target cache, memory-mapped: ``batch(indices)`` returns per-scale targets and labels.
 
     ``roots`` are one cache folder, or the folders of a cache built in parts (``build_cache(part=i, parts=n)``),
     read as one cache.

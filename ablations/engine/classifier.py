@@ -1,4 +1,4 @@
-"""The embedded world's feature network: a small CNN classifier trained by the harness (issue #6, harness).
+"""The embedded world's feature network: a small CNN classifier trained by the harness.
 
 The paper measures FID/IS/precision/recall with ADM's InceptionV3 on ImageNet (Sec. 4.2). The embedded dataset is not
 ImageNet, so Inception features say little about it; instead the harness trains this classifier on the embedded train
@@ -31,12 +31,12 @@ BatchFn = Callable[[torch.Generator], tuple[Tensor, Tensor]]
 
 
 def _block(c_in: int, c_out: int, stride: int) -> nn.Sequential:
-    """Harness: conv3x3 -> GroupNorm -> SiLU."""
+    """Conv3x3 -> GroupNorm -> SiLU."""
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1), nn.GroupNorm(8, c_out), nn.SiLU())
 
 
 class EmbeddedClassifier(nn.Module):
-    """Harness: CNN on uint8 images returning (features [B, 4*width], logits [B, num_classes])."""
+    """CNN on uint8 images returning (features [B, 4*width], logits [B, num_classes])."""
 
     def __init__(self, num_classes: int, width: int = 32):
         super().__init__()
@@ -53,11 +53,11 @@ class EmbeddedClassifier(nn.Module):
 
     @property
     def feature_dim(self) -> int:
-        """Harness: width of the penultimate features."""
+        """Width of the penultimate features."""
         return 4 * self.width
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Harness: uint8 [B, 3, H, W] -> (penultimate features [B, 4w], logits [B, num_classes])."""
+        """Uint8 [B, 3, H, W] -> (penultimate features [B, 4w], logits [B, num_classes])."""
         if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"expected uint8 images [B, 3, H, W], got {x.dtype} {tuple(x.shape)}")
         h = x.float() / 127.5 - 1.0  # [B, 3, H, W] in [-1, 1]
@@ -75,7 +75,7 @@ def train_classifier(
     lr: float = 2e-3,
     device: torch.device | str = "cpu",
 ) -> EmbeddedClassifier:
-    """Harness: train the embedded classifier with AdamW and cross-entropy, cosine learning-rate decay.
+    """Train the embedded classifier with AdamW and cross-entropy, cosine learning-rate decay.
 
     Args:
         batch_fn: draws one training batch ``(uint8 [B, 3, H, W], labels [B])`` using the generator it is given.
@@ -112,7 +112,7 @@ def train_classifier(
 
 @torch.no_grad()
 def accuracy(model: EmbeddedClassifier, images: Tensor, labels: Tensor, batch_size: int = 256) -> float:
-    """Harness: top-1 accuracy of the classifier on held-out uint8 images [N, 3, H, W] with labels [N]."""
+    """Top-1 accuracy of the classifier on held-out uint8 images [N, 3, H, W] with labels [N]."""
     device = next(model.parameters()).device
     correct = sum(
         int((model(x.to(device))[1].argmax(1).cpu() == y).sum())
@@ -122,13 +122,13 @@ def accuracy(model: EmbeddedClassifier, images: Tensor, labels: Tensor, batch_si
 
 
 def classifier_digest(model: EmbeddedClassifier) -> str:
-    """Harness: 12 hex digits of sha256 over the weights; names the feature extractor in every metric label."""
+    """12 hex digits of sha256 over the weights; names the feature extractor in every metric label."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     return hashlib.sha256(save(state)).hexdigest()[:12]
 
 
 def save_classifier(model: EmbeddedClassifier, path: str | Path, metadata: dict | None = None) -> Path:
-    """Harness: write weights + JSON config (+ metadata, e.g. held-out accuracy) to one safetensors file, atomically."""
+    """Write weights + JSON config (+ metadata, e.g. held-out accuracy) to one safetensors file, atomically."""
     path = Path(path)
     header = {"config": json.dumps({"num_classes": model.num_classes, "width": model.width})}
     header["metadata"] = json.dumps(metadata or {})
@@ -138,7 +138,7 @@ def save_classifier(model: EmbeddedClassifier, path: str | Path, metadata: dict 
 
 
 def _header(path: Path) -> dict[str, str]:
-    """Harness: the string header of a safetensors file written by :func:`save_classifier`."""
+    """The string header of a safetensors file written by :func:`save_classifier`."""
     if not path.is_file():
         raise FileNotFoundError(f"embedded classifier weights not found: {path}")
     with safe_open(str(path), "pt") as f:
@@ -149,12 +149,12 @@ def _header(path: Path) -> dict[str, str]:
 
 
 def load_classifier(path: str | Path) -> EmbeddedClassifier:
-    """Harness: load a classifier written by :func:`save_classifier`, in eval mode on CPU."""
+    """Load a classifier written by :func:`save_classifier`, in eval mode on CPU."""
     model = EmbeddedClassifier(**json.loads(_header(Path(path))["config"]))
     model.load_state_dict(load_file(path))
     return model.eval().requires_grad_(False)
 
 
 def classifier_metadata(path: str | Path) -> dict:
-    """Harness: the metadata dict stored by :func:`save_classifier` (e.g. held-out accuracy, training split)."""
+    """The metadata dict stored by :func:`save_classifier` (e.g. held-out accuracy, training split)."""
     return json.loads(_header(Path(path)).get("metadata", "{}"))

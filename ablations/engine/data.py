@@ -4,7 +4,7 @@ Every dataset returns ``(uint8 [3, H, W] tensor, label)`` items and has a batch 
 (uint8 [B, 3, H, W], int64 [B])`` plus a ``key`` string that names its content (used by the target cache).
 Convert to the model range with :func:`ablations.engine.images.to_float` ([-1, 1]).
 
-The embedded dataset (harness, standing in for ImageNet in Sec. 4 experiments that must run offline) is procedural:
+The embedded dataset (standing in for ImageNet in Sec. 4 experiments that must run offline) is procedural:
 image i is a pure function of (dataset seed, i). Its classes are (coarse family) x (fine texture):
 
 * coarse family ``label // 2``: a shape layout (disc, square, bar, ring, diamond) in a colour family (hue);
@@ -49,12 +49,12 @@ class ImageDataset(Dataset):
         raise NotImplementedError
 
     def make_batch(self, indices: Sequence[int] | Tensor) -> tuple[Tensor, Tensor]:
-        """Stack items into (uint8 [B,3,H,W], int64 [B]) (harness)."""
+        """Stack items into (uint8 [B,3,H,W], int64 [B])."""
         items = [self[int(i)] for i in indices]
         return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items], dtype=torch.int64)
 
     def labels(self) -> np.ndarray:
-        """Every item's label, int64 [N], without decoding images (harness)."""
+        """Every item's label, int64 [N], without decoding images."""
         raise NotImplementedError
 
 
@@ -71,7 +71,7 @@ _NUM_PARAMS = 13  # nuisance uniforms per image (render_embedded reads u[:, 0..1
 
 
 def _splitmix64(z: np.ndarray) -> np.ndarray:
-    """SplitMix64 finaliser on uint64 arrays (harness: a counter-based hash, so image i needs only (seed, i))."""
+    """SplitMix64 finaliser on uint64 arrays (a counter-based hash, so image i needs only (seed, i))."""
     z = z + _GOLDEN
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
@@ -79,7 +79,7 @@ def _splitmix64(z: np.ndarray) -> np.ndarray:
 
 
 def hash_uniform(seed: int, index: np.ndarray, n: int) -> Tensor:
-    """Uniforms in [0,1) of shape [B, n], a pure function of (seed, index[b], j) (harness)."""
+    """Uniforms in [0,1) of shape [B, n], a pure function of (seed, index[b], j)."""
     key = _splitmix64(np.array([seed], dtype=np.uint64))  # [1]
     per_image = _splitmix64(key ^ index.astype(np.uint64))  # [B]
     z = _splitmix64(per_image[:, None] + np.arange(n, dtype=np.uint64)[None, :] * _GOLDEN)  # [B, n]
@@ -87,14 +87,14 @@ def hash_uniform(seed: int, index: np.ndarray, n: int) -> Tensor:
 
 
 def hsv_to_rgb(h: Tensor, s: Tensor, v: Tensor) -> Tensor:
-    """HSV in [0,1] (each [B]) -> RGB in [0,1] [B, 3] (harness; the standard piecewise-linear formula)."""
+    """HSV in [0,1] (each [B]) -> RGB in [0,1] [B, 3] (the standard piecewise-linear formula)."""
     n = torch.tensor([5.0, 3.0, 1.0])  # R, G, B
     k = (n[None, :] + 6.0 * h[:, None]) % 6.0  # [B, 3]
     return v[:, None] - v[:, None] * s[:, None] * (torch.minimum(k, 4.0 - k).clamp(0.0, 1.0))
 
 
 def _shape_distance(dx: Tensor, dy: Tensor) -> Tensor:
-    """Normalised distance of every shape in SHAPES, < 1 inside: [B, 1, H, W] each -> [B, 5, H, W] (harness)."""
+    """Normalised distance of every shape in SHAPES, < 1 inside: [B, 1, H, W] each -> [B, 5, H, W]."""
     r = torch.sqrt(dx**2 + dy**2)
     return torch.cat(
         [
@@ -109,7 +109,7 @@ def _shape_distance(dx: Tensor, dy: Tensor) -> Tensor:
 
 
 def _textures(ix: Tensor, iy: Tensor) -> Tensor:
-    """Zero-mean period-4 patterns of TEXTURES on integer cell coordinates [B,1,H,W] -> [B, 5, H, W] (harness)."""
+    """Zero-mean period-4 patterns of TEXTURES on integer cell coordinates [B,1,H,W] -> [B, 5, H, W]."""
     ix, iy = torch.broadcast_tensors(ix, iy)
     on_x, on_y = (ix % 4) < 2, (iy % 4) < 2
     signed = [
@@ -125,7 +125,7 @@ def _textures(ix: Tensor, iy: Tensor) -> Tensor:
 def render_embedded(labels: Tensor, u: Tensor, size: int) -> Tensor:
     """Draw embedded images from labels [B] and nuisance uniforms u [B, 13] -> float [B, 3, size, size] in [-1, 1].
 
-    Harness: the embedded dataset's generator (see the module docstring for the class design).
+    The embedded dataset's generator (see the module docstring for the class design).
     """
     B, unit = labels.shape[0], size // 32  # texture cell size in pixels (1 at 32 px, 2 at 64 px)
     family, texture = labels // 2, labels % len(TEXTURES)
@@ -155,7 +155,7 @@ def render_embedded(labels: Tensor, u: Tensor, size: int) -> Tensor:
 
 
 class EmbeddedDataset(ImageDataset):
-    """The embedded procedural dataset (harness): item i of a split is a pure function of (seed, split, i).
+    """The embedded procedural dataset: item i of a split is a pure function of (seed, split, i).
 
     Args:
         split: "train" (global indices 0..length-1) or "ref" (held out: global indices REF_OFFSET + i).
@@ -191,11 +191,11 @@ class EmbeddedDataset(ImageDataset):
         return images[0], int(labels[0])
 
     def labels(self) -> np.ndarray:
-        """Item i has label i % num_classes (harness)."""
+        """Item i has label i % num_classes."""
         return np.arange(self.length, dtype=np.int64) % self.num_classes
 
     def make_batch(self, indices: Sequence[int] | Tensor) -> tuple[Tensor, Tensor]:
-        """Vectorised generation of items ``indices`` -> (uint8 [B,3,H,W], int64 [B]) (harness)."""
+        """Vectorised generation of items ``indices`` -> (uint8 [B,3,H,W], int64 [B])."""
         index = np.asarray(indices, dtype=np.int64).reshape(-1)
         if index.size and (index.min() < 0 or index.max() >= self.length):
             raise IndexError(f"embedded {self.split} index out of range [0, {self.length}): {index.tolist()[:8]}")
@@ -222,7 +222,7 @@ def center_crop_arr(pil_image: Image.Image, image_size: int) -> Image.Image:
 
 
 def load_image(path: Path, image_size: int) -> Tensor:
-    """One image file (JPEG, PNG, ...; grey, CMYK or RGB) -> RGB, ADM's centre crop -> uint8 [3, S, S] (harness).
+    """One image file (JPEG, PNG, ...; grey, CMYK or RGB) -> RGB, ADM's centre crop -> uint8 [3, S, S].
 
     Raises:
         ValueError: naming the file, when it cannot be decoded (truncated, not an image).
@@ -235,12 +235,12 @@ def load_image(path: Path, image_size: int) -> Tensor:
 
 
 def pil_to_tensor(pil_image: Image.Image) -> Tensor:
-    """PIL image -> uint8 [3, H, W] RGB tensor (harness)."""
+    """PIL image -> uint8 [3, H, W] RGB tensor."""
     return torch.from_numpy(np.array(pil_image.convert("RGB"))).permute(2, 0, 1).contiguous()
 
 
 class ImageFolderDataset(ImageDataset):
-    """Any class-per-folder tree (e.g. ImageNet train), ADM centre-cropped to ``image_size`` (Sec. 4.1, harness).
+    """Any class-per-folder tree (e.g. ImageNet train), ADM centre-cropped to ``image_size`` (Sec. 4.1).
 
     Labels are the sorted class-folder names' ranks; images are found recursively inside each class folder.
     Raises FileNotFoundError for a missing root and ValueError for a tree without class folders or images.
@@ -269,7 +269,7 @@ class ImageFolderDataset(ImageDataset):
         return len(self.samples)
 
     def labels(self) -> np.ndarray:
-        """The class-folder rank of every file (harness)."""
+        """The class-folder rank of every file."""
         return np.array([y for _, y in self.samples], dtype=np.int64)
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
@@ -308,7 +308,7 @@ class CIFAR10Dataset(ImageDataset):
         return len(self.targets)
 
     def labels(self) -> np.ndarray:
-        """The label byte of every record (harness)."""
+        """The label byte of every record."""
         return self.targets
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
@@ -373,7 +373,7 @@ def build_dataset(
     seed: int = 0,
     length: int | None = None,
 ) -> ImageDataset:
-    """Build a dataset by name (harness).
+    """Build a dataset by name.
 
     Args:
         name: "embedded", "imagefolder", "cifar10" or "digits".

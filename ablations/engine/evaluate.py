@@ -23,7 +23,7 @@ from msf.pipeline import MSFModel, sample, sample_scales
 COMPILE_MODES = ("none", "default", "max-autotune", "reduce-overhead")  # reduce-overhead: CUDA graphs
 
 class ClonedOutputs(nn.Module):
-    """A network whose outputs are copied out (harness): a CUDA graph replay rewrites the previous replay's output
+    """A network whose outputs are copied out: a CUDA graph replay rewrites the previous replay's output
     buffer, and Heun's corrector (Eq. 6) still needs the predictor's velocity after the next call."""
 
     def __init__(self, net: nn.Module):
@@ -35,7 +35,7 @@ class ClonedOutputs(nn.Module):
 
 
 def compiled(net: nn.Module, mode: str, device: torch.device) -> nn.Module:
-    """torch.compile a network for sampling's fixed shapes; "reduce-overhead" also captures CUDA graphs (harness)."""
+    """torch.compile a network for sampling's fixed shapes; "reduce-overhead" also captures CUDA graphs."""
     if mode not in COMPILE_MODES:
         raise ValueError(f"unknown compile mode {mode!r}; expected one of {', '.join(COMPILE_MODES)}")
     if mode == "reduce-overhead" and device.type != "cuda":
@@ -50,7 +50,7 @@ SEED_STRIDE = 1_000_000  # sample j of evaluation seed s uses per-sample seed s 
 
 
 def sample_seeds(seed: int, n: int) -> list[int]:
-    """Per-sample seeds of one evaluation run (harness): results do not depend on batch size or device count."""
+    """Per-sample seeds of one evaluation run: results do not depend on batch size or device count."""
     if n > SEED_STRIDE:
         raise ValueError(f"at most {SEED_STRIDE} samples per evaluation seed, got {n}")
     return [seed * SEED_STRIDE + j for j in range(n)]

@@ -1,5 +1,5 @@
 """The model families of Table 1, one registry entry each: how a family is trained, loaded, sampled, timed and
-FLOP-counted (harness).
+FLOP-counted.
 
 =========  ==============================================  ===================================================
 family     trained by the harness                          sampled by
@@ -35,14 +35,14 @@ if TYPE_CHECKING:  # the registry is read when a command is parsed: torch and th
 
 
 def dit_architecture() -> Architecture:
-    """MSF's stage network and the flow DiT: msf/dit.py's DiT (harness)."""
+    """MSF's stage network and the flow DiT: msf/dit.py's DiT."""
     from ablations.engine.train import DIT
 
     return DIT
 
 
 def dimr_architecture() -> Architecture:
-    """DiMR (baselines/dimr.py), named by its size table (harness)."""
+    """DiMR (baselines/dimr.py), named by its size table."""
     from ablations.engine.train import Architecture
     from baselines.dimr import DIMR_CONFIGS, DiMR
 
@@ -50,14 +50,14 @@ def dimr_architecture() -> Architecture:
 
 
 def factorization_of(spec: FactorizationSpec) -> Factorization:
-    """The factorization object of a spec (Algorithm 1): its name, validated scales and Up/Down filter (harness)."""
+    """The factorization object of a spec (Algorithm 1): its name, validated scales and Up/Down filter."""
     from msf.factorize import make_factorization, make_scales
 
     return make_factorization(spec.name, make_scales(spec.scales, spec.scales[-1]), spec.mode)
 
 
 def forward_gflops(net: nn.Module, channels: int, h: int, prior: bool, device: torch.device) -> float:
-    """GFLOPs of one network call (x, t, y[, prior]) on one h x h latent (Table 1 'GFLOPs') (harness)."""
+    """GFLOPs of one network call (x, t, y[, prior]) on one h x h latent (Table 1 'GFLOPs')."""
     import torch
 
     from ablations.engine.flops import count_forward_flops
@@ -69,7 +69,7 @@ def forward_gflops(net: nn.Module, channels: int, h: int, prior: bool, device: t
 
 @dataclass(frozen=True)
 class Loaded:
-    """A family's trained (or pretrained) model, ready to sample, with what Table 1 reports about it (harness)."""
+    """A family's trained (or pretrained) model, ready to sample, with what Table 1 reports about it."""
 
     sampler: LatentSampler  # (labels [B], per-sample seeds) -> latents [B, C, h_N, h_N] (images when ``decoded``)
     forward_gflops: list[float]  # one network call per scale
@@ -101,7 +101,7 @@ class SpeedStage:
 
 @dataclass(frozen=True)
 class ModelFamily:
-    """One model family of Table 1 (see the module docstring) (harness).
+    """One model family of Table 1 (see the module docstring).
 
     Attributes:
         name: the family's name in sweeps, run keys and metrics.
@@ -133,7 +133,7 @@ class ModelFamily:
 def _load_trained(
     architecture: Callable[[], Architecture],
 ) -> Callable[[EvalJob, dict[str, Path], int, torch.device], Loaded]:
-    """The eval-time loader of a family trained by the harness: its train jobs' EMA weights, Algorithm 3 (harness)."""
+    """The eval-time loader of a family trained by the harness: its train jobs' EMA weights, Algorithm 3."""
 
     def load(job: EvalJob, deps: dict[str, Path], channels: int, device: torch.device) -> Loaded:
         from ablations.engine.evaluate import compiled, msf_sampler
@@ -164,7 +164,7 @@ def _load_trained(
 
 
 def _flow_speed_sampler(nets: list[nn.Module], plan: Sequence[SpeedStage], device: torch.device) -> LatentSampler:
-    """Algorithm 3 (Euler) over a speed plan's networks: the residual factorization at the plan's sizes (harness)."""
+    """Algorithm 3 (Euler) over a speed plan's networks: the residual factorization at the plan's sizes."""
     from ablations.engine.evaluate import msf_sampler
     from msf.factorize import make_factorization, make_scales
     from msf.pipeline import MSFModel
@@ -175,7 +175,7 @@ def _flow_speed_sampler(nets: list[nn.Module], plan: Sequence[SpeedStage], devic
 
 
 def _dit_speed_network(stage: SpeedStage) -> nn.Module:
-    """A random MSF stage or flow DiT of the speed plan (velocity output: no learned sigma) (harness)."""
+    """A random MSF stage or flow DiT of the speed plan (velocity output: no learned sigma)."""
     from msf.dit import build_dit
 
     return build_dit(stage.size, input_size=stage.h, learn_sigma=False, prior_channels=4 if stage.prior else 0,
@@ -183,7 +183,7 @@ def _dit_speed_network(stage: SpeedStage) -> nn.Module:
 
 
 def _dimr_speed_network(stage: SpeedStage) -> nn.Module:
-    """A random DiMR of the speed plan (harness)."""
+    """A random DiMR of the speed plan."""
     from baselines.dimr import build_dimr
 
     return build_dimr(stage.size, input_size=stage.h, **dict(stage.overrides))
@@ -219,7 +219,7 @@ def _load_dit_xl2(job: EvalJob, deps: dict[str, Path], channels: int, device: to
 
 def dit_xl2_network(network: StageConfig) -> DiT:
     """DiT-XL/2's network as released (32x32x4 latents, 1000 classes, learned sigma), or a network of the same
-    layout with another depth/width (a rehearsal's stand-in checkpoint) (harness)."""
+    layout with another depth/width (a rehearsal's stand-in checkpoint)."""
     from baselines.dit import dit_xl2
     from msf.dit import DIT_CONFIGS
 
@@ -230,14 +230,14 @@ def dit_xl2_network(network: StageConfig) -> DiT:
 
 
 def _dit_xl2_speed_network(stage: SpeedStage) -> nn.Module:
-    """DiT-XL/2 as released, random weights (harness)."""
+    """DiT-XL/2 as released, random weights."""
     from baselines.dit import dit_xl2
 
     return dit_xl2(input_size=stage.h, **dict(stage.overrides))
 
 
 def _dit_xl2_speed_sampler(nets: list[nn.Module], plan: Sequence[SpeedStage], device: torch.device) -> LatentSampler:
-    """DiT-XL/2's DDPM sampler at the plan's steps and CFG (harness)."""
+    """DiT-XL/2's DDPM sampler at the plan's steps and CFG."""
     from baselines.dit import sample_ddpm
 
     (st,) = plan
@@ -250,7 +250,7 @@ def _dit_xl2_speed_sampler(nets: list[nn.Module], plan: Sequence[SpeedStage], de
 
 def _load_real(job: EvalJob, deps: dict[str, Path], channels: int, device: torch.device) -> Loaded:
     """Held-out real images as a "sampler": sample b is a train-split image of class labels[b] chosen by seeds[b]
-    (the reference statistics come from the disjoint ref split), returned in [-1, 1] (harness)."""
+    (the reference statistics come from the disjoint ref split), returned in [-1, 1]."""
     import numpy as np
     import torch
 

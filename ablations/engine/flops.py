@@ -45,12 +45,12 @@ if _SDPA_CPU not in flop_registry:  # torch counts the CUDA SDPA kernels but not
 
     @register_flop_formula(_SDPA_CPU, get_raw=True)
     def _sdpa_cpu_flops(query: Tensor, key: Tensor, value: Tensor, *args: Any, **kwargs: Any) -> int:
-        """2 x MACs of q k^T and (softmax) v, as torch's formula for the CUDA kernels (harness)."""
+        """2 x MACs of q k^T and (softmax) v, as torch's formula for the CUDA kernels."""
         return sdpa_flop_count(query.shape, key.shape, value.shape)
 
 
 def count_forward_flops(model: nn.Module, *inputs: Any) -> int:
-    """FLOPs (2 x MACs of matmuls and convolutions) of one ``model(*inputs)`` call (harness)."""
+    """FLOPs (2 x MACs of matmuls and convolutions) of one ``model(*inputs)`` call."""
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         model(*inputs)
@@ -58,13 +58,13 @@ def count_forward_flops(model: nn.Module, *inputs: Any) -> int:
 
 
 def count_params(model: nn.Module) -> int:
-    """Number of parameters, frozen ones included (harness)."""
+    """Number of parameters, frozen ones included."""
     return sum(p.numel() for p in model.parameters())
 
 
 def meta_inputs(model: nn.Module, batch: int = 1) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     """Shape-only (x, t, y, prior) for a stage network (DiT, DiMR: ``input_size``, ``in_channels``,
-    ``prior_channels``) on the meta device (harness)."""
+    ``prior_channels``) on the meta device."""
     h, c, cp = (int(getattr(model, name)) for name in ("input_size", "in_channels", "prior_channels"))
     with torch.device("meta"):
         x, t, y = torch.empty(batch, c, h, h), torch.empty(batch), torch.zeros(batch, dtype=torch.long)
@@ -90,7 +90,7 @@ def flops_table() -> list[dict[str, Any]]:
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    """The table as markdown (harness)."""
+    """The table as markdown."""
     head = "| model | params (M) | GFLOPs / forward | steps | forwards / step | TFLOPs / image |"
     lines = [head, "|---|---:|---:|---:|---:|---:|"]
     for r in rows:

@@ -2,7 +2,7 @@
 
 A run folder holds ``config.json`` (the job's kind, key, results version and spec, written by the launcher before the
 job starts), ``log.txt``, the job's outputs, and ``metrics.json``, written last and atomically: its presence means the
-job is done. Each kind of job is one function ``fn(spec, run_dir, deps, log) -> metrics`` (harness), where ``deps``
+job is done. Each kind of job is one function ``fn(spec, run_dir, deps, log) -> metrics``, where ``deps``
 maps a dependency's role (autoencoder, cache, train0, train1, ...) to its run folder.
 """
 
@@ -66,7 +66,7 @@ Log = Callable[[str], None]
 
 
 def device_of(runtime: Runtime) -> torch.device:
-    """The job's torch device: "auto" is CUDA where available, else the CPU (harness)."""
+    """The job's torch device: "auto" is CUDA where available, else the CPU."""
     if runtime.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if runtime.device == "cuda" and not torch.cuda.is_available():
@@ -75,12 +75,12 @@ def device_of(runtime: Runtime) -> torch.device:
 
 
 def features_file(features: str) -> Path:
-    """The embedded world's feature network: a frozen one by name (assets.py, hash checked) or a file (harness)."""
+    """The embedded world's feature network: a frozen one by name (assets.py, hash checked) or a file."""
     return assets.asset(features) if features in assets.ASSETS else Path(features)
 
 
 def dataset(data: DataConfig, split: str) -> ImageDataset:
-    """The train or reference split of the configured dataset (harness)."""
+    """The train or reference split of the configured dataset."""
     length = data.train_size if split == "train" else data.ref_size
     return build_dataset(data.name, data.root, split, data.image_size, data.num_classes, data.seed,
                          length if data.name == "embedded" else None)
@@ -300,7 +300,7 @@ class DependencyDamaged(RuntimeError):
 
 
 def run(run_dir: str | Path, say: Log = print) -> dict[str, Any]:
-    """Run the job whose spec is in ``run_dir/config.json``, unless it is done with intact outputs (harness).
+    """Run the job whose spec is in ``run_dir/config.json``, unless it is done with intact outputs.
 
     Returns the job's metrics. The spec is read back into its dataclass; the dependencies' run folders are the
     folders named in config.json's ``deps``, beside this one, and the outputs this job loads from them are checked

@@ -63,14 +63,14 @@ class InceptionWeightsMissing(FileNotFoundError):
 
 
 def class_labels_for(n: int, num_classes: int) -> Tensor:
-    """Harness: the label of sample i is i % num_classes: evenly spread, deterministic (ADM/DiT draw them at random)."""
+    """The label of sample i is i % num_classes: evenly spread, deterministic (ADM/DiT draw them at random)."""
     if n < 0 or num_classes < 1:
         raise ValueError(f"need n >= 0 and num_classes >= 1, got {n=} {num_classes=}")
     return torch.arange(n) % num_classes  # [n] long
 
 
 class UInt8Images(Dataset):
-    """Harness: uint8 images [N, 3, H, W] held in memory, the Dataset input torch-fidelity takes."""
+    """Uint8 images [N, 3, H, W] held in memory, the Dataset input torch-fidelity takes."""
 
     def __init__(self, images: Tensor):
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
@@ -89,7 +89,7 @@ class UInt8Images(Dataset):
 
 
 class EmbeddedFeatureExtractor(FeatureExtractorBase):
-    """Harness: torch-fidelity view of the embedded classifier: 'features' (penultimate) and 'logits' (last layer)."""
+    """Torch-fidelity view of the embedded classifier: 'features' (penultimate) and 'logits' (last layer)."""
 
     def __init__(self, name, features_list, feature_extractor_weights_path=None, classifier=None, **kwargs):
         super().__init__(name, features_list)
@@ -131,7 +131,7 @@ if EMBEDDED_NAME not in FEATURE_EXTRACTORS_REGISTRY:  # a module reload must not
 
 @dataclass(frozen=True)
 class FeatureExtractor:
-    """Harness: a torch-fidelity feature network plus the world and label recorded beside every number."""
+    """A torch-fidelity feature network plus the world and label recorded beside every number."""
 
     world: World
     label: str  # e.g. "inception-v3-compat" or "msf-embedded-cnn@<weights sha256[:12]>"
@@ -141,7 +141,7 @@ class FeatureExtractor:
 
 
 def inception_weights(path: str | Path | None = None, allow_download: bool = False) -> Path | None:
-    """Harness: the local InceptionV3 weights file (given, or in torch's hub cache); None only to allow a download."""
+    """The local InceptionV3 weights file (given, or in torch's hub cache); None only to allow a download."""
     if path is not None:
         if not Path(path).is_file():
             raise InceptionWeightsMissing(f"Inception weights not found at inception_weights={path}")
@@ -160,7 +160,7 @@ def inception_weights(path: str | Path | None = None, allow_download: bool = Fal
 def inception_extractor(
     device: torch.device, weights: str | Path | None = None, allow_download: bool = False
 ) -> FeatureExtractor:
-    """Harness: torch-fidelity's InceptionV3 (the paper's ADM protocol) with pool3 features and unbiased logits.
+    """Torch-fidelity's InceptionV3 (the paper's ADM protocol) with pool3 features and unbiased logits.
 
     torch-fidelity unpickles its weights file with ``weights_only=False``, which would run code from a crafted file:
     the file is therefore loaded here with torch's ``weights_only`` unpickler (tensors only), re-saved by us into a
@@ -183,7 +183,7 @@ def inception_extractor(
 
 
 def embedded_extractor(classifier: EmbeddedClassifier | str | Path, device: torch.device) -> FeatureExtractor:
-    """Harness: the embedded classifier (a model or its safetensors file) as a torch-fidelity feature extractor."""
+    """The embedded classifier (a model or its safetensors file) as a torch-fidelity feature extractor."""
     model = classifier if isinstance(classifier, EmbeddedClassifier) else load_classifier(classifier)
     module = create_feature_extractor(
         EMBEDDED_NAME, ["features", "logits"], cuda=False, verbose=False, classifier=model
@@ -194,7 +194,7 @@ def embedded_extractor(classifier: EmbeddedClassifier | str | Path, device: torc
 
 @dataclass(frozen=True)
 class Features:
-    """Harness: per-image features [N, D] and logits [N, K], float32 on CPU."""
+    """Per-image features [N, D] and logits [N, K], float32 on CPU."""
 
     features: Tensor
     logits: Tensor
@@ -202,7 +202,7 @@ class Features:
 
 @contextlib.contextmanager
 def ieee_fp32() -> Iterator[None]:
-    """Harness: no TF32 in convolutions or matmuls inside the block (metrics keep full float32), then restore."""
+    """No TF32 in convolutions or matmuls inside the block (metrics keep full float32), then restore."""
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try:
@@ -212,7 +212,7 @@ def ieee_fp32() -> Iterator[None]:
 
 
 def extract_features(images: Tensor, extractor: FeatureExtractor, batch_size: int, device: torch.device) -> Features:
-    """Harness: uint8 images [N, 3, H, W] -> features and logits, through torch-fidelity's own extraction loop.
+    """Uint8 images [N, 3, H, W] -> features and logits, through torch-fidelity's own extraction loop.
 
     Args:
         images: uint8 images on CPU.
@@ -251,7 +251,7 @@ def feature_stats(features: Tensor, chunk: int = 8192) -> tuple[np.ndarray, np.n
 
 @dataclass(frozen=True)
 class ReferenceKey:
-    """Harness: what a reference set's statistics depend on; the cache file is named after it."""
+    """What a reference set's statistics depend on; the cache file is named after it."""
 
     dataset: str
     split: str
@@ -259,14 +259,14 @@ class ReferenceKey:
     n: int  # number of reference images
 
     def filename(self) -> str:
-        """Harness: a readable, filesystem-safe file name for this key."""
+        """A readable, filesystem-safe file name for this key."""
         raw = f"{self.dataset}-{self.split}-{self.extractor}-n{self.n}"
         return "".join(c if c.isalnum() or c in "-_.@" else "_" for c in raw) + ".npz"
 
 
 @dataclass(frozen=True)
 class ReferenceStats:
-    """Harness: reference mean/covariance for FID and, where available, reference features for precision/recall."""
+    """Reference mean/covariance for FID and, where available, reference features for precision/recall."""
 
     key: ReferenceKey
     mu: np.ndarray  # [D] float64
@@ -275,14 +275,14 @@ class ReferenceStats:
 
     @classmethod
     def from_features(cls, key: ReferenceKey, features: Tensor) -> ReferenceStats:
-        """Harness: statistics of reference features [n, D]."""
+        """Statistics of reference features [n, D]."""
         if len(features) != key.n:
             raise ValueError(f"reference key says n={key.n} but {len(features)} feature vectors were given")
         mu, sigma = feature_stats(features)
         return cls(key, mu, sigma, features.float().cpu())
 
     def save(self, root: str | Path) -> Path:
-        """Harness: write mu, sigma, features and the JSON key to ``root/<key>.npz`` atomically."""
+        """Write mu, sigma, features and the JSON key to ``root/<key>.npz`` atomically."""
         path = Path(root) / self.key.filename()
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays: dict[str, Any] = {
@@ -298,7 +298,7 @@ class ReferenceStats:
 
     @classmethod
     def load(cls, root: str | Path, key: ReferenceKey) -> ReferenceStats | None:
-        """Harness: the cached statistics for ``key``, or None when absent; a file with another key is an error."""
+        """The cached statistics for ``key``, or None when absent; a file with another key is an error."""
         path = Path(root) / key.filename()
         if not path.is_file():
             return None
@@ -311,7 +311,7 @@ class ReferenceStats:
 
 
 def cached_reference(root: str | Path, key: ReferenceKey, compute_features: Callable[[], Tensor]) -> ReferenceStats:
-    """Harness: reference statistics for ``key`` from the cache under ``root``, computed and saved once on a miss."""
+    """Reference statistics for ``key`` from the cache under ``root``, computed and saved once on a miss."""
     cached = ReferenceStats.load(root, key)
     if cached is not None:
         return cached
@@ -388,7 +388,7 @@ def metrics_from_features(
     prc_k: int = 3,
     device: torch.device | None = None,
 ) -> dict:
-    """Harness: FID, IS, precision and recall of fake features against a reference, labelled with their world.
+    """FID, IS, precision and recall of fake features against a reference, labelled with their world.
 
     Args:
         fake: features and logits of the generated images.
@@ -432,7 +432,7 @@ def compute_metrics(
     isc_splits: int = 10,
     prc_k: int = 3,
 ) -> dict:
-    """Harness: uint8 fake images [N, 3, H, W] -> the labelled metrics dict of :func:`metrics_from_features`."""
+    """Uint8 fake images [N, 3, H, W] -> the labelled metrics dict of :func:`metrics_from_features`."""
     features = extract_features(fake, extractor, batch_size, device)
     return metrics_from_features(features, reference, extractor, isc_splits, prc_k, device)
 
@@ -442,7 +442,7 @@ def compute_metrics(
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Harness: mean and sample standard deviation (ddof=1) of a metric over independent seeds."""
+    """Mean and sample standard deviation (ddof=1) of a metric over independent seeds."""
     if len(values) < 2:
         raise ValueError(f"a standard deviation needs at least 2 values, got {len(values)}")
     v = np.asarray(values, np.float64)
@@ -452,7 +452,7 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 def bootstrap_fid(
     fake_features: Tensor, reference: ReferenceStats, n_boot: int, generator: torch.Generator, level: float = 0.95
 ) -> tuple[float, float]:
-    """Harness: percentile bootstrap interval of FID over resampled fake features [N, D], the reference held fixed.
+    """Percentile bootstrap interval of FID over resampled fake features [N, D], the reference held fixed.
 
     Resampling with replacement repeats samples, which inflates FID a little, so the interval describes the spread of
     FID due to the finite fake sample; it is not centred on the point estimate.

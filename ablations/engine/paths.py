@@ -1,4 +1,4 @@
-"""Checks of every file and folder a user points the harness at, made before anything runs (harness).
+"""Checks of every file and folder a user points the harness at, made before anything runs.
 
 Each check opens the file only with a loader that cannot run code from it (safetensors headers, JSON, numpy without
 pickle, torch's ``weights_only`` unpickler) and raises :class:`PathError` with one line naming the key, the path and
@@ -24,7 +24,7 @@ class PathError(ValueError):
 
 
 def _exists(key: str, path: str, kind: str) -> Path:
-    """``path`` as a Path that exists and is a file or a directory, as ``kind`` says (harness)."""
+    """``path`` as a Path that exists and is a file or a directory, as ``kind`` says."""
     p = Path(path).expanduser()
     if not p.exists():
         raise PathError(f"{key}={path!r} does not exist (expected {kind})")
@@ -51,7 +51,7 @@ def image_folder(key: str, path: str, probe: int = 3, entries: int = 1000) -> Pa
 
 
 def decodable(key: str, image: Path) -> None:
-    """One image file decodes completely (PIL loads every byte: a truncated file fails) (harness)."""
+    """One image file decodes completely (PIL loads every byte: a truncated file fails)."""
     from PIL import Image
 
     try:
@@ -62,7 +62,7 @@ def decodable(key: str, image: Path) -> None:
 
 
 def safetensors_header(key: str, path: Path) -> dict[str, Any]:
-    """The JSON header of a safetensors file, read without loading any tensor (harness)."""
+    """The JSON header of a safetensors file, read without loading any tensor."""
     try:
         with open(path, "rb") as f:
             n = int.from_bytes(f.read(8), "little")
@@ -194,7 +194,7 @@ def writable_folder(key: str, path: str, min_free: int = MIN_FREE_BYTES) -> Path
 
 def hub_inception_weights() -> Path | None:
     """torch-fidelity's Inception weights where its download lands (torch.hub.get_dir(), without importing torch), if
-    they are there (harness)."""
+    they are there."""
     home = os.environ.get("TORCH_HOME", os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "torch"))
     hub = Path(os.environ.get("TORCH_HUB", os.path.join(home, "hub"))).expanduser()
     path = hub / "checkpoints" / "weights-inception-2015-12-05-6726825d.pth"

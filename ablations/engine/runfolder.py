@@ -1,4 +1,4 @@
-"""The run-folder protocol (harness): a job's outputs are recorded with their sizes and hashes in metrics.json, so
+"""The run-folder protocol: a job's outputs are recorded with their sizes and hashes in metrics.json, so
 that a damaged output (a truncated checkpoint, a lost file) is noticed before anything trusts it.
 
 A run folder holds ``config.json`` (written before the job starts), ``log.txt``, the job's outputs and ``metrics.json``
@@ -38,7 +38,7 @@ def output_files(run_dir: Path) -> list[Path]:
 
 
 def record_outputs(run_dir: Path) -> dict[str, dict[str, Any]]:
-    """Sizes and SHA-256 (up to HASHED_UP_TO bytes) of the job's output files, for metrics.json (harness)."""
+    """Sizes and SHA-256 (up to HASHED_UP_TO bytes) of the job's output files, for metrics.json."""
     out: dict[str, dict[str, Any]] = {}
     for path in output_files(run_dir):
         size = path.stat().st_size
@@ -51,7 +51,7 @@ def record_outputs(run_dir: Path) -> dict[str, dict[str, Any]]:
 
 def damaged(run_dir: Path, hashes: bool = False) -> list[str]:
     """What is wrong with a finished job's recorded outputs: missing files, other sizes, other hashes (with
-    ``hashes``); [] when intact or when no outputs were recorded (harness)."""
+    ``hashes``); [] when intact or when no outputs were recorded."""
     try:
         recorded = read_json(run_dir / "metrics.json").get("outputs", {})
     except ValueError as e:
@@ -69,12 +69,12 @@ def damaged(run_dir: Path, hashes: bool = False) -> list[str]:
 
 
 def done(run_dir: Path) -> bool:
-    """A job is done when its metrics.json exists and its recorded outputs are intact (sizes) (harness)."""
+    """A job is done when its metrics.json exists and its recorded outputs are intact (sizes)."""
     return (run_dir / "metrics.json").is_file() and not damaged(run_dir)
 
 
 def reopen(run_dir: Path) -> Path:
-    """Set a damaged job's metrics.json aside (kept as metrics.json.damaged-N) so that the job runs again (harness)."""
+    """Set a damaged job's metrics.json aside (kept as metrics.json.damaged-N) so that the job runs again."""
     n = 1
     while (run_dir / f"metrics.json.damaged-{n}").exists():
         n += 1
@@ -88,7 +88,7 @@ class JobLocked(RuntimeError):
 
 
 def locked(run_dir: Path) -> bool:
-    """Whether another runner holds the run folder's lock right now (a probe: takes and drops it at once) (harness)."""
+    """Whether another runner holds the run folder's lock right now (a probe: takes and drops it at once)."""
     lock = run_dir / ".lock"
     if not lock.is_file():
         return False
@@ -103,7 +103,7 @@ def locked(run_dir: Path) -> bool:
 
 @contextlib.contextmanager
 def job_lock(run_dir: Path, wait: bool = True, on_wait: Any = None) -> Iterator[None]:
-    """An exclusive lock on a run folder, held by the process running its job (harness).
+    """An exclusive lock on a run folder, held by the process running its job.
 
     Args:
         wait: block until the other runner releases it (else raise JobLocked at once).

@@ -1,4 +1,4 @@
-"""Typed job specs: every setting a job uses, as plain dataclasses, and the run key that names its folder (harness).
+"""Typed job specs: every setting a job uses, as plain dataclasses, and the run key that names its folder.
 
 The sections (``DataConfig``, ``TrainConfig``, ...) are the building blocks of both the runner's sweep configuration
 (ablations/config.py composes them) and the job specs below, so a setting has one type and one default everywhere.
@@ -46,7 +46,7 @@ RESULTS_VERSION: dict[str, int] = {
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Which images: the embedded procedural set, a class-per-folder tree (ImageNet) or CIFAR-10 (harness)."""
+    """Which images: the embedded procedural set, a class-per-folder tree (ImageNet) or CIFAR-10."""
 
     name: Literal["embedded", "imagefolder", "cifar10", "digits"] = "embedded"
     root: str | None = None  # dataset folder (imagefolder, cifar10; digits: where to make it, default a cache folder)
@@ -207,7 +207,7 @@ class FactorizationSpec:
 
 
 def _vae_config(cfg: AutoencoderConfig) -> dict[str, Any]:
-    """The config.json of a committed or pretrained autoencoder folder (harness)."""
+    """The config.json of a committed or pretrained autoencoder folder."""
     if cfg.kind == "frozen":
         from ablations.engine.assets import ASSETS
 
@@ -336,7 +336,7 @@ KINDS = tuple(SPECS)
 
 
 def kind_of(spec: Any) -> str:
-    """The job kind of a spec (harness)."""
+    """The job kind of a spec."""
     for kind, cls in SPECS.items():
         if type(spec) is cls:
             return kind
@@ -344,13 +344,13 @@ def kind_of(spec: Any) -> str:
 
 
 def run_key(kind: str, spec: Any, deps: dict[str, str]) -> str:
-    """8 hex digits of the SHA-256 of (kind, results version, spec, dependency keys by role) (harness)."""
+    """8 hex digits of the SHA-256 of (kind, results version, spec, dependency keys by role)."""
     content = {"kind": kind, "results_version": RESULTS_VERSION[kind], "spec": to_data(spec), "deps": deps}
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def spec_record(kind: str, name: str, key: str, spec: Any, deps: dict[str, str], code_version: str) -> dict[str, Any]:
-    """The content of a run folder's ``config.json``: kind, name, key, results version, spec and deps (harness).
+    """The content of a run folder's ``config.json``: kind, name, key, results version, spec and deps.
 
     ``deps`` maps a dependency's role (autoencoder, cache, train0, ...) to its run folder's name in the same parent.
     """
@@ -359,7 +359,7 @@ def spec_record(kind: str, name: str, key: str, spec: Any, deps: dict[str, str],
 
 
 def read_spec(record: dict[str, Any]) -> Any:
-    """The job spec of a ``config.json`` record, read back into its dataclass (harness)."""
+    """The job spec of a ``config.json`` record, read back into its dataclass."""
     kind = record.get("kind")
     if kind not in SPECS:
         raise ValueError(f"config.json names an unknown job kind {kind!r}")

@@ -1,5 +1,5 @@
 """Measured speed (Table 1 'Time', Sec. 4.2): wall-clock timing, the device's dense matmul rate, and model FLOP
-utilisation (harness).
+utilisation.
 
 Utilisation follows the MFU convention: counted model FLOPs (matmuls and convolutions, :mod:`msf.flops`) per second
 of sampling, divided by the rate the same device reaches on one large dense matmul in the same dtype, measured here
@@ -17,14 +17,14 @@ import torch
 
 
 def device_description(device: torch.device) -> str:
-    """A readable device name recorded beside every timing (harness)."""
+    """A readable device name recorded beside every timing."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
 def median_seconds(fn: Callable[[], Any], device: torch.device, repeats: int = 3, warmup: int = 1) -> float:
-    """Median wall time of ``fn`` over ``repeats`` after ``warmup`` calls, CUDA synchronised around each (harness)."""
+    """Median wall time of ``fn`` over ``repeats`` after ``warmup`` calls, CUDA synchronised around each."""
     for _ in range(warmup):
         fn()
     times = []

@@ -1,4 +1,4 @@
-"""One training loop for a stage of an MSF model or the single-scale flow DiT (Sec. 3.3 Eq. 5, Sec. 4.1; harness).
+"""One training loop for a stage of an MSF model or the single-scale flow DiT (Sec. 3.3 Eq. 5, Sec. 4.1).
 
 Stage i regresses the rectified-flow velocity of its target x1 = f_resi^{h_i} (Algorithm 1, read from the target
 cache) given the teacher-forced input prior f_hat_{h_i} (Algorithm 2, computed from the cached targets of the coarser
@@ -80,7 +80,7 @@ DIVERGED = "diverged.json"  # written into the run folder when training stops on
 
 @dataclass(frozen=True)
 class Dist:
-    """This process's place in a data-parallel job (harness)."""
+    """This process's place in a data-parallel job."""
 
     rank: int
     world: int
@@ -89,7 +89,7 @@ class Dist:
 
 @contextlib.contextmanager
 def distributed(device: str) -> Iterator[Dist]:
-    """Join the job given by RANK/WORLD_SIZE/LOCAL_RANK (torchrun or submitit); gloo on CPU, NCCL on GPU (harness)."""
+    """Join the job given by RANK/WORLD_SIZE/LOCAL_RANK (torchrun or submitit); gloo on CPU, NCCL on GPU."""
     if "SUBMITIT_EXECUTOR" in os.environ and "RANK" not in os.environ:
         from submitit.helpers import TorchDistributedEnvironment
 
@@ -113,7 +113,7 @@ def distributed(device: str) -> Iterator[Dist]:
 
 
 def mean_over_ranks(x: Tensor, world: int) -> Tensor:
-    """The average of a tensor over all ranks (identity for one process) (harness)."""
+    """The average of a tensor over all ranks (identity for one process)."""
     if world > 1:
         x = x.clone()
         dist.all_reduce(x)
@@ -145,33 +145,33 @@ class Batch:
     drop: Tensor
 
     def map(self, fn: Callable[[Tensor], Tensor]) -> Batch:
-        """The batch with ``fn`` applied to every tensor (harness)."""
+        """The batch with ``fn`` applied to every tensor."""
         prior = None if self.prior is None else fn(self.prior)
         return Batch(fn(self.x1), prior, fn(self.y), fn(self.t), fn(self.z0), fn(self.drop))
 
     def pinned(self) -> Batch:
-        """The batch in page-locked memory, so ``to(cuda)`` copies asynchronously (harness)."""
+        """The batch in page-locked memory, so ``to(cuda)`` copies asynchronously."""
         return self.map(Tensor.pin_memory)
 
     def to(self, device: torch.device) -> Batch:
-        """Move every tensor to ``device`` (harness)."""
+        """Move every tensor to ``device``."""
         return self.map(functools.partial(Tensor.to, device=device, non_blocking=True))
 
 
 def generator(seed: int, *key: int) -> torch.Generator:
-    """A CPU generator seeded by a hash of (seed, *key): one independent stream per key (harness)."""
+    """A CPU generator seeded by a hash of (seed, *key): one independent stream per key."""
     digest = hashlib.blake2b(repr((seed, *key)).encode(), digest_size=8).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
 
 
 @functools.lru_cache(maxsize=2)
 def epoch_order(seed: int, epoch: int, n: int) -> Tensor:
-    """The data order of one epoch, a permutation of range(n) seeded by (seed, epoch) (harness)."""
+    """The data order of one epoch, a permutation of range(n) seeded by (seed, epoch)."""
     return torch.randperm(n, generator=generator(seed, DATA_STREAM, epoch))
 
 
 def rank_indices(step: int, batch_size: int, seed: int, n: int, rank: int, world: int) -> list[int]:
-    """Dataset indices of step ``step``'s global batch (drop-last epochs) that belong to ``rank`` (harness)."""
+    """Dataset indices of step ``step``'s global batch (drop-last epochs) that belong to ``rank``."""
     epoch, j = divmod(step, n // batch_size)
     b = batch_size // world
     start = j * batch_size + rank * b
@@ -200,10 +200,10 @@ def make_batch(
 
 
 class InlineExecutor:
-    """``submit`` runs the call at once and returns its finished future: batch loading without a thread (harness)."""
+    """``submit`` runs the call at once and returns its finished future: batch loading without a thread."""
 
     def submit(self, fn: Callable[..., Batch], *args: Any) -> Future[Batch]:
-        """Run ``fn(*args)`` now (harness)."""
+        """Run ``fn(*args)`` now."""
         future: Future[Batch] = Future()
         future.set_result(fn(*args))
         return future
@@ -211,7 +211,7 @@ class InlineExecutor:
 
 @contextlib.contextmanager
 def batch_loader(prefetch: bool) -> Iterator[ThreadPoolExecutor | InlineExecutor]:
-    """One loader thread that prepares the next batch during the step, or inline loading (harness)."""
+    """One loader thread that prepares the next batch during the step, or inline loading."""
     if not prefetch:
         yield InlineExecutor()
         return
@@ -225,7 +225,7 @@ def batch_loader(prefetch: bool) -> Iterator[ThreadPoolExecutor | InlineExecutor
 
 @dataclass(frozen=True)
 class Architecture:
-    """A network the loop can train: a name, a constructor, its size table and its own options (harness).
+    """A network the loop can train: a name, a constructor, its size table and its own options.
 
     ``build(**kwargs, generator=g)`` returns a velocity model ``model(x, t, y, prior=None, *, force_drop_ids=None)``
     with attributes ``input_size``, ``in_channels``, ``prior_channels``, and accepts :func:`stage_kwargs`' keys
@@ -280,12 +280,12 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
 
 
 def learning_rate(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up to cfg.lr over cfg.warmup_steps, then constant (DiT and Sec. 4.1 use a constant lr) (harness)."""
+    """Linear warm-up to cfg.lr over cfg.warmup_steps, then constant (DiT and Sec. 4.1 use a constant lr)."""
     return cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
 
 
 def autocast_dtype(job: TrainJob, device: torch.device) -> torch.dtype | None:
-    """bfloat16 when the job asks for it (``train.bf16``) and the device has it, else None: float32 (harness)."""
+    """bfloat16 when the job asks for it (``train.bf16``) and the device has it, else None: float32."""
     if not job.train.bf16:
         return None
     if device.type == "cpu" and not torch.backends.mkldnn.is_available():
@@ -437,14 +437,14 @@ def train(
 
 
 def finite(*modules: nn.Module) -> bool:
-    """Whether every parameter and buffer of the modules is finite (no checkpoint is written otherwise) (harness)."""
+    """Whether every parameter and buffer of the modules is finite (no checkpoint is written otherwise)."""
     return all(bool(torch.isfinite(t).all()) for m in modules for t in m.state_dict().values()
                if t.is_floating_point())
 
 
 def diverged(run_dir: Path, main: bool, what: str, step: int, latest: Path | None, cfg: TrainConfig) -> None:
     """Stop a run whose loss, gradient or weights became non-finite: say where, what is kept, and what to change;
-    record it in diverged.json so that a rerun of the same settings stops at once (harness)."""
+    record it in diverged.json so that a rerun of the same settings stops at once."""
     kept = f"the last finite checkpoint {latest} is kept" if latest else "no checkpoint was written"
     message = (f"training diverged at step {step}: {what} (train.lr={cfg.lr:g}, train.warmup_steps="
                f"{cfg.warmup_steps}, train.grad_clip={cfg.grad_clip}); {kept}; lower train.lr or add warm-up steps")
@@ -462,7 +462,7 @@ def train_metrics(
     env: Dist,
     amp: torch.dtype | None,
 ) -> dict[str, Any]:
-    """The run-folder schema's train metrics (final_loss_ema100: EMA of the loss with decay 1 - 1/100) (harness).
+    """The run-folder schema's train metrics (final_loss_ema100: EMA of the loss with decay 1 - 1/100).
 
     Besides the losses and timings it records where the run went: device, autocast dtype, world size and threads.
     """
@@ -496,13 +496,13 @@ def train_metrics(
 
 
 def truncate_stats(path: Path, step: int) -> None:
-    """Keep only the stats lines of steps <= ``step`` (the resumed run re-logs the rest) (harness)."""
+    """Keep only the stats lines of steps <= ``step`` (the resumed run re-logs the rest)."""
     kept = [r for r in read_jsonl(path) if r["step"] <= step]
     atomic_write(path, lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in kept)))
 
 
 def manifest_name(step: int) -> str:
-    """The manifest file of the checkpoint after ``step`` steps (harness)."""
+    """The manifest file of the checkpoint after ``step`` steps."""
     return f"step_{step:08d}.json"
 
 
@@ -516,7 +516,7 @@ def save_checkpoint(
     kwargs: dict,
     data_len: int,
 ) -> Path:
-    """Tensors to safetensors, then the JSON manifest that names them (written last); returns the manifest (harness)."""
+    """Tensors to safetensors, then the JSON manifest that names them (written last); returns the manifest."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     optim = opt.state_dict()
     tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
@@ -541,18 +541,18 @@ def save_checkpoint(
 
 
 def checkpoints(ckpt_dir: Path) -> list[Path]:
-    """The manifests of the checkpoints in a folder, oldest first (harness)."""
+    """The manifests of the checkpoints in a folder, oldest first."""
     return sorted(ckpt_dir.glob("step_*.json")) if ckpt_dir.is_dir() else []
 
 
 def latest_checkpoint(ckpt_dir: Path) -> Path | None:
-    """The manifest of the newest checkpoint, or None when there is none (harness)."""
+    """The manifest of the newest checkpoint, or None when there is none."""
     manifests = checkpoints(ckpt_dir)
     return manifests[-1] if manifests else None
 
 
 def prune_checkpoints(ckpt_dir: Path, keep: int) -> None:
-    """Delete all but the newest ``keep`` checkpoints (manifest first, so no half-deleted one looks valid) (harness)."""
+    """Delete all but the newest ``keep`` checkpoints (manifest first, so no half-deleted one looks valid)."""
     for manifest in sorted(ckpt_dir.glob("step_*.json"))[:-keep]:
         manifest.unlink()
         manifest.with_suffix(".safetensors").unlink(missing_ok=True)
@@ -567,7 +567,7 @@ def load_checkpoint(
     kwargs: dict,
     data_len: int,
 ) -> int:
-    """Harness: restore model, EMA, optimizer and RNG state from a manifest; return its step.
+    """Restore model, EMA, optimizer and RNG state from a manifest; return its step.
 
     Raises:
         DamagedCheckpoint: unreadable or corrupt files, or non-finite tensors (nothing is loaded).
@@ -609,7 +609,7 @@ def load_checkpoint(
 
 
 def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A nested mapping as {dotted key: leaf value} (harness)."""
+    """A nested mapping as {dotted key: leaf value}."""
     out: dict[str, Any] = {}
     for k, v in data.items():
         if isinstance(v, dict):
@@ -620,14 +620,14 @@ def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def save_stage(run_dir: Path, ema: nn.Module, kwargs: dict) -> None:
-    """The final EMA weights (ema.safetensors) and the model's constructor kwargs (model.json) (harness)."""
+    """The final EMA weights (ema.safetensors) and the model's constructor kwargs (model.json)."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in ema.state_dict().items()}
     atomic_write(run_dir / "ema.safetensors", lambda tmp: safetensors.torch.save_file(tensors, str(tmp)))
     write_json(run_dir / "model.json", kwargs)
 
 
 def load_stage(run_dir: Path, device: torch.device | str = "cpu", arch: Architecture = DIT) -> nn.Module:
-    """Rebuild a trained stage's EMA model from ema.safetensors + model.json (no unpickling), in eval mode (harness).
+    """Rebuild a trained stage's EMA model from ema.safetensors + model.json (no unpickling), in eval mode.
 
     Raises:
         ValueError: model.json holds kwargs that ``arch`` does not take (a run of another architecture).

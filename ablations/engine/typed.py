@@ -1,4 +1,4 @@
-"""Plain typed data: dataclasses to and from JSON/YAML values, every value checked against its declared type (harness).
+"""Plain typed data: dataclasses to and from JSON/YAML values, every value checked against its declared type.
 
 One coercion serves the command line, the preset and sweep YAML files and the ``config.json`` a job reads back, so a
 setting has one type everywhere. Supported field types: dataclasses, ``list[T]``, ``tuple[T, ...]``, ``T | None``,
@@ -21,13 +21,13 @@ class TypedDataError(ValueError):
 
 
 def field_types(cls: type) -> dict[str, Any]:
-    """The resolved type of every field of a dataclass (harness)."""
+    """The resolved type of every field of a dataclass."""
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
 def type_name(tp: Any) -> str:
-    """A readable name of a declared type for error messages (harness)."""
+    """A readable name of a declared type for error messages."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is typing.Literal:
         return "one of: " + ", ".join(map(str, args))
@@ -41,7 +41,7 @@ def type_name(tp: Any) -> str:
 
 
 def _number(value: Any) -> float | None:
-    """``value`` as a float when it is a number or a numeric string, else None (harness)."""
+    """``value`` as a float when it is a number or a numeric string, else None."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
@@ -55,7 +55,7 @@ def _number(value: Any) -> float | None:
 
 
 def coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check and convert a JSON/YAML value to the declared type ``tp`` of the dotted key ``key`` (harness)."""
+    """Check and convert a JSON/YAML value to the declared type ``tp`` of the dotted key ``key``."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     bad = TypedDataError(f"{key}={value!r}: expected {type_name(tp)}")
     if dataclasses.is_dataclass(tp):
@@ -116,7 +116,7 @@ Check = tuple[Callable[[Any], bool], str]  # (predicate on one value, what is ex
 
 
 def checked(default: Any = dataclasses.MISSING, *, check: Check, factory: Callable[[], Any] | None = None) -> Any:
-    """A dataclass field whose value (each element, for a list) must satisfy ``check`` (harness).
+    """A dataclass field whose value (each element, for a list) must satisfy ``check``.
 
     Example: ``lr: float = checked(3e-4, check=POSITIVE)``; a bad value is a TypedDataError naming the key.
     """
@@ -132,7 +132,7 @@ UNIT_OPEN: Check = (lambda x: 0 <= x < 1, "a value in [0, 1)")
 
 
 def check_fields(obj: Any, prefix: str = "") -> None:
-    """Apply every field's ``check`` (see :func:`checked`) to a dataclass's values, recursively (harness)."""
+    """Apply every field's ``check`` (see :func:`checked`) to a dataclass's values, recursively."""
     for f in dataclasses.fields(obj):
         value, key = getattr(obj, f.name), f"{prefix}.{f.name}" if prefix else f.name
         if dataclasses.is_dataclass(value):
@@ -151,7 +151,7 @@ def check_fields(obj: Any, prefix: str = "") -> None:
 
 
 def from_data(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
-    """A dataclass from a (partial) mapping: missing fields take their defaults, unknown ones are errors (harness)."""
+    """A dataclass from a (partial) mapping: missing fields take their defaults, unknown ones are errors."""
     types_ = field_types(cls)
     unknown = [k for k in data if k not in types_]
     if unknown:
@@ -163,7 +163,7 @@ def from_data(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
 
 
 def to_data(obj: Any) -> Any:
-    """A dataclass (or nested lists of them) as plain JSON data (harness)."""
+    """A dataclass (or nested lists of them) as plain JSON data."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: to_data(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, list | tuple):
@@ -174,7 +174,7 @@ def to_data(obj: Any) -> Any:
 
 
 def all_keys(cls: type, prefix: str = "") -> list[str]:
-    """Every settable dotted key of a (nested) dataclass (harness)."""
+    """Every settable dotted key of a (nested) dataclass."""
     keys = []
     for name, tp in field_types(cls).items():
         if dataclasses.is_dataclass(tp):
