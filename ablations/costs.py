@@ -2,13 +2,14 @@
 
 Per job: the SLURM resources it asks for (nodes, GPUs, time limit), its counted FLOPs, the GPU-hours they take at a
 stated utilisation (``slurm.mfu`` of ``slurm.gpu_tflops``, the dense bf16 rate of one GPU), and the disk a target cache
-needs. FLOPs are counted by torch's FlopCounterMode on the meta device (shapes only; no weights, no memory):
+and the saved samples need. FLOPs are counted by torch's FlopCounterMode on the meta device (shapes only; no weights, no memory):
 
 - training: 3 x forward FLOPs x batch per step (forward, and a backward of twice the forward), x steps;
 - target cache: one encoder pass per item (x 2 with flips; the residual factorization also encodes the
   down-sampled image for its base), the VAE's encoder at the configured image size;
-- eval: sampling (forward FLOPs x steps x 2 under CFG, per scale) + one VAE decode + InceptionV3 features, per
-  sample.
+- sample: sampling (forward FLOPs x steps x 2 under CFG, per scale) + one VAE decode per sample (an encode and a
+  decode for the autoencoder's floor), and the disk of the saved uint8 samples;
+- score: InceptionV3 features of every saved sample.
 
 Norms, softmax and element-wise work are not counted (as DiT's GFLOPs), so the estimates are lower bounds of the work
 and the utilisation is the knob that turns them into time.
@@ -22,7 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from ablations.config import Config
-from ablations.engine.specs import AutoencoderConfig, CacheJob, EvalJob, TrainJob, latent_channels, latent_factor
+from ablations.engine.specs import (
+    AutoencoderConfig,
+    CacheJob,
+    SampleJob,
+    ScoreJob,
+    TrainJob,
+    latent_channels,
+    latent_factor,
+)
 from ablations.graph import Graph, Job
 
 INCEPTION_GFLOPS = 11.5  # InceptionV3 at 299x299 (2 x 5.7 GMACs), counted once per scored image
@@ -128,17 +137,23 @@ def _cache(spec: CacheJob) -> tuple[float, float]:
     return tflops, items * per_item / 1e9
 
 
-def _eval_tflops(spec: EvalJob, job: Job) -> float:
-    """Counted TFLOPs of one eval point: sampling, decoding and feature extraction of every sample."""
+def _sample_tflops(spec: SampleJob, job: Job) -> tuple[float, float]:
+    """(Counted TFLOPs, disk GB) of one sample job: sampling and decoding every sample (encoding, for the
+    autoencoder's floor), and its saved uint8 images."""
     import torch
 
-    from ablations.engine.families import dit_xl2_network
+    from ablations.engine.families import FAMILIES, dit_xl2_network
     from ablations.engine.flops import count_forward_flops, meta_inputs
 
-    per_sample = INCEPTION_GFLOPS
-    if spec.sample is None:  # real images: features only
-        return spec.eval.n_samples * per_sample / 1e3
-    per_sample += _vae_gflops(spec.autoencoder, spec.data.image_size, "decode")
+    n, size = spec.sampling.n_samples, spec.data.image_size
+    disk = n * 3 * size * size / 1e9
+    family = FAMILIES[spec.family]
+    if family.anchor:  # real images (nothing to compute), or their reconstructions
+        coded = family.anchor == "autoencoder"
+        return n * coded * (_vae_gflops(spec.autoencoder, size, "encode") +
+                            _vae_gflops(spec.autoencoder, size, "decode")) / 1e3, disk
+    per_sample = _vae_gflops(spec.autoencoder, size, "decode")
+    assert spec.sample is not None, "a model is sampled at an eval point's settings"
     channels = latent_channels(spec.autoencoder)
     stages = [dep.spec for role, dep in sorted(job.deps.items()) if role.startswith("train")]
     forwards = [forward_gflops(stage, channels) for stage in stages]
@@ -148,7 +163,12 @@ def _eval_tflops(spec: EvalJob, job: Job) -> float:
         forwards = [count_forward_flops(net, *meta_inputs(net)[:3]) / 1e9]
     for i, forward in enumerate(forwards):
         per_sample += forward * spec.sample.steps[i] * (1 if spec.sample.cfg[i] == 1.0 else 2)
-    return spec.eval.n_samples * per_sample / 1e3
+    return n * per_sample / 1e3, disk
+
+
+def _score_tflops(job: Job) -> float:
+    """Counted TFLOPs of one score job: the feature network on every saved sample."""
+    return job.deps["samples"].spec.sampling.n_samples * INCEPTION_GFLOPS / 1e3
 
 
 def is_training(job: Job) -> bool:
@@ -169,8 +189,10 @@ def job_cost(job: Job, cfg: Config) -> Cost:
         tflops = train_tflops(job.spec, latent_channels(cache.spec.autoencoder))
     elif isinstance(job.spec, CacheJob):
         tflops, disk = _cache(job.spec)
-    elif isinstance(job.spec, EvalJob):
-        tflops = _eval_tflops(job.spec, job)
+    elif isinstance(job.spec, SampleJob):
+        tflops, disk = _sample_tflops(job.spec, job)
+    elif isinstance(job.spec, ScoreJob):
+        tflops = _score_tflops(job)
     gpu_hours = tflops / (s.gpu_tflops * s.mfu) / 3600
     return Cost(job.name, nodes, gpus, s.timeout_min / 60, tflops, gpu_hours, disk)
 
@@ -190,5 +212,5 @@ def cluster_plan(g: Graph, cfg: Config) -> list[str]:
                      f"{r.gpu_hours:9.3g} {wall:8.3g} {requeues:8d} {r.disk_gb:8.3g}")
     total = sum(r.gpu_hours for r in rows)
     lines.append(f"total: {sum(r.tflops for r in rows) / 1e3:.4g} PFLOP, {total:.4g} GPU-hours, "
-                 f"{sum(r.disk_gb for r in rows):.4g} GB of target caches")
+                 f"{sum(r.disk_gb for r in rows):.4g} GB of target caches and samples")
     return lines

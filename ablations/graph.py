@@ -8,6 +8,8 @@ is done and skipped, and a job whose inputs or code version changed gets a new f
 
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,21 +18,25 @@ from typing import Any, get_args
 
 from ablations.config import Config, ConfigError, Sweep, lookup, per_scale, point_config, resolve, stage_of
 from ablations.engine import paths, runfolder
+from ablations.engine.io import write_json
 from ablations.engine.assets import ASSETS
-from ablations.engine.families import FAMILIES, SPEED_FAMILIES
+from ablations.engine.families import ANCHOR_FAMILIES, FAMILIES, SPEED_FAMILIES
 from ablations.engine.specs import (
     AutoencoderJob,
     CacheJob,
-    EvalJob,
     Factorization,
     FactorizationSpec,
     ReconJob,
     Runtime,
+    SampleJob,
+    ScoreJob,
     SpeedJob,
     TrainJob,
     kind_of,
     latent_factor,
     run_key,
+    sampling_of,
+    scoring_of,
     spec_record,
 )
 from ablations.engine.typed import to_data
@@ -73,6 +79,7 @@ class Graph:
     def __init__(self, runs_root: Path) -> None:
         self.root = runs_root
         self.jobs: dict[str, Job] = {}
+        self.manifest: dict[str, Any] = {}  # the sweep's points and their runs, for the reports (see ``manifest``)
 
     def add(self, label: str, spec: Any, deps: dict[str, Job] | None = None) -> Job:
         """Add a job (or return the one with the same key); ``deps`` must already be in the graph."""
@@ -129,6 +136,7 @@ def plan(cfg: Config, sweep: Sweep) -> Graph:
     factor = latent_factor(cfg.autoencoder)
     inputs = input_fingerprints(cfg)
     ae_inputs = {k: v for k, v in inputs.items() if k == "autoencoder"}
+    score_inputs = {k: v for k, v in inputs.items() if k in ("features", "inception", "reference")}
     shared: dict[str, Job] = {}
     if cfg.autoencoder.kind == "small_kl":
         shared["autoencoder"] = g.add("small_kl", AutoencoderJob(cfg.data, cfg.autoencoder, runtime))
@@ -170,39 +178,55 @@ def plan(cfg: Config, sweep: Sweep) -> Graph:
 
     def evaluated(model: str, pcfg: Config, stages: dict[str, Job], train_seed: int | None, sample_seed: int,
                   timed: bool, tag: str = "") -> Job:
-        """One eval job of a model (its trained stages as deps) at a point's sample settings."""
+        """One eval point of a model (its trained stages as deps) at a point's sample settings: a sample job that
+        saves the images and a score job that scores them; returns the score job."""
         family = FAMILIES[model]
-        sample = None if model == "real" else pcfg.sample
-        kind = pcfg.msf.factorization if family.multi_scale else "single"
+        sample = None if family.anchor else pcfg.sample
+        kind = f"-{pcfg.msf.factorization}" if family.multi_scale else "" if family.anchor else "-single"
         tag += "-tdln" if family.multi_scale and pcfg.msf.conditioning == "tdln" else ""
         setting = "" if sample is None else (f"-steps{'_'.join(map(str, sample.steps))}"
                                              f"-cfg{'_'.join(map(str, sample.cfg))}")
         t = "" if train_seed is None else f"-t{train_seed}"
-        return g.add(
-            f"{model}-{kind}{tag}{setting}{t}-seed{sample_seed}",
-            EvalJob(model, sample, pcfg.eval, sample_seed, train_seed, timed, pcfg.data,  # type: ignore[arg-type]
-                    pcfg.autoencoder, pcfg.baseline.dit_xl2_checkpoint if model == "dit_xl2" else None,
-                    pcfg.baseline.dit_xl2 if model == "dit_xl2" else None, cfg.preset,
-                    {k: v for k, v in inputs.items() if k != "checkpoint" or model == "dit_xl2"}, runtime),
+        label = f"{model}{kind}{tag}{setting}{t}-seed{sample_seed}"
+        sampled = g.add(
+            label,
+            SampleJob(model, sample, sampling_of(pcfg.eval), sample_seed, train_seed, timed,  # type: ignore[arg-type]
+                      pcfg.data, pcfg.autoencoder, pcfg.baseline.dit_xl2_checkpoint if model == "dit_xl2" else None,
+                      pcfg.baseline.dit_xl2 if model == "dit_xl2" else None, cfg.preset,
+                      {k: v for k, v in inputs.items() if k == "autoencoder" or (k == "checkpoint" and
+                                                                                  model == "dit_xl2")}, runtime),
             {**shared, **stages},
         )
+        return g.add(label, ScoreJob(scoring_of(pcfg.eval), pcfg.data, score_inputs, runtime), {"samples": sampled})
 
+    def run_names(score: Job, train_seed: int | None, sample_seed: int) -> dict[str, Any]:
+        return {"train_seed": train_seed, "sample_seed": sample_seed, "score": score.name,
+                "sample": score.deps["samples"].name}
+
+    points = []
     for point in sweep.points:
         model = point.get("model", "msf")
         pcfg = point_config(cfg, point)
         family = FAMILIES[model]
         train_seeds: list[int | None] = list(pcfg.seeds.train) if family.architecture is not None else [None]
+        runs = []
         for train_seed in train_seeds:
             stages = trained(model, pcfg, train_seed) if train_seed is not None else {}
             for sample_seed in pcfg.seeds.sample:
                 timed = sample_seed == pcfg.seeds.sample[0] and train_seed in (None, pcfg.seeds.train[0])
-                evaluated(model, pcfg, stages, train_seed, sample_seed, timed)
-    if sweep.points:  # the floor and ceiling of every table: real images, and MSF with untrained stages
+                runs.append(run_names(evaluated(model, pcfg, stages, train_seed, sample_seed, timed), train_seed,
+                                      sample_seed))
+        points.append({"explicit": reported(point, model), "setting": setting_of(pcfg, model), "runs": runs})
+    anchors: dict[str, list[dict[str, Any]]] = {}
+    if sweep.points:  # every table's anchors: real images, the same through the autoencoder, untrained MSF stages
         for sample_seed in cfg.seeds.sample:
-            evaluated("real", cfg, {}, None, sample_seed, False)
+            for name in ANCHOR_FAMILIES:
+                anchors.setdefault(str(FAMILIES[name].anchor), []).append(
+                    run_names(evaluated(name, cfg, {}, None, sample_seed, False), None, sample_seed))
         for train_seed in cfg.seeds.train:
-            evaluated("msf", cfg, trained("msf", cfg, train_seed, untrained=True), train_seed, cfg.seeds.sample[0],
-                      False, "-untrained")
+            untrained = evaluated("msf", cfg, trained("msf", cfg, train_seed, untrained=True), train_seed,
+                                  cfg.seeds.sample[0], False, "-untrained")
+            anchors.setdefault("untrained", []).append(run_names(untrained, train_seed, cfg.seeds.sample[0]))
     if sweep.recon:
         for fac_name in get_args(Factorization):
             fac = FactorizationSpec(fac_name, cfg.msf.scales, cfg.msf.mode)
@@ -211,10 +235,67 @@ def plan(cfg: Config, sweep: Sweep) -> Graph:
         for model in SPEED_FAMILIES:
             g.add(model, SpeedJob(model, cfg.speed, cfg.eval.dtype, cfg.eval.attention, cfg.eval.compile,  # type: ignore[arg-type]
                                   runtime))
+    default = setting_of(cfg, "msf")
+    g.manifest = {
+        "sweep": sweep.name, "table": sweep.table, "description": sweep.description, "preset": cfg.preset,
+        "overrides": {k: v for k, v in sweep.overrides.items() if not runner_key(k)},
+        "config": {k: v for k, v in to_data(cfg).items() if not runner_key(k)},
+        "points": points, "reference": next((i for i, p in enumerate(points) if p["setting"] == default), None),
+        "anchors": anchors, "other": {kind: [j.name for j in g if j.kind == kind] for kind in ("recon", "speed")},
+    }
     return g
 
 
+# ----------------------------------------------------------------------------------------------------------------------
+# The sweep manifest: which runs make which table, recorded when the sweep is planned, read by the reports.
+
+REPORTED = {  # a sweep file's key -> the name the sample job records it under (metrics.json)
+    "model": "model",
+    "sample.cfg": "cfg",
+    "sample.steps": "steps",
+    "msf.factorization": "factorization",
+    "msf.scales": "scales",
+    "msf.conditioning": "conditioning",
+}
+
+
+def reported(point: dict[str, Any], model: str) -> dict[str, Any]:
+    """The settings a sweep point sets, under the names its runs record them (other keys keep their own name)."""
+    return {"model": model, "anchor": None} | {REPORTED.get(k, k): v for k, v in point.items()}
+
+
+def setting_of(cfg: Config, model: str) -> dict[str, Any]:
+    """The model settings a point's runs record (metrics.json), resolved: model, CFG and steps per scale, and for
+    a multi-scale model its factorization, latent sizes and conditioning."""
+    out: dict[str, Any] = {"model": model, "anchor": None, "cfg": cfg.sample.cfg, "steps": cfg.sample.steps}
+    if FAMILIES[model].multi_scale:
+        out |= {"factorization": cfg.msf.factorization, "scales": cfg.msf.scales,
+                "conditioning": cfg.msf.conditioning}
+    return out
+
+
+def manifest_path(g: Graph) -> Path:
+    """Where the sweep's manifest goes: ``RUNS/PRESET/_sweeps/SWEEP-HASH.json``, the hash naming its content (the
+    same sweep planned with the same settings writes the same file)."""
+    content = json.dumps(g.manifest, sort_keys=True).encode()
+    return g.root / "_sweeps" / f"{g.manifest['sweep']}-{hashlib.sha256(content).hexdigest()[:8]}.json"
+
+
+def write_manifest(g: Graph) -> Path:
+    """Write the sweep's manifest (atomically, once) and return its path."""
+    path = manifest_path(g)
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, g.manifest)
+    return path
+
+
 RUNNER_KEYS = ("launcher", "runs_dir")  # and slurm.*: where and how jobs run, not what they compute
+
+
+def runner_key(key: str) -> bool:
+    """Whether a key says where and how jobs run rather than what they compute."""
+    return key in RUNNER_KEYS or key.split(".")[0] == "slurm"
 
 
 def check_overrides(argv_pairs: list[tuple[str, str]], cfg: Config, sweep: Sweep) -> None:
@@ -227,7 +308,7 @@ def check_overrides(argv_pairs: list[tuple[str, str]], cfg: Config, sweep: Sweep
     jobs = {j.key for j in plan(cfg, sweep)}
     full = to_data(cfg)
     for key, value in sweep.overrides.items():
-        if key in RUNNER_KEYS or key.startswith("slurm."):
+        if runner_key(key):
             continue
         try:
             cfg0, sweep0 = resolve([(k, v) for k, v in argv_pairs if k != key])

@@ -3,8 +3,9 @@
 - ``inprocess``: each job runs in this process, one after the other (no executor: no debugger prompt on an error).
 - ``local``: submitit's LocalExecutor (one subprocess per job, in graph order).
 - ``slurm``: submitit's AutoExecutor; trainings are multi-GPU jobs (one task per GPU, torch.distributed set up from
-  SLURM's variables), every job waits on its dependencies with ``afterok``, eval points go out as one job array with a
-  parallelism cap, and a preempted or requeued job re-runs, resuming from its own checkpoint.
+  SLURM's variables), every job waits on its dependencies with ``afterok``, eval points go out as two job arrays
+  (samples, then their scores) with a parallelism cap, and a preempted or requeued job re-runs, resuming from its
+  own checkpoint.
 
 What a job receives is its run folder's path: the job reads its typed spec back from the ``config.json`` written
 there before submission (ablations/engine/jobs.py ``run``). While jobs run, the last line of each one's log is shown
@@ -265,9 +266,10 @@ def _run_slurm(cfg: Config, g: Graph, todo: list[Job], folder: Path, progress: P
     for job in [j for j in todo if j.kind == "autoencoder"]:
         submit([job])
     submit([j for j in todo if j.kind == "cache"])  # the cache's parts (all caches of the sweep) as one array
-    for job in [j for j in todo if j.kind not in ("autoencoder", "cache", "eval")]:  # graph order
+    for job in [j for j in todo if j.kind not in ("autoencoder", "cache", "sample", "score")]:  # graph order
         submit([job])
-    submit([j for j in todo if j.kind == "eval"])  # the eval points as one array
+    submit([j for j in todo if j.kind == "sample"])  # the eval points' samples as one array
+    submit([j for j in todo if j.kind == "score"])  # and their scores as another
     rows, pending, shown = [], list(todo), 0.0
     while pending:
         for job in [j for j in pending if jobs[j.key].done()]:

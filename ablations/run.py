@@ -27,7 +27,7 @@ from ablations.config import (  # noqa: E402
     load_sweep,
     resolve,
 )
-from ablations.graph import Graph, check_overrides, plan, plan_summary  # noqa: E402
+from ablations.graph import Graph, check_overrides, plan, plan_summary, write_manifest  # noqa: E402
 
 USAGE = """usage: python ablations/run.py sweep=NAME [preset=NAME] [key=value ...] [--dry-run] [--help]
 
@@ -96,9 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     from ablations.launch import run_graph
 
     try:
+        manifest = write_manifest(graph)
         results = run_graph(cfg, graph)
         failed = [r for r in results if r["status"] != "done"]
-        out = write_report(cfg, sweep, graph, partial=bool(failed))
+        out = write_report(cfg, sweep, graph, manifest, partial=bool(failed))
     except OSError as e:  # a full or read-only disk, a vanished folder: one line, the jobs' logs have the rest
         print(f"error: {e.filename or cfg.runs_dir}: {e.strerror or e}", file=sys.stderr)
         return 1
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def write_report(cfg: Config, sweep: Sweep, graph: Graph, partial: bool) -> Path:
+def write_report(cfg: Config, sweep: Sweep, graph: Graph, manifest: Path, partial: bool) -> Path:
     """Build the sweep's report into a temporary folder, then rename it into place: readers never see a half-built
     report, and a failed run writes ``NAME.partial`` instead of replacing the last complete report."""
     from reports.build import build_report
@@ -124,7 +125,7 @@ def write_report(cfg: Config, sweep: Sweep, graph: Graph, partial: bool) -> Path
         runs = [j.run_dir for j in graph if (j.run_dir / "metrics.json").exists()]
         unfinished = [j.name for j in graph if not (j.run_dir / "metrics.json").exists()]
         build_report(runs, tmp, title=f"{sweep.name}: {sweep.description} (preset {cfg.preset})",
-                     unfinished=unfinished)
+                     unfinished=unfinished, manifests=[manifest])
         for _ in range(10):  # another runner may swap its report in at the same moment: the last one wins
             with contextlib.suppress(FileNotFoundError):
                 os.replace(final, old)

@@ -39,12 +39,20 @@ from reports.figures import (  # noqa: E402
     sweep_figures,
 )
 from reports.render import Section, render_html, render_md  # noqa: E402
-from reports.runs import Group, Run, done, find_run_dirs, group_evals, load_run, same_eval  # noqa: E402
-from reports.summary import inception_note, scale_table, summary_blocks  # noqa: E402
-from reports.sweeps import SweepView, point_value, sweep_views, view_for  # noqa: E402
+from reports.runs import Group, Run, done, find_run_dirs, load_run, same_eval  # noqa: E402
+from reports.summary import inception_note, scale_table, share_summary, summary_blocks  # noqa: E402
+from reports.sweeps import (  # noqa: E402
+    SweepView,
+    find_manifests,
+    load_manifest,
+    point_value,
+    sweep_views,
+    view_for,
+)
 from reports.tables import (  # noqa: E402
     ROUNDING,
     Table,
+    autoencoder_margin,
     claims_table,
     paper_row,
     points_table,
@@ -160,10 +168,11 @@ def evidence(views: Sequence[SweepView], groups: Sequence[Group], msf: Group | N
     )
 
 
-def read_evidence(runs: Sequence[Run]) -> tuple[list[Group], list[SweepView], Group | None, list[Run], Evidence]:
-    """Groups, sweep views, the paper's MSF arm, its training runs and the claims' evidence of a set of runs."""
-    groups = group_evals(runs)
-    views = sweep_views(groups)
+def read_evidence(runs: Sequence[Run], manifests: Sequence[dict[str, Any]]
+                  ) -> tuple[list[Group], list[SweepView], Group | None, list[Run], Evidence]:
+    """Groups, sweep views, the paper's MSF arm, its training runs and the claims' evidence of a set of runs and
+    the sweep manifests that name them."""
+    views, groups = sweep_views(manifests, {r.name: r for r in runs})
     msf = paper_msf(views)
     trains = paper_trains(runs, msf)
     return groups, views, msf, trains, evidence(views, groups, msf, trains)
@@ -228,7 +237,8 @@ def inventory(runs: Sequence[Run], groups: Sequence[Group], planned: Sequence[st
 
 
 def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, title: str | None = None,
-                 unfinished: Sequence[str] = (), stand_in: Sequence[str | Path] = ()) -> dict[str, Any]:
+                 unfinished: Sequence[str] = (), stand_in: Sequence[str | Path] = (),
+                 manifests: Sequence[str | Path] | None = None) -> dict[str, Any]:
     """Read run folders and write report.md, report.html and the figures into out_dir.
 
     Args:
@@ -238,20 +248,27 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, title: str
         unfinished: the names of planned jobs that did not finish (listed with the unfinished runs).
         stand_in: run folders of another dataset's runs of the same sweeps (e.g. the real-image stand-in
             ``preset=digits``): its verdicts go beside ours in Claims and its trends beside ours in Table D1.
+        manifests: the sweep manifests that say which runs make which table (default: those found under
+            ``run_dirs``, in ``*/_sweeps/``).
 
     Returns:
         {"markdown", "html": paths, "figures": {name: path}, "missing_figures": {name: reason}, "tables": [ids],
          "claims": [{"claim", "evidence", "verdict", "interval"}], "runs": number of run folders read}.
     """
     runs = [load_run(d) for d in find_run_dirs(run_dirs)]
+    found = [load_manifest(m) for m in find_manifests(run_dirs if manifests is None else manifests)]
+    if not found:
+        raise ValueError(f"no sweep manifest (_sweeps/*.json) in {', '.join(map(str, run_dirs))}: run the sweep "
+                         "with ablations/run.py, which writes it")
     other = [load_run(d) for d in find_run_dirs(stand_in)] if stand_in else []
-    if stand_in and not done(other, "eval"):
-        raise ValueError(f"no finished eval run in the stand-in {', '.join(map(str, stand_in))}")
+    other_found = [load_manifest(m) for m in find_manifests(stand_in)]
+    if stand_in and not (done(other, "score") and other_found):
+        raise ValueError(f"no finished score run or no sweep manifest in the stand-in {', '.join(map(str, stand_in))}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob("fig_*.png"):  # figures of an earlier build whose data may be gone
         stale.unlink()
-    groups, views, msf, trains, ours = read_evidence(runs)
+    groups, views, msf, trains, ours = read_evidence(runs, found)
     presets = sorted({str(g.setting["preset"]) for g in groups})
     title = title or f"MSF reproduction report ({', '.join(presets) or 'no eval'})"
     fig2 = view_for(views, "fig2")
@@ -264,14 +281,15 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, title: str
         view = view_for(views, table)
         tables += [points_table(view, groups)] if view is not None else []
     verdicts = judge_all(ours)
-    notes = inception_note(groups)
-    claims = claims_table(verdicts)
+    margin = autoencoder_margin(msf, groups)
+    notes = [*inception_note(groups), *share_summary(msf, groups)]
+    claims = claims_table(verdicts, margin=margin)
     if other:
-        other_groups, _, _, _, theirs = read_evidence(other)
+        other_groups, _, _, _, theirs = read_evidence(other, other_found)
         names = (dataset_name(groups), dataset_name(other_groups))
         rows = trend_rows(ours, theirs, names)
         readings = {label.split(":")[0]: reading for label, _, _, _, reading in rows}
-        claims = claims_table(verdicts, judge_all(theirs), names[1], readings)
+        claims = claims_table(verdicts, judge_all(theirs), names[1], readings, margin)
         tables.append(trends_table(rows, names))
         notes = [*notes, f"Beside a stand-in ({names[1]}, run folders {', '.join(map(str, stand_in))}): the same "
                  "sweeps' trends (Table D1) read " + "; ".join(f"{label.split(':')[0]}: {reading}"

@@ -205,6 +205,7 @@ class Verdict:
     evidence: str
     verdict: str
     interval: str = "—"
+    fid_difference: float | None = None  # the deciding FID difference's mean, when the claim is decided by one
 
 
 @dataclass(frozen=True)
@@ -247,6 +248,11 @@ def _num(x: float) -> str:
     return f"{x:.4g}"
 
 
+def _mean(iv: Interval | None) -> float | None:
+    """The mean of a deciding difference, if there is one."""
+    return None if iv is None else iv.mean
+
+
 def _diff(a: str, b: str, iv: Interval | None) -> str:
     """'FID(a) - FID(b) = +0.52 [+0.31, +0.73], 95% t over 3 training seeds'."""
     return f"FID({a}) - FID({b}) = " + (iv.text() if iv is not None else "no run pairs")
@@ -275,16 +281,16 @@ def judge_best(claim: str, arms: Mapping[float, Arm], best: Sequence[float]) -> 
     for c in sorted(inside):
         if all(above(ivs[o, c]) for o in outside):
             o = min(outside, key=lambda o: ivs[o, c].lo)  # type: ignore[union-attr]
-            return Verdict(claim, evidence, SUPPORTED, _diff(_num(o), _num(c), ivs[o, c]))
+            return Verdict(claim, evidence, SUPPORTED, _diff(_num(o), _num(c), ivs[o, c]), _mean(ivs[o, c]))
     complete = all(any(math.isclose(x, b) for x in inside) for b in best)
     for o in outside:
         if complete and all(below(ivs[o, c]) for c in inside):
             c = max(inside, key=lambda c: ivs[o, c].hi)  # type: ignore[union-attr]
-            return Verdict(claim, evidence, CONTRADICTED, _diff(_num(o), _num(c), ivs[o, c]))
+            return Verdict(claim, evidence, CONTRADICTED, _diff(_num(o), _num(c), ivs[o, c]), _mean(ivs[o, c]))
     means = {x: statistics.fmean(a.values.values()) for x, a in arms.items() if a.values}
     c = min(inside, key=lambda x: means.get(x, math.inf))
     o = min(outside, key=lambda x: means.get(x, math.inf))
-    return Verdict(claim, evidence, UNRESOLVED, _diff(_num(o), _num(c), ivs[o, c]))
+    return Verdict(claim, evidence, UNRESOLVED, _diff(_num(o), _num(c), ivs[o, c]), _mean(ivs[o, c]))
 
 
 def judge_flat(claim: str, arms: Mapping[float, Arm], tolerance: float) -> Verdict:
@@ -305,19 +311,19 @@ def judge_flat(claim: str, arms: Mapping[float, Arm], tolerance: float) -> Verdi
     outside = [(k, iv) for k, iv in defined if iv.lo > tolerance or iv.hi < -tolerance]
     if outside:
         (a, b), iv = worst(outside)
-        return Verdict(claim, f"{text}; an interval lies entirely outside", CONTRADICTED, _diff(_num(b), _num(a), iv))
+        return Verdict(claim, f"{text}; an interval lies entirely outside", CONTRADICTED, _diff(_num(b), _num(a), iv), _mean(iv))
     if len(defined) == len(ivs) and all(-tolerance <= iv.lo and iv.hi <= tolerance for _, iv in defined):
         (a, b), iv = worst(defined)
-        return Verdict(claim, f"{text}; every interval inside", SUPPORTED, _diff(_num(b), _num(a), iv))
+        return Verdict(claim, f"{text}; every interval inside", SUPPORTED, _diff(_num(b), _num(a), iv), _mean(iv))
     undefined = [k for k, iv in ivs.items() if iv is None or not iv.defined]
     crossing = [(k, iv) for k, iv in defined if iv.lo < -tolerance or iv.hi > tolerance]
     text += "".join([f"; {len(crossing)} interval(s) cross the tolerance" if crossing else "",
                      f"; {len(undefined)} difference(s) without an interval" if undefined else ""])
     if crossing:
         (a, b), iv = worst(crossing)
-        return Verdict(claim, text, UNRESOLVED, _diff(_num(b), _num(a), iv))
+        return Verdict(claim, text, UNRESOLVED, _diff(_num(b), _num(a), iv), _mean(iv))
     a, b = undefined[0]
-    return Verdict(claim, text, UNRESOLVED, _diff(_num(b), _num(a), ivs[a, b]))
+    return Verdict(claim, text, UNRESOLVED, _diff(_num(b), _num(a), ivs[a, b]), _mean(ivs[a, b]))
 
 
 def judge_factorization(claim: str, arms: Mapping[str, Arm]) -> Verdict:
@@ -329,14 +335,14 @@ def judge_factorization(claim: str, arms: Mapping[str, Arm]) -> Verdict:
     evidence = "; ".join(_diff(name, "residual", iv) for name, iv in ivs.items())
     below = [n for n, iv in ivs.items() if iv is not None and iv.defined and iv.hi < 0]
     if below:
-        return Verdict(claim, evidence, CONTRADICTED, _diff(below[0], "residual", ivs[below[0]]))
+        return Verdict(claim, evidence, CONTRADICTED, _diff(below[0], "residual", ivs[below[0]]), _mean(ivs[below[0]]))
     above = [n for n, iv in ivs.items() if iv is not None and iv.defined and iv.lo > 0]
     if len(above) == len(RESIZINGS):
         weakest = min(above, key=lambda n: ivs[n].lo)  # type: ignore[union-attr]
-        return Verdict(claim, evidence, SUPPORTED, _diff(weakest, "residual", ivs[weakest]))
+        return Verdict(claim, evidence, SUPPORTED, _diff(weakest, "residual", ivs[weakest]), _mean(ivs[weakest]))
     open_ = [n for n in others if n not in above] or others
     return Verdict(claim, evidence + ("" if len(others) == len(RESIZINGS) else "; a resizing was not measured"),
-                   UNRESOLVED, _diff(open_[0], "residual", ivs[open_[0]]))
+                   UNRESOLVED, _diff(open_[0], "residual", ivs[open_[0]]), _mean(ivs[open_[0]]))
 
 
 def judge_loss(claim: str, loss: Mapping[int, LossPair]) -> Verdict:
@@ -370,18 +376,18 @@ def judge_speed(claim: str, pair: tuple[Timed, Timed] | None) -> Verdict:
     speedup = base.time / msf.time
     iv = paired(msf.fid, base.fid)
     margin = EQUAL_FID_MARGIN * statistics.fmean(base.fid.values.values())
-    deciding = _diff("MSF", base.label.split(",")[0], iv)
+    deciding, d = _diff("MSF", base.label.split(",")[0], iv), _mean(iv)
     evidence = (f"{msf.label}: {_num(msf.time)} s/64 img; {base.label}: {_num(base.time)} s/64 img ({msf.device}, "
                 f"{msf.dtype}); speedup S = {speedup:.3g}; equal-FID margin m = {margin:.3g}")
     if iv is None or not iv.defined:
-        return Verdict(claim, evidence, UNRESOLVED, deciding)
+        return Verdict(claim, evidence, UNRESOLVED, deciding, d)
     if iv.lo > margin:
-        return Verdict(claim, evidence, CONTRADICTED, deciding)
+        return Verdict(claim, evidence, CONTRADICTED, deciding, d)
     if iv.hi > margin:
-        return Verdict(claim, evidence + "; the interval reaches past m", UNRESOLVED, deciding)
+        return Verdict(claim, evidence + "; the interval reaches past m", UNRESOLVED, deciding, d)
     if speedup >= SPEEDUP * TIMING_SLACK:
-        return Verdict(claim, evidence, SUPPORTED, deciding)
-    return Verdict(claim, evidence, UNRESOLVED if iv.hi < 0 else CONTRADICTED, deciding)
+        return Verdict(claim, evidence, SUPPORTED, deciding, d)
+    return Verdict(claim, evidence, UNRESOLVED if iv.hi < 0 else CONTRADICTED, deciding, d)
 
 
 def judge_all(ev: Evidence) -> list[Verdict]:

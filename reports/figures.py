@@ -226,12 +226,12 @@ def plot_recon_decomposition(runs: Sequence[Run], order: Sequence[str], out_dir:
 def plot_sample_decomposition(group: Group | None, out_dir: Path) -> Plot | None:
     """Generated MSF samples split into the decoded base, residual(s) and their sum, from decomposition.npy
     (Figs. 1, 3)."""
-    runs = sorted((r for r in (group.runs if group else []) if (r.path / "decomposition.npy").is_file()),
+    runs = sorted((r for r in (group.runs if group else []) if (r.images / "decomposition.npy").is_file()),
                   key=lambda r: order_key(r.seeds))
     if not runs:
         return None
     r = runs[0]
-    a = load_array(r.path / "decomposition.npy", 5)  # [samples, columns, H, W, 3]
+    a = load_array(r.images / "decomposition.npy", 5)  # [samples, columns, H, W, 3]
     m = r.metrics or {}
     titles = list(m.get("decomposition_columns") or []) + [f"column {i}" for i in range(a.shape[1])]
     fig = Figure(figsize=(2.2 * a.shape[1], 2.3 * a.shape[0] + 0.5), layout="constrained")
@@ -266,7 +266,7 @@ def plot_grids(views: Sequence[SweepView], out_dir: Path) -> list[Plot]:
         series = view.primary
         panels = []
         for i, g in sorted((series.groups if series else {}).items()):
-            runs = sorted((r for r in g.runs if (r.path / "grid.npy").is_file()), key=lambda r: order_key(r.seeds))
+            runs = sorted((r for r in g.runs if (r.images / "grid.npy").is_file()), key=lambda r: order_key(r.seeds))
             if runs:
                 panels.append((point_label(view, i, series.points if series else None), runs[0]))
         if not panels:
@@ -280,7 +280,7 @@ def plot_grids(views: Sequence[SweepView], out_dir: Path) -> list[Plot]:
         for ax in axes.flat:
             ax.set_axis_off()
         for ax, (label, r) in zip(axes.flat, panels, strict=False):
-            image, classes = mosaic(load_array(r.path / "grid.npy", 5))
+            image, classes = mosaic(load_array(r.images / "grid.npy", 5))
             ax.imshow(image, interpolation="nearest")
             t, s = r.seeds
             rows_text = f"classes {', '.join(map(str, classes))} (rows)"

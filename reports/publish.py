@@ -1,11 +1,12 @@
 """Publish a reproduction: the small metadata of every finished run folder plus the report built from the runs.
 
-``python reports/publish.py RUNS_ROOT DEST [--title TEXT] [--stand-in DIR]`` copies config.json and metrics.json of
-each finished run folder under RUNS_ROOT to DEST/runs/<folder>/, with its stats.jsonl thinned to at most MAX_STATS
+``python reports/publish.py RUNS_ROOT DEST [--title TEXT] [--stand-in DIR]`` copies the sweep manifests of RUNS_ROOT
+(``_sweeps/*.json``) to DEST/runs/_sweeps/ and config.json and metrics.json of each finished run folder under
+RUNS_ROOT to DEST/runs/<folder>/, with its stats.jsonl thinned to at most MAX_STATS
 records (the first and the last kept, the others evenly spaced: per-step logs would otherwise be most of the
 repository), and writes DEST/report.md, DEST/report.html and the figures, built from the full run folders; a stand-in
 (another published reproduction's runs/, e.g. the real-image digits) has its verdicts and trends set beside ours.
-Checkpoints, caches, sample arrays and logs with machine paths are never copied. Rebuilding the report from DEST/runs
+Checkpoints, caches, samples, sample arrays and logs with machine paths are never copied. Rebuilding the report from DEST/runs
 (and the same stand-in) reproduces its tables exactly (tests/test_reports.py checks the committed one, results/tiny);
 the figures drawn from sample arrays (decompositions, sample grids) need the full run folders, and the loss curves
 drawn from thinned logs are coarser.
@@ -27,6 +28,7 @@ if __package__ in (None, ""):  # as a script: the repository root on the path, n
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from reports.build import build_report, find_run_dirs  # noqa: E402
+from reports.sweeps import MANIFESTS, find_manifests  # noqa: E402
 
 METADATA = ("config.json", "metrics.json")
 MAX_STATS = 100  # stats.jsonl records kept per run
@@ -64,6 +66,9 @@ def copy_metadata(runs_root: Path, dest: Path) -> list[Path]:
             lines = thin((run / "stats.jsonl").read_text(encoding="utf-8").splitlines())
             (out / "stats.jsonl").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
         copied.append(out)
+    for manifest in find_manifests([runs_root]):
+        (dest / MANIFESTS).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(manifest, dest / MANIFESTS / manifest.name)
     return copied
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,21 +23,24 @@ REQUIRED_CONFIG = ("kind", "name", "spec", "deps")
 REQUIRED = {  # metrics.json keys the report reads, by kind (run-folder schema)
     "train": "model stage train_seed factorization num_stages scale_size steps final_loss final_loss_ema100 params_m "
     "sec_per_step data_wait_frac device dtype world_size threads".split(),
-    "eval": "model preset dataset world feature_extractor n_samples n_ref sample_seed train_seed factorization scales "
-    "steps cfg cfg_convention solver fid is_mean is_std precision recall params_m gflops_per_image "
-    "sample_time_per_64_s device dtype switches conditioning".split(),
+    "sample": "model anchor preset dataset n_samples sample_seed train_seed train_steps autoencoder factorization "
+    "scales steps cfg cfg_convention solver params_m gflops_per_image sample_time_per_64_s device dtype switches "
+    "conditioning".split(),
+    "score": "model anchor preset dataset world feature_extractor n_samples n_ref sample_seed train_seed train_steps "
+    "autoencoder factorization scales steps cfg cfg_convention solver fid is_mean is_std precision recall params_m "
+    "gflops_per_image sample_time_per_64_s device dtype switches conditioning samples".split(),
     "recon": "factorization scales psnr_per_scale psnr_full".split(),
     "speed": "model params_m gflops_per_forward tflops_per_image steps cfg sec_per_image images_per_s matmul_tflops "
     "mfu batch device dtype method switches".split(),
 }
-OPTIONAL = {"anchor": None, "train_steps": None}  # eval keys that older runs may lack, with the value they imply
 MODEL_KEYS = ("model", "anchor", "factorization", "scales", "steps", "cfg", "conditioning", "train_steps")
 PROTOCOL = ("preset", "dataset", "world", "feature_extractor", "n_samples", "n_ref", "cfg_convention", "solver",
             "device", "dtype")
 SETTING = MODEL_KEYS + PROTOCOL  # an eval group: runs with all of these equal (all but the seeds and measurements)
 SAME_EVAL = ("preset", "dataset", "world", "feature_extractor", "n_samples", "n_ref")  # FIDs comparable across models
-REAL, UNTRAINED = "real", "untrained"  # anchors: the floor (real images scored as generated), the ceiling
-ANCHORS = {REAL: "floor: real images", UNTRAINED: "ceiling: untrained MSF"}
+REAL, AUTOENCODER, UNTRAINED = "real", "autoencoder", "untrained"  # the anchors of every table
+ANCHORS = {REAL: "floor: real images", AUTOENCODER: "floor: autoencoder reconstructions",
+           UNTRAINED: "ceiling: untrained MSF"}
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,12 @@ class Run:
     def deps(self) -> dict[str, str]:
         """The run folder names of this job's dependencies, by role (autoencoder, train0, ...)."""
         return dict(self.config["deps"])
+
+    @property
+    def images(self) -> Path:
+        """The folder holding the images a score run scored (its sample run, beside it): grid.npy,
+        decomposition.npy, samples.npz."""
+        return self.path.parent / self.deps["samples"] if "samples" in self.deps else self.path
 
     @property
     def seeds(self) -> SeedPair:
@@ -104,8 +113,6 @@ def load_run(path: Path) -> Run:
         missing = [k for k in REQUIRED.get(kind, ()) if k not in metrics]
         if missing:
             raise ValueError(f"{path / 'metrics.json'} lacks {', '.join(missing)}")
-        if kind == "eval":
-            metrics = {**OPTIONAL, **metrics}
     return Run(path, kind, str(config["name"]), config, metrics)
 
 
@@ -223,19 +230,11 @@ class Group:
         return self.setting.get("anchor")
 
 
-def group_evals(runs: Sequence[Run]) -> list[Group]:
-    """Finished eval runs grouped by every setting but the seeds, in a stable order; a second run with the same
-    seeds (e.g. the same job under another name) is kept aside, never counted twice."""
-    groups: dict[tuple[Any, ...], Group] = {}
-    for r in sorted(done(runs, "eval"), key=lambda r: r.name):
-        assert r.metrics is not None
-        key = tuple(_frozen(r.metrics[k]) for k in SETTING)
-        g = groups.setdefault(key, Group(dict(zip(SETTING, key, strict=True)), []))
-        if r.seeds in {x.seeds for x in g.runs}:
-            g.duplicates.append(r)
-        else:
-            g.runs.append(r)
-    return [groups[k] for k in sorted(groups, key=order_key)]
+def group_key(run: Run, extra: Mapping[str, Any] = {}) -> tuple[Any, ...]:  # noqa: B006 - read only
+    """What makes runs one setting: every SETTING value a score run recorded, then the sweep point's settings that
+    no run records (``extra``, e.g. a swept training key)."""
+    assert run.metrics is not None
+    return tuple(_frozen(run.metrics[k]) for k in SETTING) + tuple(sorted((k, _frozen(v)) for k, v in extra.items()))
 
 
 def same_eval(a: dict[str, Any], b: dict[str, Any]) -> bool:

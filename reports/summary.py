@@ -8,8 +8,8 @@ from typing import Any
 
 from reports.claims import CONTRADICTED, SUPPORTED, UNRESOLVED, Verdict
 from reports.render import Block, Bullets
-from reports.runs import Group, Run, seeds_text
-from reports.tables import MISSING, Table, fmt, value_text
+from reports.runs import AUTOENCODER, REAL, Group, Run, anchor_group, seeds_text
+from reports.tables import MISSING, Table, autoencoder_share, fmt, value_text
 
 PAPER_SCALE = {  # the paper's setup (Secs. 4, 4.1, 4.2; Table 1 caption)
     "dataset": "ImageNet 2012, 256x256, 1000 classes",
@@ -76,6 +76,22 @@ def inception_note(groups: Sequence[Group]) -> list[str]:
     return [f"Inception world with weights {', '.join(other)}: not the official Inception weights (torch-fidelity's "
             f"pt_inception-2015-12-05, sha256 {OFFICIAL_INCEPTION}...), e.g. a rehearsal's random weights. These "
             "numbers prove the path only; they are not on the paper's scale."]
+
+
+def share_summary(msf: Group | None, groups: Sequence[Group]) -> list[str]:
+    """The floors beside the paper's MSF arm, and the autoencoder's share of its FID above the real floor."""
+    share = autoencoder_share(msf, groups)
+    if msf is None or share is None:
+        return []
+    fids = [g.stat("fid") if g is not None else None
+            for g in (msf, *(anchor_group(groups, a, msf.setting) for a in (REAL, AUTOENCODER)))]
+    model, real, coded = (MISSING if st is None else fmt(st.mean, "fid") for st in fids)
+    floors = f"MSF(cfg=1.4) scores FID {model}, held-out real images {real} and their autoencoder reconstructions {coded}"
+    if share > 0.5:
+        return [f"{floors}: the autoencoder's floor is {100 * share:.0f}% of MSF's FID above the real floor, so these "
+                "numbers measure the autoencoder more than the diffusion model."]
+    return [f"{floors}: the autoencoder's floor is {100 * share:.0f}% of MSF's FID above the real floor; the rest is "
+            "the diffusion model's."]
 
 
 def summary_blocks(verdicts: Sequence[Verdict], scale: Table, notes: Sequence[str] = ()) -> list[Block]:

@@ -1,37 +1,26 @@
-"""Which eval runs make which table: the sweep files (ablations/sweeps/*.yaml), their ``table:`` field and their eval
-points (Tables 1-5, Fig. 2, resolutions, conditioning).
+"""Which runs make which table: the sweep manifests the planner wrote when it planned each sweep
+(``RUNS/PRESET/_sweeps/SWEEP-HASH.json``: the sweep's table, its points, the score run of every point and seed, and
+the anchors' runs).
 
-Each point of a sweep is resolved as the runner resolves it (preset YAML < the sweep's base block < the point) into
-the settings its eval runs record in metrics.json: model, cfg, steps and, for MSF, factorization, scales and
-conditioning. A group of eval runs (reports/runs.py) belongs to a point when these settings are equal. The groups of
-one sweep that were also scored alike (preset, dataset, features, sample counts, solver, device, dtype), and whose
-models of one family and stage count were trained alike (``train_steps``), form a :class:`Series`; the series
-covering most points is the sweep's table, the others become extra tables (Table 2b, ...). When no group matches the
-resolved settings (runs made with command-line overrides of keys the sweep does not set), only the keys the sweep's
-points set are matched and the others join the series' context.
+A manifest's points become a :class:`Series` of :class:`Group` s, one group per point holding the runs the manifest
+lists for it. Manifests of one sweep that differ only in their seeds (the same sweep run again with more seeds)
+share their groups, whose runs are the union; manifests of other settings become further series (Table 2b, ...),
+the series covering most points first. Nothing here resolves a configuration: what a point sets and what its runs
+record was written by the planner.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from ablations.config import (
-    PRESETS_DIR,
-    SWEEPS_DIR,
-    Config,
-    ConfigError,
-    available,
-    load_sweep,
-    load_yaml,
-    point_config,
-)
-from ablations.config import set_key as set_config_key
-from ablations.config import typed as typed_config
-from reports.runs import PROTOCOL, Group
+from ablations.engine.io import read_json
+from reports.runs import PROTOCOL, SETTING, Group, Run, group_key
 
+MANIFESTS = "_sweeps"  # the folder of a preset's runs that holds its sweep manifests
 TABLE_IDS = {  # the sweep file's `table:` -> the report's table
     "1": "Table 1",
     "2": "Table 2",
@@ -42,14 +31,6 @@ TABLE_IDS = {  # the sweep file's `table:` -> the report's table
     "resolutions": "Table R1",
     "conditioning": "Table C1",
     "speed": "Table S1",
-}
-POINT_KEYS = {  # sweep-file key -> its name in metrics.json
-    "model": "model",
-    "sample.cfg": "cfg",
-    "sample.steps": "steps",
-    "msf.factorization": "factorization",
-    "msf.scales": "scales",
-    "msf.conditioning": "conditioning",
 }
 KEY_TITLES = {"model": "Model", "cfg": "CFG", "steps": "Steps", "factorization": "Factorization",
               "scales": "Scales (latent sizes)", "conditioning": "Conditioning"}
@@ -160,95 +141,111 @@ def point_label(view: SweepView, i: int, points: Sequence[Point] | None = None) 
                      f"{k} {value_text(k, point_value(p, k, None))}" for k in keys)
 
 
-def _base_config(preset: str, base: dict[str, Any]) -> Config | None:
-    """The runner's configuration of a sweep at a preset before its points: preset YAML < the sweep's base block;
-    None when it does not resolve (an unknown preset, a changed key)."""
-    data: dict[str, Any] = {}
-    path = PRESETS_DIR / f"{preset}.yaml"
-    try:
-        for k, v in (load_yaml(path) if path.is_file() else {}).items():
-            set_config_key(data, k, v)
-        for k, v in base.items():
-            set_config_key(data, k, v)
-        return typed_config(data)
-    except ConfigError:
-        return None
+def find_manifests(paths: Iterable[str | Path]) -> list[Path]:
+    """The sweep manifests under the given folders (``*/_sweeps/*.json``, a folder holding run folders) or given
+    as files."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_file() and p.suffix == ".json":
+            found.append(p)
+        elif p.is_dir():
+            found += sorted(p.glob(f"{MANIFESTS}/*.json")) + sorted(p.glob(f"*/{MANIFESTS}/*.json"))
+    return list(dict.fromkeys(f.resolve() for f in found))
 
 
-def _resolved(cfg: Config | None, point: dict[str, Any]) -> dict[str, Any] | None:
-    """The metrics-named model settings of one point resolved on a sweep's configuration."""
-    if cfg is None:
-        return None
-    try:
-        cfg = point_config(cfg, point)
-    except ConfigError:
-        return None
-    model = point.get("model", "msf")
-    out = {"model": model, "anchor": None, "cfg": cfg.sample.cfg, "steps": cfg.sample.steps}
-    if model == "msf":
-        out |= {"factorization": cfg.msf.factorization, "scales": cfg.msf.scales,
-                "conditioning": cfg.msf.conditioning}
-    return {k: norm(v) for k, v in out.items()}
+MANIFEST_KEYS = ("sweep", "table", "description", "preset", "config", "points", "reference", "anchors")
 
 
-def _points(cfg: Config | None, sweep_points: Sequence[dict[str, Any]]) -> list[Point]:
-    """The sweep file's points, resolved on the sweep's configuration."""
-    points = []
-    for p in sweep_points:
-        explicit = {"model": p.get("model", "msf"), "anchor": None}
-        explicit |= {POINT_KEYS[k]: norm(v) for k, v in p.items() if k in POINT_KEYS}  # base keys may be overridden
-        points.append(Point(_resolved(cfg, p) or explicit, explicit))
-    return points
+def load_manifest(path: Path) -> dict[str, Any]:
+    """A sweep manifest, its schema checked (one line naming the file on failure)."""
+    data = read_json(path)
+    missing = [k for k in MANIFEST_KEYS if not isinstance(data, dict) or k not in data]
+    if missing:
+        raise ValueError(f"{path} is not a sweep manifest (lacks {', '.join(missing)})")
+    for point in data["points"]:
+        if not isinstance(point, dict) or not {"explicit", "setting", "runs"} <= set(point):
+            raise ValueError(f"{path}: a point lacks explicit, setting or runs")
+    return dict(data)
 
 
-def _series(groups: Sequence[Group], preset: str, points: list[Point], strict: bool,
-            reference: int | None) -> list[Series]:
-    """Groups of one preset matched to points and split by what else they share."""
-    found: dict[tuple[tuple[str, Any], ...], list[dict[int, Group]]] = defaultdict(list)
-    for g in groups:
-        if g.setting["preset"] != preset:
-            continue
-        for i, p in enumerate(points):
-            want = p.expected if strict else p.explicit
-            if all(norm(g.setting[k]) == v for k, v in want.items()):
-                extra = () if strict else tuple(k for k in g.setting if k not in want and k not in CONTEXT)
-                context = tuple((k, norm(g.setting[k])) for k in (*CONTEXT, *extra))
-                place = next((s for s in found[context] if i not in s and _trained_alike(g, s.values())), None)
-                if place is None:  # another training length of a model already here: a series of its own
-                    place = {}
-                    found[context].append(place)
-                place[i] = g
-    return [Series(preset, ctx, points, gs, reference) for ctx, series in found.items() for gs in series]
+def _context(manifest: Mapping[str, Any]) -> str:
+    """What a manifest's runs depend on but their seeds: its preset and configuration without the seeds."""
+    config = {k: v for k, v in manifest["config"].items() if k not in ("seeds", "sweep")}
+    return json.dumps([manifest["preset"], config], sort_keys=True)
 
 
-def _trained_alike(g: Group, others: Iterable[Group]) -> bool:
-    """Whether ``g`` was trained as long as the groups of its model family with as many stages among ``others``."""
-    steps = g.setting["train_steps"] or ()
-    return all(h.setting["train_steps"] == g.setting["train_steps"] for h in others
-               if h.setting["model"] == g.setting["model"] and len(h.setting["train_steps"] or ()) == len(steps))
+class Grouper:
+    """Groups of runs, one per (manifest context, point), shared by the manifests of one context; a group with the
+    same runs as another (the same point planned by two sweeps) is the same group."""
+
+    def __init__(self, runs: Mapping[str, Run]) -> None:
+        self.runs = runs
+        self.groups: dict[Any, Group] = {}
+
+    def group(self, context: str, extra: Mapping[str, Any], listed: Sequence[Mapping[str, Any]]) -> Group | None:
+        """The group of one point's listed runs (None while none of them finished)."""
+        finished = [self.runs[r["score"]] for r in listed if r["score"] in self.runs
+                    and self.runs[r["score"]].metrics is not None]
+        if not finished:
+            return None
+        key = (context, group_key(finished[0], extra))
+        g = self.groups.get(key)
+        if g is None:
+            g = self.groups[key] = Group(dict(zip(SETTING, key[1][: len(SETTING)], strict=True)) | dict(extra), [])
+        for r in finished:
+            if r.name in {x.name for x in g.runs}:
+                continue
+            if r.seeds in {x.seeds for x in g.runs}:
+                g.duplicates.append(r)
+            else:
+                g.runs.append(r)
+        return g
+
+    def unique(self) -> list[Group]:
+        """Every group once, the same runs once."""
+        seen: dict[frozenset[str], Group] = {}
+        for g in self.groups.values():
+            seen.setdefault(frozenset(r.name for r in g.runs), g)
+        return list(seen.values())
 
 
-def sweep_views(groups: Sequence[Group]) -> list[SweepView]:
-    """Every sweep file with the series of eval groups found for it, in the report's table order."""
-    presets = sorted({str(g.setting["preset"]) for g in groups}) or ["tiny"]
+def sweep_views(manifests: Sequence[Mapping[str, Any]], runs: Mapping[str, Run]) -> tuple[list[SweepView], list[Group]]:
+    """Every sweep of the manifests with its series of groups, in the report's table order, and every group (the
+    anchors' included) once."""
+    grouper = Grouper(runs)
+    by_sweep: dict[str, list[Mapping[str, Any]]] = {}
+    for m in manifests:
+        by_sweep.setdefault(str(m["sweep"]), []).append(m)
     views = []
-    for name in available(SWEEPS_DIR):
-        series: list[Series] = []
-        first: list[Point] | None = None
-        for preset in presets:
-            sweep, base = load_sweep(name, preset)
-            cfg = _base_config(preset, base)
-            points = _points(cfg, sweep.points)
-            first = points if first is None else first
-            default = _resolved(cfg, {})
-            reference = next((i for i, p in enumerate(points) if default is not None and p.at(default)), None)
-            series += _series(groups, preset, points, True, reference) or _series(groups, preset, points, False,
-                                                                                   reference)
-        series.sort(key=lambda s: (-len(s.groups), -s.n_runs))
-        views.append(SweepView(name, sweep.table, sweep.description, series[0].points if series else first or [],
-                               series))
+    for name, found in by_sweep.items():
+        series: dict[str, Series] = {}
+        for m in found:
+            context = _context(m)
+            points = [Point(_norm_map(p["setting"]), _norm_map(p["explicit"])) for p in m["points"]]
+            s = series.setdefault(context, Series(str(m["preset"]), (), points, {}, m.get("reference")))
+            for i, p in enumerate(m["points"]):
+                extra = {k: norm(v) for k, v in p["explicit"].items() if k not in SETTING}
+                g = grouper.group(context, extra, p["runs"])
+                if g is not None:
+                    s.groups[i] = g
+            for listed in m["anchors"].values():
+                grouper.group(context, {}, listed)
+        for s in series.values():
+            if s.groups:
+                first = next(iter(s.groups.values()))
+                s.context = tuple((k, norm(first.setting[k])) for k in CONTEXT)
+        ordered = sorted(series.values(), key=lambda s: (-len(s.groups), -s.n_runs))
+        m0 = found[0]
+        views.append(SweepView(name, str(m0["table"]), str(m0["description"]),
+                               ordered[0].points if ordered else [], [s for s in ordered if s.groups]))
     order = list(TABLE_IDS)
-    return sorted(views, key=lambda v: (order.index(v.table) if v.table in order else len(order), v.name))
+    views.sort(key=lambda v: (order.index(v.table) if v.table in order else len(order), v.name))
+    return views, grouper.unique()
+
+
+def _norm_map(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A point's settings as comparable keys (see :func:`norm`)."""
+    return {k: norm(v) for k, v in values.items()}
 
 
 def view_for(views: Sequence[SweepView], table: str) -> SweepView | None:

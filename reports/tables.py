@@ -18,7 +18,7 @@ import numpy as np
 
 from reports import paper
 from reports.claims import TREND_RULE, Interval, Verdict, paired
-from reports.runs import ANCHORS, REAL, UNTRAINED, Group, Run, Stat, anchor_group, done, seeds_short
+from reports.runs import ANCHORS, AUTOENCODER, REAL, UNTRAINED, Group, Run, Stat, anchor_group, done, seeds_short
 from reports.sweeps import KEY_TITLES, Point, Series, SweepView, point_value, value_text, view_for
 
 MISSING = "—"
@@ -92,6 +92,8 @@ def setting_text(s: dict[str, Any]) -> str:
     """A short description of one eval setting: model, factorization, scales, steps, CFG, solver, preset."""
     if s.get("anchor") == REAL:
         return f"real held-out images, {s['preset']} n={s['n_samples']}"
+    if s.get("anchor") == AUTOENCODER:
+        return f"the same images through the autoencoder, {s['preset']} n={s['n_samples']}"
     parts = [s["model"], s["factorization"]] if s["model"] == "msf" else [s["model"]]
     parts += [s["conditioning"]] if s.get("conditioning") not in (None, "adaln_zero") else []
     parts += [f"scales {value_text('scales', s['scales'])}", f"steps {value_text('steps', s['steps'])}",
@@ -113,12 +115,35 @@ def describe(groups: Sequence[Group]) -> str:
 
 
 def anchors_of(groups: Sequence[Group], like: dict[str, Any] | None) -> list[tuple[str, Group | None]]:
-    """The floor and ceiling rows (label, group or None) scored like ``like`` (Tables 1-5 anchors)."""
-    return [(ANCHORS[a], anchor_group(groups, a, like)) for a in (REAL, UNTRAINED)]
+    """The two floors and the ceiling (label, group or None) scored like ``like`` (Tables 1-5 anchors)."""
+    return [(ANCHORS[a], anchor_group(groups, a, like)) for a in (REAL, AUTOENCODER, UNTRAINED)]
 
 
-ANCHOR_NOTE = (f"Floor: held-out real images scored as if generated; ceiling: MSF with untrained stages; both scored "
-               f"like our rows, {MISSING} when no such run exists.")
+ANCHOR_NOTE = (f"Floors: held-out real images scored as if generated, and the same images through the run's "
+               f"autoencoder (what no diffusion model on this latent can beat); ceiling: MSF with untrained stages; "
+               f"all scored like our rows, {MISSING} when no such run exists.")
+
+
+def autoencoder_share(model: Group | None, groups: Sequence[Group]) -> float | None:
+    """The autoencoder's share of a model's FID above the real floor: (FID(reconstructions) - FID(real)) /
+    (FID(model) - FID(real)), from the floors scored like the model; None when one is missing."""
+    if model is None:
+        return None
+    fid = model.stat("fid")
+    real, coded = (anchor_group(groups, a, model.setting) for a in (REAL, AUTOENCODER))
+    floor, ae = (g.stat("fid") if g is not None else None for g in (real, coded))
+    if fid is None or floor is None or ae is None or not fid.mean > floor.mean:
+        return None
+    return (ae.mean - floor.mean) / (fid.mean - floor.mean)
+
+
+def share_note(model: Group | None, groups: Sequence[Group], what: str) -> str:
+    """A caption sentence: which share of a model's FID above the real floor is the autoencoder's."""
+    share = autoencoder_share(model, groups)
+    if share is None:
+        return ""
+    return (f"The autoencoder's floor is {100 * share:.0f}% of {what}'s FID above the real floor"
+            + (" (the autoencoder, not the diffusion model, decides most of it)." if share > 0.5 else "."))
 
 
 def _title(view: SweepView) -> str:
@@ -178,7 +203,7 @@ def table1(view: SweepView | None, groups: Sequence[Group]) -> Table:
         "Paper: ImageNet 256x256, 50K samples, ADM's Inception evaluation; Para and Time as printed (Time: A800, "
         "batch 64). Ours: the points of the main sweep, each beside the paper's row it reproduces (the paper's rows "
         f"appear once); Time ours is sampling time per 64 images of one timed run per setting. {ANCHOR_NOTE} "
-        f"{describe(measured)}"
+        f"{share_note(matched.get('MSF(cfg=1.4)'), groups, 'MSF(cfg=1.4)')} {describe(measured)}"
     )
     return Table("Table 1", "Class-conditional generation: the paper's comparison and ours", caption, header, rows)
 
@@ -231,9 +256,11 @@ def sweep_table(view: SweepView, series: Series | None, table_id: str, groups: S
         fixed = list(s[key])
         fixed[index] = "·"
         other = "cfg" if key == "steps" else "steps"
+        reference = series.groups.get(series.reference) if series and series.reference is not None else None
         caption = (f"{PAPER_EVAL}. Ours fixed: {key} {value_text(key, fixed)}, {other} {value_text(other, s[other])}, "
                    f"scales {value_text('scales', s['scales'])}, {s['factorization']}, {s['conditioning']}. "
-                   f"{ANCHOR_NOTE} {describe(list(ours.values()))}")
+                   f"{ANCHOR_NOTE} {share_note(reference or next(iter(ours.values())), groups, 'MSF')} "
+                   f"{describe(list(ours.values()))}")
     return Table(table_id, _title(view), caption, header, rows)
 
 
@@ -300,6 +327,7 @@ def points_table(view: SweepView, groups: Sequence[Group]) -> Table:
             fixed[k] = "·"
         caption = (f"No published numbers. Fixed: {setting_text(fixed)}. The last column pairs each row's runs with "
                    f"the reference's by (training seed, sampling seed) (Claims, Rule 1). {ANCHOR_NOTE} "
+                   f"{share_note(ref or next(iter(found.values())), groups, 'the reference row')} "
                    f"{describe(list(found.values()))}")
     return Table(view.table_id, POINT_TITLES.get(view.table, _title(view)), caption, header, rows)
 
@@ -415,16 +443,35 @@ def train_order(r: Run) -> tuple[Any, ...]:
             m["train_seed"], r.name)
 
 
+def autoencoder_margin(model: Group | None, groups: Sequence[Group]) -> float | None:
+    """FID(autoencoder floor) - FID(real floor) scored like ``model``: what the autoencoder alone costs."""
+    if model is None:
+        return None
+    real, coded = (anchor_group(groups, a, model.setting) for a in (REAL, AUTOENCODER))
+    stats = [g.stat("fid") if g is not None else None for g in (real, coded)]
+    return None if stats[0] is None or stats[1] is None else stats[1].mean - stats[0].mean
+
+
 def claims_table(verdicts: Sequence[Verdict], stand_in: Sequence[Verdict] = (), stand_in_name: str = "",
-                 trends: Mapping[str, str] | None = None) -> Table:
+                 trends: Mapping[str, str] | None = None, margin: float | None = None) -> Table:
     """Each claim, its evidence, the deciding paired difference with its 95% interval, and the verdict; with a
     stand-in, its verdict, deciding difference (else its evidence) and, for Tables 2-5, how its trend reads beside
-    ours (trends: 'Table 2' -> reading) (Claims)."""
+    ours (trends: 'Table 2' -> reading) (Claims). A deciding FID difference smaller than ``margin`` (what the
+    autoencoder alone costs) says so."""
     caption = ("Rules below. Differences are paired by (training seed, sampling seed) and judged by their 95% "
                "Student-t intervals (Rule 1). Our FIDs may use another feature network, dataset and sample count than "
                "the paper's Inception FID-5K: only differences within our runs are judged.")
+    if margin is not None:
+        caption += (f" The autoencoder's margin, FID(autoencoder floor) - FID(real floor) = {fmt(margin, 'fid')}, is "
+                    "what the autoencoder alone costs; a deciding difference smaller than it is marked: at this scale "
+                    "the autoencoder could produce or hide a difference of that size.")
+
+    def deciding(v: Verdict) -> str:
+        small = margin is not None and v.fid_difference is not None and abs(v.fid_difference) < margin
+        return v.interval + (f" (smaller than the autoencoder's margin {fmt(margin, 'fid')})" if small else "")
+
     header = ["Claim", "Evidence", "Deciding difference [95% CI]", "Verdict"]
-    rows = [[v.claim, v.evidence, v.interval, v.verdict] for v in verdicts]
+    rows = [[v.claim, v.evidence, deciding(v), v.verdict] for v in verdicts]
     if stand_in:
         caption += f" The last column judges the same claim by the same rules on the stand-in ({stand_in_name})."
         header.append(f"On the stand-in ({stand_in_name})")

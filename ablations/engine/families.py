@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ablations.engine.specs import BaselineConfig, EvalJob, FactorizationSpec, StageConfig, TrainJob
+from ablations.engine.specs import BaselineConfig, FactorizationSpec, SampleJob, StageConfig, TrainJob
 
 if TYPE_CHECKING:  # the registry is read when a command is parsed: torch and the models load only when used
     import torch
@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # the registry is read when a command is parsed: torch and th
 
     from ablations.engine.evaluate import LatentSampler
     from ablations.engine.train import Architecture
+    from msf.autoencoder import Autoencoder
     from msf.dit import DiT
     from msf.factorize import Factorization
     from msf.pipeline import MSFModel
@@ -113,6 +114,8 @@ class ModelFamily:
         speed_plan: its networks at the paper's sizes, steps and CFG (Table 1, Sec. 4.2); empty: not timed.
         speed_network: a random-weight network of one speed stage.
         speed_sampler: the whole latent sampler over the speed plan's networks.
+        anchor: for the anchors made of real images, the anchor they are (``real``: the floor, ``autoencoder``: the
+            autoencoder's floor); None for a model.
     """
 
     name: str
@@ -120,10 +123,11 @@ class ModelFamily:
     multi_scale: bool
     baseline: Callable[[BaselineConfig], tuple[StageConfig, int]] | None
     latent: tuple[int, int, int] | None
-    load: Callable[[EvalJob, dict[str, Path], int, torch.device], Loaded]
+    load: Callable[[SampleJob, dict[str, Path], Autoencoder, torch.device], Loaded]
     speed_plan: tuple[SpeedStage, ...]
     speed_network: Callable[[SpeedStage], nn.Module] | None
     speed_sampler: Callable[[list[nn.Module], Sequence[SpeedStage], torch.device], LatentSampler] | None
+    anchor: str | None = None
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -132,10 +136,10 @@ class ModelFamily:
 
 def _load_trained(
     architecture: Callable[[], Architecture],
-) -> Callable[[EvalJob, dict[str, Path], int, torch.device], Loaded]:
+) -> Callable[[SampleJob, dict[str, Path], Autoencoder, torch.device], Loaded]:
     """The eval-time loader of a family trained by the harness: its train jobs' EMA weights, Algorithm 3."""
 
-    def load(job: EvalJob, deps: dict[str, Path], channels: int, device: torch.device) -> Loaded:
+    def load(job: SampleJob, deps: dict[str, Path], ae: Autoencoder, device: torch.device) -> Loaded:
         from ablations.engine.evaluate import compiled, msf_sampler
         from ablations.engine.flops import count_params
         from ablations.engine.io import read_json
@@ -149,10 +153,10 @@ def _load_trained(
         fac = factorization_of(train0.factorization)
         stages = [load_stage(deps[f"train{i}"], device, arch) for i in range(len(fac.scales))]
         for st in stages:
-            set_attention(st, job.eval.attention)
-        fast = [compiled(st, job.eval.compile, device) for st in stages]
-        msf = MSFModel(fast, fac, channels, job.data.num_classes).to(device).eval()
-        gflops = [forward_gflops(st, channels, h, bool(st.prior_channels), device)
+            set_attention(st, job.sampling.attention)
+        fast = [compiled(st, job.sampling.compile, device) for st in stages]
+        msf = MSFModel(fast, fac, ae.channels, job.data.num_classes).to(device).eval()
+        gflops = [forward_gflops(st, ae.channels, h, bool(st.prior_channels), device)
                   for st, h in zip(stages, fac.scales.sizes, strict=True)]
         assert job.sample is not None, "a trained family is sampled at an eval point's sample settings"
         sampler = msf_sampler(msf, job.sample.steps, job.sample.cfg, job.sample.solver, device)
@@ -195,7 +199,7 @@ def _dimr_speed_network(stage: SpeedStage) -> nn.Module:
 DIT_XL2_LATENT = (4, 32, 32)
 
 
-def _load_dit_xl2(job: EvalJob, deps: dict[str, Path], channels: int, device: torch.device) -> Loaded:
+def _load_dit_xl2(job: SampleJob, deps: dict[str, Path], ae: Autoencoder, device: torch.device) -> Loaded:
     """The official DiT-XL/2 checkpoint (state dict only) with its DDPM sampler at the eval point's steps and CFG."""
     from ablations.engine.evaluate import compiled
     from ablations.engine.flops import count_params
@@ -204,8 +208,8 @@ def _load_dit_xl2(job: EvalJob, deps: dict[str, Path], channels: int, device: to
 
     assert job.network is not None, "the DiT-XL/2 baseline names its network"
     net = set_attention(load_official_checkpoint(str(job.checkpoint), dit_xl2_network(job.network)),
-                        job.eval.attention).to(device).eval()
-    fast = compiled(net, job.eval.compile, device)
+                        job.sampling.attention).to(device).eval()
+    fast = compiled(net, job.sampling.compile, device)
     assert job.sample is not None, "DiT-XL/2 is sampled at an eval point's sample settings"
     steps, cfg = job.sample.steps[0], job.sample.cfg[0]
     c, h, _ = DIT_XL2_LATENT
@@ -248,25 +252,41 @@ def _dit_xl2_speed_sampler(nets: list[nn.Module], plan: Sequence[SpeedStage], de
 # Real images: the floor of every table (real vs real at the same sample count), sampled like a model.
 
 
-def _load_real(job: EvalJob, deps: dict[str, Path], channels: int, device: torch.device) -> Loaded:
-    """Held-out real images as a "sampler": sample b is a train-split image of class labels[b] chosen by seeds[b]
-    (the reference statistics come from the disjoint ref split), returned in [-1, 1]."""
+def _held_out(job: SampleJob) -> Callable[[Tensor, Sequence[int]], Tensor]:
+    """Held-out real images as a sampler: sample b is a train-split image of class labels[b] chosen by seeds[b] (the
+    reference statistics come from the disjoint ref split), uint8 [B, 3, H, W]."""
     import numpy as np
     import torch
 
-    from ablations.engine.images import to_float
     from ablations.engine.jobs import dataset
 
     train = dataset(job.data, "train")
     by_class = [np.flatnonzero(train.labels() == c) for c in range(job.data.num_classes)]
 
-    def sampler(y: Tensor, seeds: Sequence[int]) -> Tensor:
+    def pick(y: Tensor, seeds: Sequence[int]) -> Tensor:
         picks = [int(by_class[int(c)][torch.randint(len(by_class[int(c)]), (1,),
                                                     generator=torch.Generator().manual_seed(int(s)))])
                  for c, s in zip(y.tolist(), seeds, strict=True)]
-        return to_float(train.make_batch(picks)[0]).to(device)
+        return train.make_batch(picks)[0]
 
-    return Loaded(sampler, [], None, None, None, None, decoded=True)
+    return pick
+
+
+def _load_real(job: SampleJob, deps: dict[str, Path], ae: Autoencoder, device: torch.device) -> Loaded:
+    """The floor of every table: held-out real images, returned in [-1, 1]."""
+    from ablations.engine.images import to_float
+
+    pick = _held_out(job)
+    return Loaded(lambda y, seeds: to_float(pick(y, seeds)).to(device), [], None, None, None, None, decoded=True)
+
+
+def _load_reconstructed(job: SampleJob, deps: dict[str, Path], ae: Autoencoder, device: torch.device) -> Loaded:
+    """The autoencoder's floor of every table: the same held-out images as the real floor (same seeds), encoded by
+    the run's autoencoder; decoding them is what no diffusion model on this latent can beat (Sec. 3.2)."""
+    from ablations.engine.images import to_float
+
+    pick = _held_out(job)
+    return Loaded(lambda y, seeds: ae.encode(to_float(pick(y, seeds)).to(device)), [], None, None, None, None)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -327,6 +347,20 @@ FAMILIES: dict[str, ModelFamily] = {
         speed_plan=(),
         speed_network=None,
         speed_sampler=None,
+        anchor="real",
+    ),
+    "reconstructed": ModelFamily(  # not a model: the same images through the autoencoder, its floor
+        name="reconstructed",
+        architecture=None,
+        multi_scale=False,
+        baseline=None,
+        latent=None,
+        load=_load_reconstructed,
+        speed_plan=(),
+        speed_network=None,
+        speed_sampler=None,
+        anchor="autoencoder",
     ),
 }
 SPEED_FAMILIES = tuple(name for name, f in FAMILIES.items() if f.speed_plan)  # the speed sweep's rows
+ANCHOR_FAMILIES = tuple(name for name, f in FAMILIES.items() if f.anchor)  # every table's floors

@@ -43,14 +43,16 @@ from ablations.engine.metrics import (
     inception_extractor,
     load_adm_reference,
     metrics_from_features,
+    load_adm_npz,
     save_adm_npz,
 )
 from ablations.engine.specs import (
     AutoencoderJob,
     CacheJob,
     DataConfig,
-    EvalJob,
     ReconJob,
+    SampleJob,
+    ScoreJob,
     Runtime,
     SpeedJob,
     TrainJob,
@@ -132,51 +134,34 @@ def train_job(spec: TrainJob, run_dir: Path, deps: dict[str, Path], log: Log) ->
     return train(spec, cache, factorization_of(spec.factorization), run_dir, log, family.architecture())
 
 
-def eval_job(spec: EvalJob, run_dir: Path, deps: dict[str, Path], log: Log) -> dict[str, Any]:
-    """One eval point: N samples (Algorithm 3 + decode) -> FID/IS/precision/recall, time per 64 images, GFLOPs.
+SAMPLES = "samples.npz"  # a sample job's images: ADM's layout, uint8 NHWC under arr_0, labels under arr_1
 
-    The floor of every table is the family "real" (held-out real images scored like samples); its ceiling an MSF
-    whose stages were trained for 0 steps (``anchor`` says which).
+
+def sample_job(spec: SampleJob, run_dir: Path, deps: dict[str, Path], log: Log) -> dict[str, Any]:
+    """One eval point's images: N samples (Algorithm 3 + decode), saved once as uint8 in ADM's npz layout, with
+    counted GFLOPs per image and (for one seed per setting) the time per 64 images (Sec. 4.2).
+
+    The anchors of every table are sampled alike: held-out real images (family ``real``, the floor), the same images
+    through the run's autoencoder (``reconstructed``, the autoencoder's floor), and an MSF whose stages were trained
+    for 0 steps (the ceiling); ``anchor`` says which.
     """
-    s, e = spec.sample, spec.eval
+    s, e = spec.sample, spec.sampling
     device = device_of(spec.runtime)
     dtype = getattr(torch, e.dtype)  # the networks' autocast dtype (ODE state and decoding stay float32)
     ae = autoencoders.load(spec.autoencoder, deps.get("autoencoder")).to(device)
-    model = FAMILIES[spec.family].load(spec, deps, ae.channels, device)
+    family = FAMILIES[spec.family]
+    model = family.load(spec, deps, ae, device)
     decode = (lambda x: x) if model.decoded else ae.decode  # noqa: E731
     train_steps = [read_spec(read_json(deps[f"train{i}"] / "config.json")).steps
                    for i in range(len(model.scales or [])) if f"train{i}" in deps] or None
-    anchor = "real" if spec.family == "real" else "untrained" if train_steps and not any(train_steps) else None
-
-    # ---- features: the embedded classifier or Inception, and the reference statistics (cached)
-    if e.world == "embedded":
-        extractor = embedded_extractor(features_file(e.features), device)
-    else:
-        extractor = inception_extractor(device, e.inception_weights)
-    ref_set = dataset(spec.data, "ref")
-    key = ReferenceKey(dataset=ref_set.key, split="ref", extractor=extractor.label, n=len(ref_set))
-
-    def ref_features() -> torch.Tensor:
-        images, _ = ref_set.make_batch(list(range(len(ref_set))))
-        return extract_features(images, extractor, e.batch_size, device).features
-
-    if e.reference_npz:  # the paper's protocol: ADM's ImageNet reference batch
-        reference = load_adm_reference(e.reference_npz, extractor, e.batch_size, device)
-    else:
-        reference = cached_reference(run_dir.parent / "_refstats", key, ref_features)
+    anchor = family.anchor or ("untrained" if train_steps and not any(train_steps) else None)
 
     # ---- samples: labels spread evenly over the classes, one seed per sample
     n, num_classes = e.n_samples, spec.data.num_classes
     labels = class_labels_for(n, num_classes)
     images = generate(model.sampler, decode, labels, sample_seeds(spec.sample_seed, n), device, e.batch_size,
                       dtype, log)
-    fake = extract_features(images, extractor, e.batch_size, device)
-    metrics = metrics_from_features(fake, reference, extractor, device=device)
-    if e.bootstrap > 0:
-        g = torch.Generator().manual_seed(spec.sample_seed)
-        metrics["fid_bootstrap_95"] = list(bootstrap_fid(fake.features, reference, e.bootstrap, g))
-    if e.save_npz:
-        save_adm_npz(run_dir / "samples.npz", images.permute(0, 2, 3, 1).numpy())
+    save_adm_npz(run_dir / SAMPLES, images.permute(0, 2, 3, 1).numpy(), labels.numpy())
     grid = torch.stack([images[labels == y][:8] for y in range(min(num_classes, 16))])  # [classes, 8, 3, H, W]
     np.save(run_dir / "grid.npy", grid.permute(0, 1, 3, 4, 2).numpy())
     titles = None
@@ -194,10 +179,10 @@ def eval_job(spec: EvalJob, run_dir: Path, deps: dict[str, Path], log: Log) -> d
         timing = time_sampling(model.sampler, decode, num_classes, device, dtype, batch=16 if cpu else 64,
                                repeats=1 if cpu else 3)
     return {
-        **metrics, **timing,
+        **timing,
         "model": spec.family, "anchor": anchor, "preset": spec.preset, "dataset": spec.data.name, "n_samples": n,
         "sample_seed": spec.sample_seed, "train_seed": spec.train_seed, "train_steps": train_steps,
-        "factorization": model.factorization, "scales": model.scales,
+        "autoencoder": ae.name, "factorization": model.factorization, "scales": model.scales,
         "steps": None if s is None else s.steps, "cfg": None if s is None else s.cfg,
         "cfg_convention": "dit: v_u + w (v_c - v_u), w=1 no guidance", "solver": None if s is None else s.solver,
         "params_m": model.params_m,
@@ -206,6 +191,40 @@ def eval_job(spec: EvalJob, run_dir: Path, deps: dict[str, Path], log: Log) -> d
         "switches": {"attention": e.attention, "compile": e.compile},
         "conditioning": model.conditioning, "decomposition_columns": titles,
     }
+
+
+def score_job(spec: ScoreJob, run_dir: Path, deps: dict[str, Path], log: Log) -> dict[str, Any]:
+    """Score one sample job's saved images: features -> statistics -> FID, IS, precision/recall against the
+    reference set (Sec. 4.2). Its metrics repeat what the sample job recorded, so that each score run describes the
+    images it scored."""
+    e = spec.scoring
+    device = device_of(spec.runtime)
+    samples = deps["samples"]
+    images = torch.from_numpy(load_adm_npz(samples / SAMPLES)).permute(0, 3, 1, 2)  # uint8 [N, 3, H, W]
+    if e.world == "embedded":
+        extractor = embedded_extractor(features_file(e.features), device)
+    else:
+        extractor = inception_extractor(device, e.inception_weights)
+    if e.reference_npz:  # the paper's protocol: ADM's ImageNet reference batch
+        reference = load_adm_reference(e.reference_npz, extractor, e.batch_size, device)
+    else:
+        ref_set = dataset(spec.data, "ref")
+        key = ReferenceKey(dataset=ref_set.key, split="ref", extractor=extractor.label, n=len(ref_set))
+
+        def ref_features() -> torch.Tensor:
+            ref_images, _ = ref_set.make_batch(list(range(len(ref_set))))
+            return extract_features(ref_images, extractor, e.batch_size, device).features
+
+        reference = cached_reference(run_dir.parent / "_refstats", key, ref_features)
+    fake = extract_features(images, extractor, e.batch_size, device)
+    metrics = metrics_from_features(fake, reference, extractor, device=device)
+    log(f"scored {len(images)} images of {samples.name}: FID {metrics['fid']:.4g}")
+    if e.bootstrap > 0:
+        sampled = read_json(samples / "metrics.json")
+        g = torch.Generator().manual_seed(int(sampled["sample_seed"]))
+        metrics["fid_bootstrap_95"] = list(bootstrap_fid(fake.features, reference, e.bootstrap, g))
+    described = {k: v for k, v in read_json(samples / "metrics.json").items() if k not in ("kind", "outputs")}
+    return {**described, **metrics, "samples": samples.name}
 
 
 def recon_job(spec: ReconJob, run_dir: Path, deps: dict[str, Path], log: Log) -> dict[str, Any]:
@@ -285,7 +304,8 @@ JOBS: dict[str, Callable[[Any, Path, dict[str, Path], Log], dict[str, Any]]] = {
     "autoencoder": autoencoder_job,
     "cache": cache_job,
     "train": train_job,
-    "eval": eval_job,
+    "sample": sample_job,
+    "score": score_job,
     "recon": recon_job,
     "speed": speed_job,
 }

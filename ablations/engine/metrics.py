@@ -471,12 +471,18 @@ def bootstrap_fid(
 # ADM-compatible sample export (for ADM's TensorFlow evaluator.py).
 
 
-def save_adm_npz(path: str | Path, images: np.ndarray) -> Path:
-    """ADM evaluator's sample batch format: uint8 NHWC images [N, H, W, 3] under key 'arr_0', written atomically."""
+def save_adm_npz(path: str | Path, images: np.ndarray, labels: np.ndarray | None = None) -> Path:
+    """ADM's sample batch format: uint8 NHWC images [N, H, W, 3] under 'arr_0' and, for class-conditional samples,
+    their int64 labels [N] under 'arr_1' (ADM's image_sample.py), written atomically."""
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"expected uint8 NHWC images [N, H, W, 3], got {images.dtype} {images.shape}")
+    arrays = {"arr_0": images}
+    if labels is not None:
+        if labels.shape != images.shape[:1]:
+            raise ValueError(f"expected one label per image, got {labels.shape} for {images.shape[0]} images")
+        arrays["arr_1"] = labels.astype(np.int64)
     with atomic_open(path) as f:
-        np.savez(f, arr_0=images)
+        np.savez(f, **arrays)
     return Path(path)
 
 

@@ -26,7 +26,7 @@ Factorization = Literal["residual", "residual_latent_base", "latent_resize", "im
 ResizeMode = Literal["bilinear", "bicubic", "area", "nearest"]
 Dtype = Literal["float32", "bfloat16"]
 CompileMode = Literal["none", "default", "max-autotune", "reduce-overhead"]  # reduce-overhead adds CUDA graphs
-Family = Literal["msf", "dit_flow", "dimr", "dit_xl2", "real"]
+Family = Literal["msf", "dit_flow", "dimr", "dit_xl2", "real", "reconstructed"]
 TrainedFamily = Literal["msf", "dit_flow", "dimr"]
 
 # Bumped when code changes what a job of that kind computes (outputs on a fixed input; see the module docstring).
@@ -34,7 +34,8 @@ RESULTS_VERSION: dict[str, int] = {
     "autoencoder": 1,
     "cache": 1,
     "train": 1,
-    "eval": 1,
+    "sample": 1,
+    "score": 1,
     "recon": 1,
     "speed": 1,
 }
@@ -152,7 +153,6 @@ class EvalConfig:
     compile: CompileMode = "none"  # torch.compile of the networks for sampling
     features: str = "embedded-cnn"  # world=embedded: a frozen network (assets.py) or a classifier .safetensors
     bootstrap: int = checked(0, check=NON_NEGATIVE)  # > 0: a 95% bootstrap interval of FID (resamples)
-    save_npz: bool = False  # write samples.npz (ADM's format: uint8 NHWC under arr_0) for ADM's TF evaluator
 
 
 @dataclass(frozen=True)
@@ -282,14 +282,49 @@ class TrainJob:
 
 
 @dataclass(frozen=True)
-class EvalJob:
-    """Sample one eval point of one trained model and score it (Algorithm 3, Sec. 4.2)."""
+class Sampling:
+    """How an eval point's images are made (the ``eval`` section's sampling keys): count, batch, the networks'
+    dtype, attention and compilation."""
+
+    n_samples: int
+    batch_size: int
+    dtype: Dtype
+    attention: Literal["auto", "sdpa", "xformers"]
+    compile: CompileMode
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """How saved images are scored (the ``eval`` section's scoring keys): the feature network and its reference."""
+
+    world: Literal["embedded", "inception"]
+    features: str
+    inception_weights: str | None
+    reference_npz: str | None
+    batch_size: int
+    bootstrap: int
+
+
+def sampling_of(e: EvalConfig) -> Sampling:
+    """The sampling keys of an ``eval`` section."""
+    return Sampling(e.n_samples, e.batch_size, e.dtype, e.attention, e.compile)
+
+
+def scoring_of(e: EvalConfig) -> Scoring:
+    """The scoring keys of an ``eval`` section."""
+    return Scoring(e.world, e.features, e.inception_weights, e.reference_npz, e.batch_size, e.bootstrap)
+
+
+@dataclass(frozen=True)
+class SampleJob:
+    """Sample one eval point of one model and save its images once, uint8 in ADM's npz layout (Algorithm 3,
+    Sec. 4.2); the anchors of a table (held-out real images, their autoencoder reconstructions) are sampled alike."""
 
     family: Family
-    sample: SampleConfig | None  # None for real images
-    eval: EvalConfig
+    sample: SampleConfig | None  # None for the anchors made of real images
+    sampling: Sampling
     sample_seed: int
-    train_seed: int | None  # None for the pretrained DiT-XL/2
+    train_seed: int | None  # None for the pretrained DiT-XL/2 and the real-image anchors
     time_sampling: bool  # time sampling and decoding of one batch (one point per setting)
     data: DataConfig
     autoencoder: AutoencoderConfig
@@ -297,6 +332,16 @@ class EvalJob:
     network: StageConfig | None  # dit_xl2: the checkpoint's network (DiT-XL/2 as released, unless a rehearsal)
     preset: str
     inputs: dict[str, str]  # fingerprints of the files read (role -> digest): keys follow their content
+    runtime: Runtime
+
+
+@dataclass(frozen=True)
+class ScoreJob:
+    """Score one sample job's saved images against the reference set: FID, IS, precision/recall (Sec. 4.2)."""
+
+    scoring: Scoring
+    data: DataConfig  # the reference split
+    inputs: dict[str, str]  # fingerprints of the feature network and reference files
     runtime: Runtime
 
 
@@ -323,12 +368,13 @@ class SpeedJob:
     runtime: Runtime
 
 
-Spec = AutoencoderJob | CacheJob | TrainJob | EvalJob | ReconJob | SpeedJob
+Spec = AutoencoderJob | CacheJob | TrainJob | SampleJob | ScoreJob | ReconJob | SpeedJob
 SPECS: dict[str, type] = {
     "autoencoder": AutoencoderJob,
     "cache": CacheJob,
     "train": TrainJob,
-    "eval": EvalJob,
+    "sample": SampleJob,
+    "score": ScoreJob,
     "recon": ReconJob,
     "speed": SpeedJob,
 }
