@@ -1,8 +1,9 @@
 """The cluster plan of a sweep before any GPU-hour is spent (``--dry-run`` with launcher=slurm).
 
 Per job: the SLURM resources it asks for (nodes, GPUs, time limit), its counted FLOPs, the GPU-hours they take at a
-stated utilisation (``slurm.mfu`` of ``slurm.gpu_tflops``, the dense bf16 rate of one GPU), and the disk a target cache
-and the saved samples need. FLOPs are counted by torch's FlopCounterMode on the meta device (shapes only; no weights, no memory):
+stated utilisation (``slurm.mfu`` of ``slurm.gpu_tflops``, the dense bf16 rate of one GPU), and the disk a target
+cache and the saved samples need. FLOPs are counted by torch's FlopCounterMode on the meta device (shapes only; no
+weights, no memory):
 
 - training: 3 x forward FLOPs x batch per step (forward, and a backward of twice the forward), x steps;
 - target cache: one encoder pass per item (x 2 with flips; the residual factorization also encodes the

@@ -311,7 +311,8 @@ def judge_flat(claim: str, arms: Mapping[float, Arm], tolerance: float) -> Verdi
     outside = [(k, iv) for k, iv in defined if iv.lo > tolerance or iv.hi < -tolerance]
     if outside:
         (a, b), iv = worst(outside)
-        return Verdict(claim, f"{text}; an interval lies entirely outside", CONTRADICTED, _diff(_num(b), _num(a), iv), _mean(iv))
+        return Verdict(claim, f"{text}; an interval lies entirely outside", CONTRADICTED,
+                       _diff(_num(b), _num(a), iv), _mean(iv))
     if len(defined) == len(ivs) and all(-tolerance <= iv.lo and iv.hi <= tolerance for _, iv in defined):
         (a, b), iv = worst(defined)
         return Verdict(claim, f"{text}; every interval inside", SUPPORTED, _diff(_num(b), _num(a), iv), _mean(iv))

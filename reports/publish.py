@@ -2,14 +2,14 @@
 
 ``python reports/publish.py RUNS_ROOT DEST [--title TEXT] [--stand-in DIR]`` copies the sweep manifests of RUNS_ROOT
 (``_sweeps/*.json``) to DEST/runs/_sweeps/ and config.json and metrics.json of each finished run folder under
-RUNS_ROOT to DEST/runs/<folder>/, with its stats.jsonl thinned to at most MAX_STATS
-records (the first and the last kept, the others evenly spaced: per-step logs would otherwise be most of the
-repository), and writes DEST/report.md, DEST/report.html and the figures, built from the full run folders; a stand-in
-(another published reproduction's runs/, e.g. the real-image digits) has its verdicts and trends set beside ours.
-Checkpoints, caches, samples, sample arrays and logs with machine paths are never copied. Rebuilding the report from DEST/runs
-(and the same stand-in) reproduces its tables exactly (tests/test_reports.py checks the committed one, results/tiny);
-the figures drawn from sample arrays (decompositions, sample grids) need the full run folders, and the loss curves
-drawn from thinned logs are coarser.
+RUNS_ROOT to DEST/runs/<folder>/, with its stats.jsonl thinned to at most MAX_STATS records (the first and the last
+kept, the others evenly spaced: per-step logs would otherwise be most of the repository), and writes DEST/report.md,
+DEST/report.html and the figures, built from the full run folders; a stand-in (another published reproduction's
+runs/, e.g. the real-image digits) has its verdicts and trends set beside ours. Checkpoints, caches, samples, sample
+arrays and logs with machine paths are never copied. Rebuilding the report from DEST/runs (and the same stand-in)
+reproduces its tables exactly (tests/test_reports.py checks the committed one, results/tiny); the figures drawn
+from sample arrays (decompositions, sample grids) need the full run folders, and the loss curves drawn from thinned
+logs are coarser.
 """
 
 from __future__ import annotations

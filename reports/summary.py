@@ -86,7 +86,8 @@ def share_summary(msf: Group | None, groups: Sequence[Group]) -> list[str]:
     fids = [g.stat("fid") if g is not None else None
             for g in (msf, *(anchor_group(groups, a, msf.setting) for a in (REAL, AUTOENCODER)))]
     model, real, coded = (MISSING if st is None else fmt(st.mean, "fid") for st in fids)
-    floors = f"MSF(cfg=1.4) scores FID {model}, held-out real images {real} and their autoencoder reconstructions {coded}"
+    floors = (f"MSF(cfg=1.4) scores FID {model}, held-out real images {real} and their autoencoder reconstructions "
+              f"{coded}")
     if share > 0.5:
         return [f"{floors}: the autoencoder's floor is {100 * share:.0f}% of MSF's FID above the real floor, so these "
                 "numbers measure the autoencoder more than the diffusion model."]

@@ -41,9 +41,9 @@ from ablations.engine.metrics import (
     embedded_extractor,
     extract_features,
     inception_extractor,
+    load_adm_npz,
     load_adm_reference,
     metrics_from_features,
-    load_adm_npz,
     save_adm_npz,
 )
 from ablations.engine.specs import (
@@ -51,9 +51,9 @@ from ablations.engine.specs import (
     CacheJob,
     DataConfig,
     ReconJob,
+    Runtime,
     SampleJob,
     ScoreJob,
-    Runtime,
     SpeedJob,
     TrainJob,
     kind_of,
