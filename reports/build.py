@@ -277,9 +277,8 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, title: str
     tables: list[Table] = [table1(view_for(views, "1"), groups), *sweep_tables(views, groups)]
     tables += [points_table(fig2, groups)] if fig2 is not None else []
     tables.append(recon_table(runs, order))
-    for table in ("resolutions", "conditioning"):
-        view = view_for(views, table)
-        tables += [points_table(view, groups)] if view is not None else []
+    dedicated = {"1", "2", "3", "4", "5", "fig2", "speed"}  # the tables above, and the speed tables below
+    tables += [points_table(v, groups) for v in views if v.table not in dedicated]  # one row per point
     verdicts = judge_all(ours)
     margin = autoencoder_margin(msf, groups)
     notes = [*inception_note(groups), *share_summary(msf, groups)]
