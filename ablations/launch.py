@@ -30,8 +30,8 @@ import submitit
 
 from ablations.config import Config
 from ablations.costs import is_training
-from ablations.engine.io import read_json, write_json
-from ablations.engine.runfolder import locked
+from ablations.engine.io import write_json
+from ablations.engine.runfolder import locked, reopen, set_aside, spec_problems
 from ablations.graph import Graph, Job, code_version
 
 
@@ -57,16 +57,18 @@ class JobCall(submitit.helpers.Checkpointable):
 
 
 def prepare(job: Job, code: str) -> None:
-    """Write the job's config.json (its typed spec) into its run folder, unless the same spec is already there."""
+    """Write the job's config.json (its typed spec) into its run folder, unless the same spec is already there. A
+    config.json that holds another spec (edited by hand) is set aside with the job's metrics.json, so that the job
+    is computed again from its true spec: a folder never reports a spec it did not run."""
     job.run_dir.mkdir(parents=True, exist_ok=True)
     path = job.run_dir / "config.json"
     record = job.record(code)
     if path.exists():
-        old = read_json(path)
-        if {k: v for k, v in old.items() if k != "code_version"} == {k: v for k, v in record.items()
-                                                                      if k != "code_version"}:
+        if not spec_problems(job.run_dir):  # it hashes to this job's key: the same spec
             return
-        raise RuntimeError(f"{path} holds another spec under the same key; delete the folder to rerun it")
+        if (job.run_dir / "metrics.json").exists():
+            reopen(job.run_dir)
+        set_aside(path)
     write_json(path, record)
 
 

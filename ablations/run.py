@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         manifest = write_manifest(graph)
         results = run_graph(cfg, graph)
-        failed = [r for r in results if r["status"] != "done"]
+        failed = [r["job"] for r in results if r["status"] != "done"]
+        failed += [j.name for j in graph if not graph.done(j) and j.name not in failed]  # e.g. damaged meanwhile
         out = write_report(cfg, sweep, graph, manifest, partial=bool(failed))
     except OSError as e:  # a full or read-only disk, a vanished folder: one line, the jobs' logs have the rest
         print(f"error: {e.filename or cfg.runs_dir}: {e.strerror or e}", file=sys.stderr)

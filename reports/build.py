@@ -18,7 +18,7 @@ import argparse
 import os
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ if __package__ in (None, ""):  # as a script: the repository root on the path, n
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from ablations.engine.io import write_text  # noqa: E402
+from ablations.engine.runfolder import spec_problems  # noqa: E402
 from reports import paper  # noqa: E402
 from reports.claims import RULES, Evidence, LossPair, Timed, compare_trends, judge_all, trend  # noqa: E402
 from reports.figures import (  # noqa: E402
@@ -213,9 +214,24 @@ def trend_rows(ours: Evidence, theirs: Evidence, names: tuple[str, str]) -> list
 # Entry points
 
 
-def inventory(runs: Sequence[Run], groups: Sequence[Group], planned: Sequence[str] = ()) -> list[str]:
-    """What was read: finished runs per kind, the unfinished ones (read, or planned and never finished) and the
-    duplicates left out."""
+def read_runs(run_dirs: Sequence[str | Path]) -> tuple[list[Run], dict[str, str]]:
+    """The run folders under ``run_dirs`` that prove what they hold, and the others (left out) with the reason: a
+    config.json that does not hash to its folder's key is never reported (the runner checks the outputs as well;
+    a published folder holds the metadata only)."""
+    runs, damaged = [], {}
+    for d in find_run_dirs(run_dirs):
+        wrong = spec_problems(d)
+        if wrong:
+            damaged[d.name] = wrong[0]
+        else:
+            runs.append(load_run(d))
+    return runs, damaged
+
+
+def inventory(runs: Sequence[Run], groups: Sequence[Group], planned: Sequence[str] = (),
+              damaged: Mapping[str, str] | None = None) -> list[str]:
+    """What was read: finished runs per kind, the unfinished ones (read, or planned and never finished), the
+    duplicates and the damaged folders left out."""
     kinds = sorted({r.kind for r in runs})
     counts = ", ".join(f"{k} {len(done(runs, k))}" for k in kinds)
     unfinished = sorted({r.name for r in runs if r.metrics is None} | set(planned))
@@ -232,6 +248,8 @@ def inventory(runs: Sequence[Run], groups: Sequence[Group], planned: Sequence[st
         f"Unfinished (planned, no metrics.json: failed, skipped or not run yet; left out): "
         f"{', '.join(unfinished) or 'none'}.",
         f"Duplicates (an eval with the seeds and settings of another, left out): {', '.join(duplicates) or 'none'}.",
+        "Damaged (left out, never reported): "
+        + ("; ".join(f"{name}: {why}" for name, why in sorted((damaged or {}).items())) or "none") + ".",
         ROUNDING,
     ]
 
@@ -255,12 +273,12 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, title: str
         {"markdown", "html": paths, "figures": {name: path}, "missing_figures": {name: reason}, "tables": [ids],
          "claims": [{"claim", "evidence", "verdict", "interval"}], "runs": number of run folders read}.
     """
-    runs = [load_run(d) for d in find_run_dirs(run_dirs)]
+    runs, damaged = read_runs(run_dirs)
     found = [load_manifest(m) for m in find_manifests(run_dirs if manifests is None else manifests)]
     if not found:
         raise ValueError(f"no sweep manifest (_sweeps/*.json) in {', '.join(map(str, run_dirs))}: run the sweep "
                          "with ablations/run.py, which writes it")
-    other = [load_run(d) for d in find_run_dirs(stand_in)] if stand_in else []
+    other = read_runs(stand_in)[0] if stand_in else []
     other_found = [load_manifest(m) for m in find_manifests(stand_in)]
     if stand_in and not (done(other, "score") and other_found):
         raise ValueError(f"no finished score run or no sweep manifest in the stand-in {', '.join(map(str, stand_in))}")
@@ -313,7 +331,7 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, title: str
 
     sections: list[Section] = [
         ("Summary", summary_blocks(verdicts, scale_table(groups, msf, trains), notes)),
-        ("Runs", list(inventory(runs, groups, unfinished))),
+        ("Runs", list(inventory(runs, groups, unfinished, damaged))),
         ("Claims", [claims, *(f"Rule {i}: {rule}" for i, rule in enumerate(RULES, 1))]),
         ("Tables", list(tables)),
         ("Figures", [*plots, "Not produced (data absent): "

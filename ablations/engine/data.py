@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,7 @@ from torch.utils.data import Dataset
 
 from ablations.engine.images import to_uint8
 from ablations.engine.paths import IMAGE_EXTENSIONS
+from ablations.engine.specs import DataConfig
 
 SPLITS = ("train", "ref")
 DATASETS = ("embedded", "imagefolder", "cifar10", "digits")
@@ -56,6 +57,23 @@ class ImageDataset(Dataset):
     def labels(self) -> np.ndarray:
         """Every item's label, int64 [N], without decoding images."""
         raise NotImplementedError
+
+
+def held_out(dataset: ImageDataset, num_classes: int) -> Callable[[Tensor, Sequence[int]], Tensor]:
+    """Real images as a sampler, for the floors of every table: image b is an item of class labels[b] chosen by
+    seeds[b] alone, uint8 [B, 3, H, W] (the same seeds pick the same images for every floor)."""
+    by_class = [np.flatnonzero(dataset.labels() == c) for c in range(num_classes)]
+    empty = [c for c, items in enumerate(by_class) if not len(items)]
+    if empty:
+        raise ValueError(f"class {empty[0]} has no image in {dataset.key}")
+
+    def pick(labels: Tensor, seeds: Sequence[int]) -> Tensor:
+        picks = [int(by_class[int(c)][torch.randint(len(by_class[int(c)]), (1,),
+                                                    generator=torch.Generator().manual_seed(int(s)))])
+                 for c, s in zip(labels.tolist(), seeds, strict=True)]
+        return dataset.make_batch(picks)[0]
+
+    return pick
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -372,13 +390,15 @@ def build_dataset(
     num_classes: int = 10,
     seed: int = 0,
     length: int | None = None,
+    ref_root: str | Path | None = None,
 ) -> ImageDataset:
     """Build a dataset by name.
 
     Args:
         name: "embedded", "imagefolder", "cifar10" or "digits".
-        root: data folder (imagefolder: the class-per-folder tree of this split; cifar10: the folder holding
+        root: data folder (imagefolder: the class-per-folder tree of the train split; cifar10: the folder holding
             cifar-10-batches-bin; digits: where its PNG trees are made, None for the user's cache; embedded: unused).
+        ref_root: imagefolder only: the class-per-folder tree of the held-out reference split (None: ``root``).
         split: "train" or "ref" (embedded, cifar10 and digits; an imagefolder's split is chosen by its root).
         image_size: output side in pixels.
         num_classes, seed, length: embedded only.
@@ -392,5 +412,12 @@ def build_dataset(
     if root is None:
         raise ValueError(f"dataset {name!r} needs a root folder")
     if name == "imagefolder":
-        return ImageFolderDataset(root, image_size)
+        return ImageFolderDataset(ref_root if split == "ref" and ref_root else root, image_size)
     return CIFAR10Dataset(root, split, image_size)
+
+
+def dataset(data: DataConfig, split: str) -> ImageDataset:
+    """The train or reference split of a configured dataset."""
+    length = data.train_size if split == "train" else data.ref_size
+    return build_dataset(data.name, data.root, split, data.image_size, data.num_classes, data.seed,
+                         length if data.name == "embedded" else None, data.ref_root)

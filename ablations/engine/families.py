@@ -252,40 +252,22 @@ def _dit_xl2_speed_sampler(nets: list[nn.Module], plan: Sequence[SpeedStage], de
 # Real images: the floor of every table (real vs real at the same sample count), sampled like a model.
 
 
-def _held_out(job: SampleJob) -> Callable[[Tensor, Sequence[int]], Tensor]:
-    """Held-out real images as a sampler: sample b is a train-split image of class labels[b] chosen by seeds[b] (the
-    reference statistics come from the disjoint ref split), uint8 [B, 3, H, W]."""
-    import numpy as np
-    import torch
-
-    from ablations.engine.jobs import dataset
-
-    train = dataset(job.data, "train")
-    by_class = [np.flatnonzero(train.labels() == c) for c in range(job.data.num_classes)]
-
-    def pick(y: Tensor, seeds: Sequence[int]) -> Tensor:
-        picks = [int(by_class[int(c)][torch.randint(len(by_class[int(c)]), (1,),
-                                                    generator=torch.Generator().manual_seed(int(s)))])
-                 for c, s in zip(y.tolist(), seeds, strict=True)]
-        return train.make_batch(picks)[0]
-
-    return pick
-
-
 def _load_real(job: SampleJob, deps: dict[str, Path], ae: Autoencoder, device: torch.device) -> Loaded:
     """The floor of every table: held-out real images, returned in [-1, 1]."""
+    from ablations.engine.data import dataset, held_out
     from ablations.engine.images import to_float
 
-    pick = _held_out(job)
+    pick = held_out(dataset(job.data, "train"), job.data.num_classes)
     return Loaded(lambda y, seeds: to_float(pick(y, seeds)).to(device), [], None, None, None, None, decoded=True)
 
 
 def _load_reconstructed(job: SampleJob, deps: dict[str, Path], ae: Autoencoder, device: torch.device) -> Loaded:
     """The autoencoder's floor of every table: the same held-out images as the real floor (same seeds), encoded by
     the run's autoencoder; decoding them is what no diffusion model on this latent can beat (Sec. 3.2)."""
+    from ablations.engine.data import dataset, held_out
     from ablations.engine.images import to_float
 
-    pick = _held_out(job)
+    pick = held_out(dataset(job.data, "train"), job.data.num_classes)
     return Loaded(lambda y, seeds: ae.encode(to_float(pick(y, seeds)).to(device)), [], None, None, None, None)
 
 

@@ -20,7 +20,7 @@ import torch
 
 from ablations.engine import assets, autoencoders, runfolder
 from ablations.engine.cache import TargetCache, build_cache, part_stats
-from ablations.engine.data import ImageDataset, build_dataset
+from ablations.engine.data import dataset
 from ablations.engine.evaluate import (
     compiled,
     decomposition,
@@ -49,7 +49,6 @@ from ablations.engine.metrics import (
 from ablations.engine.specs import (
     AutoencoderJob,
     CacheJob,
-    DataConfig,
     ReconJob,
     Runtime,
     SampleJob,
@@ -79,13 +78,6 @@ def device_of(runtime: Runtime) -> torch.device:
 def features_file(features: str) -> Path:
     """The embedded world's feature network: a frozen one by name (assets.py, hash checked) or a file."""
     return assets.asset(features) if features in assets.ASSETS else Path(features)
-
-
-def dataset(data: DataConfig, split: str) -> ImageDataset:
-    """The train or reference split of the configured dataset."""
-    length = data.train_size if split == "train" else data.ref_size
-    return build_dataset(data.name, data.root, split, data.image_size, data.num_classes, data.seed,
-                         length if data.name == "embedded" else None)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -331,6 +323,9 @@ def run(run_dir: str | Path, say: Log = print) -> dict[str, Any]:
     done = run_dir / "metrics.json"
     if runfolder.done(run_dir):
         return read_json(done)
+    wrong = runfolder.spec_problems(run_dir)
+    if wrong:
+        raise ValueError(wrong[0])
     record = read_json(run_dir / "config.json")
     spec = read_spec(record)
     deps = {role: run_dir.parent / name for role, name in record["deps"].items()}
@@ -342,10 +337,10 @@ def run(run_dir: str | Path, say: Log = print) -> dict[str, Any]:
         if runfolder.done(run_dir):  # finished by another runner while we waited
             return read_json(done)
         if done.exists():
-            say(f"{record['name']}: damaged outputs ({'; '.join(runfolder.damaged(run_dir))}); recomputing it")
+            say(f"{record['name']}: damaged outputs ({'; '.join(runfolder.problems(run_dir))}); recomputing it")
             runfolder.reopen(run_dir)
         for role, dep in deps.items():
-            problems = runfolder.damaged(dep, hashes=True)
+            problems = runfolder.problems(dep, hashes=True)
             if problems:
                 runfolder.reopen(dep)
                 raise DependencyDamaged(f"{problems[0]} ({role} of {record['name']}); it was set aside: run the "

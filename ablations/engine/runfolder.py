@@ -1,16 +1,21 @@
-"""The run-folder protocol: a job's outputs are recorded with their sizes and hashes in metrics.json, so
-that a damaged output (a truncated checkpoint, a lost file) is noticed before anything trusts it.
+"""The run-folder protocol: a run folder proves what it holds. Its ``config.json`` hashes to the key its name
+ends with, and its job's outputs are recorded with their sizes and hashes in ``metrics.json``, so that a hand-edited
+spec or a damaged output (a truncated checkpoint, a lost file) is noticed before anything trusts it.
 
-A run folder holds ``config.json`` (written before the job starts), ``log.txt``, the job's outputs and ``metrics.json``
-(written last, atomically). ``metrics.json["outputs"]`` maps every output file (relative path) to its size and, for
-files up to ``HASHED_UP_TO`` bytes, its SHA-256. Planning checks sizes (cheap, every command); a job checks the
-hashes of the dependency files it is about to load. No torch here: the runner plans with it.
+A run folder ``KIND-LABEL-KEY`` holds ``config.json`` (written before the job starts: kind, name, key, results
+version, spec, dependencies), ``log.txt``, the job's outputs and ``metrics.json`` (written last, atomically).
+``metrics.json["outputs"]`` maps every output file (relative path) to its size and, for files up to
+``HASHED_UP_TO`` bytes and the saved samples, its SHA-256. :func:`problems` is the one check that planning, the
+runner and the reports share: sizes when planning (cheap, every command), hashes when a job loads a dependency's
+files. No torch here: the runner plans with it and the reports read with it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
+import json
 import os
 import socket
 from collections.abc import Iterator
@@ -20,6 +25,12 @@ from typing import Any
 from ablations.engine.io import file_sha256, read_json
 
 HASHED_UP_TO = 256 << 20  # larger outputs (a target cache's shards) are checked by size only
+ALWAYS_HASHED = {"samples.npz"}  # the images a score job scores: hashed whatever their size
+REQUIRED = {  # outputs without which a finished job of a kind is damaged, whatever its metrics.json says
+    "autoencoder": ("autoencoder/diffusion_pytorch_model.safetensors",),
+    "train": ("ema.safetensors", "model.json"),
+    "sample": ("samples.npz",),
+}
 BOOKKEEPING = {"config.json", "log.txt", "metrics.json", ".lock", "diverged.json"}
 SKIPPED_DIRS = {"checkpoints"}  # intermediate: a training job checks its own checkpoints when it resumes
 
@@ -31,7 +42,7 @@ def output_files(run_dir: Path) -> list[Path]:
         rel = path.relative_to(run_dir)
         if not path.is_file() or rel.parts[0] in SKIPPED_DIRS or rel.name in BOOKKEEPING or ".tmp" in rel.name:
             continue
-        if rel.name.startswith("metrics.json."):  # an earlier run's metrics kept aside
+        if ".damaged-" in rel.name:  # an earlier run's record kept aside
             continue
         files.append(path)
     return files
@@ -43,20 +54,48 @@ def record_outputs(run_dir: Path) -> dict[str, dict[str, Any]]:
     for path in output_files(run_dir):
         size = path.stat().st_size
         entry: dict[str, Any] = {"size": size}
-        if size <= HASHED_UP_TO:
+        if size <= HASHED_UP_TO or path.name in ALWAYS_HASHED:
             entry["sha256"] = file_sha256(path)
         out[str(path.relative_to(run_dir))] = entry
     return out
 
 
-def damaged(run_dir: Path, hashes: bool = False) -> list[str]:
-    """What is wrong with a finished job's recorded outputs: missing files, other sizes, other hashes (with
-    ``hashes``); [] when intact or when no outputs were recorded."""
+def key_of(record: dict[str, Any]) -> str:
+    """The run key a config.json record names: 8 hex digits of the SHA-256 of its kind, results version, spec and
+    dependencies (the folder names of its dependencies, by role)."""
+    content = {k: record.get(k) for k in ("kind", "results_version", "spec", "deps")}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def spec_problems(run_dir: Path) -> list[str]:
+    """What is wrong with a run folder's config.json: missing, unreadable, or not hashing to the key its name ends
+    with (a hand-edited spec); [] when it proves what it holds."""
+    path = run_dir / "config.json"
     try:
-        recorded = read_json(run_dir / "metrics.json").get("outputs", {})
-    except ValueError as e:
-        return [str(e)]
-    problems = []
+        record = read_json(path)
+    except (OSError, ValueError) as e:
+        return [f"{path} cannot be read ({e})"]
+    if not isinstance(record, dict) or not {"kind", "name", "key", "spec", "deps"} <= set(record):
+        return [f"{path} is not a run record (kind, name, key, spec, deps)"]
+    key = key_of(record)
+    if key != record["key"] or record["name"] != run_dir.name or not run_dir.name.endswith(f"-{key}"):
+        return [f"{path} does not hash to the key of {run_dir.name} (edited by hand?)"]
+    return []
+
+
+def output_problems(run_dir: Path, hashes: bool = False) -> list[str]:
+    """What is wrong with a finished job's recorded outputs: an unreadable metrics.json, an output its kind needs
+    that was not recorded, missing files, other sizes, other hashes (with ``hashes``); [] when intact."""
+    try:
+        metrics = read_json(run_dir / "metrics.json")
+        recorded = metrics["outputs"]
+        kind = read_json(run_dir / "config.json").get("kind")
+        if not isinstance(recorded, dict):
+            raise ValueError("its outputs are not a mapping")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        return [f"{run_dir / 'metrics.json'} is not a finished job's record ({e})"]
+    problems = [f"{run_dir / rel} was not recorded as an output" for rel in REQUIRED.get(str(kind), ())
+                if rel not in recorded]
     for rel, entry in recorded.items():
         path = run_dir / rel
         if not path.is_file():
@@ -68,19 +107,24 @@ def damaged(run_dir: Path, hashes: bool = False) -> list[str]:
     return problems
 
 
-def done(run_dir: Path) -> bool:
-    """A job is done when its metrics.json exists and its recorded outputs are intact (sizes)."""
-    return (run_dir / "metrics.json").is_file() and not damaged(run_dir)
+def problems(run_dir: Path, hashes: bool = False) -> list[str]:
+    """Everything wrong with a finished run folder (:func:`spec_problems`, then :func:`output_problems`)."""
+    return spec_problems(run_dir) or output_problems(run_dir, hashes)
+
+
+def set_aside(path: Path) -> Path:
+    """Keep a damaged file as ``NAME.damaged-N`` (the first free N) and return where it went."""
+    n = 1
+    while path.with_name(f"{path.name}.damaged-{n}").exists():
+        n += 1
+    target = path.with_name(f"{path.name}.damaged-{n}")
+    os.replace(path, target)
+    return target
 
 
 def reopen(run_dir: Path) -> Path:
     """Set a damaged job's metrics.json aside (kept as metrics.json.damaged-N) so that the job runs again."""
-    n = 1
-    while (run_dir / f"metrics.json.damaged-{n}").exists():
-        n += 1
-    target = run_dir / f"metrics.json.damaged-{n}"
-    os.replace(run_dir / "metrics.json", target)
-    return target
+    return set_aside(run_dir / "metrics.json")
 
 
 class JobLocked(RuntimeError):

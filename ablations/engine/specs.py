@@ -13,12 +13,12 @@ fails until it is), so a run folder written by older code is never reused for ne
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ablations.engine.runfolder import key_of
 from ablations.engine.typed import NON_NEGATIVE, POSITIVE, UNIT, UNIT_OPEN, checked, from_data, to_data
 
 Device = Literal["auto", "cpu", "cuda"]
@@ -51,6 +51,7 @@ class DataConfig:
 
     name: Literal["embedded", "imagefolder", "cifar10", "digits"] = "embedded"
     root: str | None = None  # dataset folder (imagefolder, cifar10; digits: where to make it, default a cache folder)
+    ref_root: str | None = None  # imagefolder: a held-out class-per-folder tree for the reference (default: root)
     image_size: int = checked(32, check=POSITIVE)
     num_classes: int = checked(10, check=(lambda n: n >= 2, "at least 2 classes"))
     train_size: int = checked(20000, check=POSITIVE)  # embedded only: images in the train split
@@ -390,9 +391,9 @@ def kind_of(spec: Any) -> str:
 
 
 def run_key(kind: str, spec: Any, deps: dict[str, str]) -> str:
-    """8 hex digits of the SHA-256 of (kind, results version, spec, dependency keys by role)."""
-    content = {"kind": kind, "results_version": RESULTS_VERSION[kind], "spec": to_data(spec), "deps": deps}
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:8]
+    """The key of a job: :func:`ablations.engine.runfolder.key_of` of the config.json it will write (its kind,
+    results version, spec and dependencies' folder names by role)."""
+    return key_of({"kind": kind, "results_version": RESULTS_VERSION[kind], "spec": to_data(spec), "deps": deps})
 
 
 def spec_record(kind: str, name: str, key: str, spec: Any, deps: dict[str, str], code_version: str) -> dict[str, Any]:
