@@ -21,7 +21,7 @@ from typing import Any, Literal
 import yaml
 
 from ablations.engine import paths
-from ablations.engine.assets import ASSETS
+from ablations.engine.committed import ASSETS
 from ablations.engine.families import FAMILIES
 from ablations.engine.specs import (
     AutoencoderConfig,

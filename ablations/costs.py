@@ -92,7 +92,7 @@ def _vae(cfg: AutoencoderConfig) -> Any:
     import torch
     from diffusers import AutoencoderKL
 
-    from ablations.engine.assets import ASSETS
+    from ablations.engine.committed import ASSETS
 
     if cfg.kind == "pixel":
         return None

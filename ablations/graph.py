@@ -18,7 +18,7 @@ from typing import Any, get_args
 
 from ablations.config import Config, ConfigError, Sweep, lookup, per_scale, point_config, resolve, stage_of
 from ablations.engine import paths, runfolder
-from ablations.engine.assets import ASSETS
+from ablations.engine.committed import ASSETS
 from ablations.engine.families import ANCHOR_FAMILIES, FAMILIES, SPEED_FAMILIES
 from ablations.engine.io import write_json
 from ablations.engine.specs import (

@@ -40,9 +40,15 @@ ALLOWED = {  # layer -> the layers its modules may import (module-level or insid
 
 
 def project_imports(path: Path) -> list[str]:
-    """Every project module a source file imports, anywhere in the file."""
+    """Every project module a source file imports, anywhere in the file (at import time or inside functions), but
+    under ``if TYPE_CHECKING:`` (never executed)."""
     found = []
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    typing_only = {id(sub) for node in ast.walk(tree) if isinstance(node, ast.If)
+                   and getattr(node.test, "id", None) == "TYPE_CHECKING" for sub in ast.walk(node)}
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
             found += [n for n in names[:1] if n.split(".")[0] in PACKAGES]
@@ -71,6 +77,80 @@ def test_imports_point_downward(module, path):
         assert target in ALLOWED[here], f"{module} ({here}) imports {imported} ({target})"
     if here == "runner" and module != "ablations.run":
         assert not any(layer(i) == "reports" for i in project_imports(path)), f"{module} imports the reports"
+
+
+def module_graph() -> dict[str, set[str]]:
+    """Project module -> the project modules it imports (``from pkg.mod import name`` counts as pkg.mod, or as
+    pkg.mod.name when that is a module)."""
+    modules = {m for m, _ in sources()}
+
+    def resolve(name: str) -> str | None:
+        parts = name.split(".")
+        return next((".".join(parts[:i]) for i in range(len(parts), 0, -1) if ".".join(parts[:i]) in modules), None)
+
+    graph: dict[str, set[str]] = {}
+    for module, path in sources():
+        tree = ast.parse(path.read_text())
+        typing_only = {id(sub) for node in ast.walk(tree) if isinstance(node, ast.If)
+                       and getattr(node.test, "id", None) == "TYPE_CHECKING" for sub in ast.walk(node)}
+        targets = set()
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets |= {resolve(f"{node.module}.{a.name}") or resolve(node.module) for a in node.names}
+            elif isinstance(node, ast.Import):
+                targets |= {resolve(a.name) for a in node.names}
+        graph[module] = {t for t in targets if t and t != module and not t.endswith("__init__")}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one node (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycles_between_modules_or_packages():
+    """No module imports, directly or through others (lazy imports included), a module that imports it back; nor
+    does any package: the layers form a chain."""
+    graph = module_graph()
+    assert cycles(graph) == []
+    packages: dict[str, set[str]] = {}
+    for module, targets in graph.items():
+        packages.setdefault(layer(module), set()).update(layer(t) for t in targets if layer(t) != layer(module))
+    assert cycles(packages) == []
+
+
+def test_the_cycle_finder_finds_cycles():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
 
 
 def test_the_method_package_holds_the_paper_alone():

@@ -19,7 +19,7 @@ import torch
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 from torch import Tensor
 
-from ablations.engine.assets import asset
+from ablations.engine.committed import asset
 from ablations.engine.specs import AutoencoderConfig
 from msf.autoencoder import Autoencoder, KLAutoencoder, PixelAutoencoder
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ablations.engine import assets, autoencoders, runfolder
+from ablations.engine import autoencoders, committed, runfolder
 from ablations.engine.cache import TargetCache, build_cache, part_stats
 from ablations.engine.data import dataset
 from ablations.engine.evaluate import (
@@ -77,7 +77,7 @@ def device_of(runtime: Runtime) -> torch.device:
 
 def features_file(features: str) -> Path:
     """The embedded world's feature network: a frozen one by name (assets.py, hash checked) or a file."""
-    return assets.asset(features) if features in assets.ASSETS else Path(features)
+    return committed.asset(features) if features in committed.ASSETS else Path(features)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -210,7 +210,7 @@ class FactorizationSpec:
 def _vae_config(cfg: AutoencoderConfig) -> dict[str, Any]:
     """The config.json of a committed or pretrained autoencoder folder."""
     if cfg.kind == "frozen":
-        from ablations.engine.assets import ASSETS
+        from ablations.engine.committed import ASSETS
 
         folder = ASSETS[cfg.frozen].location
     else:
