@@ -330,7 +330,8 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, title: str
         missing["fig_grid"] = "no eval of a sweep point with grid.npy"
 
     sections: list[Section] = [
-        ("Summary", summary_blocks(verdicts, scale_table(groups, msf, trains), notes)),
+        ("Summary", summary_blocks(verdicts, scale_table(groups, msf, trains, {r.name: r for r in done(runs, "cache")}),
+                                   notes)),
         ("Runs", list(inventory(runs, groups, unfinished, damaged))),
         ("Claims", [claims, *(f"Rule {i}: {rule}" for i, rule in enumerate(RULES, 1))]),
         ("Tables", list(tables)),

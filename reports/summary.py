@@ -3,7 +3,7 @@ run's scale differs from the paper's, every difference read from the run folders
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from reports.claims import CONTRADICTED, SUPPORTED, UNRESOLVED, Verdict
@@ -17,6 +17,7 @@ PAPER_SCALE = {  # the paper's setup (Secs. 4, 4.1, 4.2; Table 1 caption)
     "samples": "50K per FID (Table 1); 5K (FID-5K, Tables 2-5)",
     "reference": "ADM's ImageNet reference batch",
     "scales": "2 scales: 192 and 256 px (VAE factor 8)",
+    "energy": "not reported",
     "params": "767.1M (435.9M + 331.2M)",
     "training": "400k + 250k iterations at batch 2560",
     "seeds": "one run per number (no spread reported)",
@@ -30,7 +31,22 @@ def _values(items: Sequence[Any]) -> str:
     return " / ".join(distinct) or MISSING
 
 
-def scale_table(groups: Sequence[Group], msf: Group | None, trains: Sequence[Run]) -> Table:
+def energy_shares(trains: Sequence[Run], caches: Mapping[str, Run]) -> list[float] | None:
+    """The share of the latent's energy each scale's target holds (Algorithm 1), from the target cache the paper's
+    arm trained on: RMS_i^2 x h_i^2 over the sum (the channels are the same at every scale)."""
+    for r in trains:
+        cache = next((caches[name] for role, name in sorted(r.deps.items())
+                      if role.startswith("cache") and name in caches), None)
+        m = cache.metrics if cache is not None else None
+        if m and m.get("target_rms") and cache is not None:
+            sizes = cache.spec["factorization"]["scales"]
+            energy = [rms**2 * h**2 for rms, h in zip(m["target_rms"], sizes, strict=True)]
+            return [e / sum(energy) for e in energy]
+    return None
+
+
+def scale_table(groups: Sequence[Group], msf: Group | None, trains: Sequence[Run],
+                caches: Mapping[str, Run] | None = None) -> Table:
     """This run's setup beside the paper's: dataset, feature network, sample counts, sizes, training, seeds
     (Secs. 4, 4.1, 4.2)."""
     models = [g for g in groups if g.anchor is None]
@@ -52,6 +68,8 @@ def scale_table(groups: Sequence[Group], msf: Group | None, trains: Sequence[Run
         ["Reference images", PAPER_SCALE["reference"], _values([g.setting["n_ref"] for g in models])],
         ["MSF latent scales", PAPER_SCALE["scales"],
          f"{len(s['scales'])} scales: latents {value_text('scales', s['scales'])}" if s else MISSING],
+        ["Latent energy per scale (Algorithm 1 targets)", PAPER_SCALE["energy"],
+         " / ".join(f"{100 * e:.1f}%" for e in shares) if (shares := energy_shares(trains, caches or {})) else MISSING],
         ["MSF parameters", PAPER_SCALE["params"], f"{fmt(params.mean, 'params_m')}M" if params else MISSING],
         ["MSF training per stage", PAPER_SCALE["training"], training],
         ["Runs per number", PAPER_SCALE["seeds"], seeds_text(msf.pairs) if msf else MISSING],

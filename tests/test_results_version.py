@@ -26,7 +26,8 @@ VALUES = {  # metrics.json keys fingerprinted per kind (deterministic outputs; n
     "autoencoder": ("psnr_ref_db",),
     "cache": ("items", "target_rms"),
     "train": ("final_loss", "final_loss_ema100", "params_m"),
-    "eval": ("fid", "is_mean", "params_m", "gflops_per_image"),  # not precision/recall: counts of 32, one flip = 3%
+    "sample": ("params_m", "gflops_per_image"),  # the images themselves show in their scores
+    "score": ("fid", "is_mean"),  # not precision/recall: counts of 32, one flip = 3%
     "recon": ("psnr_per_scale",),
     "speed": ("tflops_per_image", "gflops_per_forward", "params_m"),
 }

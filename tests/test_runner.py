@@ -19,7 +19,7 @@ from ablations.launch import next_job, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = [sys.executable, str(ROOT / "ablations" / "run.py")]
-SMOKE = ["preset=smoke", "cpu_threads=1", "eval.save_npz=true", "eval.bootstrap=20"]
+SMOKE = ["preset=smoke", "cpu_threads=1", "eval.bootstrap=20"]
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -81,9 +81,9 @@ def test_tables_2_to_5_share_their_trainings():
     for sweep in ("cfg_scale0", "cfg_scale1", "steps_scale0", "steps_scale1"):
         cfg, s = resolve([("sweep", sweep)])
         keys[sweep] = sorted(n.key for n in plan(cfg, s) if n.kind == "train")
-    stages_per_seed = 2 * 2  # two stages, trained and untrained (the ceiling: a 0-step training)
+    # two stages per training seed, and the ceiling's two untrained stages (0-step trainings) at the first seed
     assert len(set(map(tuple, keys.values()))) == 1
-    assert len(keys["cfg_scale0"]) == stages_per_seed * len(cfg.seeds.train)
+    assert len(keys["cfg_scale0"]) == 2 * len(cfg.seeds.train) + 2
 
 
 def test_paper_grid_values():
@@ -118,16 +118,20 @@ def test_smoke_sweep_end_to_end_then_nothing_recomputed(tmp_path):
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     folders = sorted(p for p in (runs / "smoke").iterdir() if (p / "metrics.json").exists())
     kinds = [json.loads((p / "config.json").read_text())["kind"] for p in folders]
-    assert sorted(set(kinds)) == ["cache", "eval", "train"]  # the autoencoder and feature network are committed
+    # the autoencoder and feature network are committed; each eval point is a sample job and a score job
+    assert sorted(set(kinds)) == ["cache", "sample", "score", "train"]
     for p in folders:  # every run folder describes itself
         assert (p / "config.json").exists() and (p / "log.txt").exists()
-    evals = [p for p, k in zip(folders, kinds, strict=True) if k == "eval"]
+    evals = [p for p, k in zip(folders, kinds, strict=True) if k == "score"]
     m = json.loads((evals[0] / "metrics.json").read_text())
     assert m["world"] == "embedded" and m["n_samples"] == 32 and m["fid"] > 0
     lo, hi = m["fid_bootstrap_95"]
     assert 0 < lo < hi
-    with np.load(evals[0] / "samples.npz") as z:  # ADM's sample-batch format
+    with np.load(runs / "smoke" / m["samples"] / "samples.npz") as z:  # ADM's sample-batch format, with labels
         assert z["arr_0"].dtype == np.uint8 and z["arr_0"].shape == (32, 32, 32, 3)
+        assert z["arr_1"].tolist() == [i % 4 for i in range(32)]
+    assert {m["anchor"] for m in (json.loads((p / "metrics.json").read_text()) for p in evals)} == {
+        None, "real", "autoencoder", "untrained"}
     report = runs / "smoke" / "reports" / "cfg_scale1" / "report.md"
     assert report.exists() and "Table 3" in report.read_text()
 
@@ -148,13 +152,14 @@ def test_smoke_sweep_end_to_end_then_nothing_recomputed(tmp_path):
 
 def test_local_launcher_runs_the_graph_in_subprocesses(tmp_path):
     """launcher=local: submitit's LocalExecutor, one subprocess per job, same run folders as in process: 5 CFG
-    points, the floor (real images), the ceiling (untrained: 2 stages, 1 eval), the 2 trained stages, the cache."""
+    points and the two floors (real images, their reconstructions), a sample and a score job each, the ceiling
+    (untrained: 2 stages, a sample and a score job), the 2 trained stages, the cache."""
     runs = tmp_path / "runs"
     r = run_cli("sweep=cfg_scale1", "preset=smoke", "cpu_threads=1", "launcher=local", "sample.steps=[3,2]",
                 f"runs_dir={runs}", cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     done = list((runs / "smoke").glob("*/metrics.json"))
-    assert len(done) == 12 and any((runs / "smoke" / "_submitit").glob("*_log.out"))
+    assert len(done) == 7 * 2 + 4 + 2 + 1 and any((runs / "smoke" / "_submitit").glob("*_log.out"))
 
 
 def test_runners_side_by_side_take_the_next_ready_job_instead_of_waiting(tmp_path):

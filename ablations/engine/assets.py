@@ -104,7 +104,8 @@ def build_embedded_ae(out: Path, log: Callable[[str], None] = print) -> None:
 
     torch.set_num_threads(2)
     train = EmbeddedDataset("train", 32, MAX_CLASSES, seed=0, length=20_000)
-    ae = train_small_autoencoder(train, SmallAEConfig(), torch.Generator().manual_seed(0), log)
+    recipe = SmallAEConfig() if ae_steps is None else SmallAEConfig(steps=ae_steps)
+    ae = train_small_autoencoder(train, recipe, torch.Generator().manual_seed(0), log)
     ae.name = "embedded-ae"
     save_autoencoder(ae, out)
 
@@ -163,11 +164,13 @@ def measure_floors(train: ImageDataset, ref: ImageDataset, num_classes: int, ae:
             "reconstruction_psnr_db": psnr(mse), "n": n, "n_ref": len(ref)}
 
 
-def build_for_images(images: Path, out: Path, size: int = 32, log: Callable[[str], None] = print) -> dict[str, Any]:
+def build_for_images(images: Path, out: Path, size: int = 32, log: Callable[[str], None] = print,
+                     ae_steps: int | None = None, cnn_steps: int | None = None) -> dict[str, Any]:
     """An autoencoder and a feature network for any image set laid out as ``images/train/<class>/`` and
-    ``images/ref/<class>/`` (the same class folders; ref held out), trained by the committed recipes on this CPU:
-    writes ``out/autoencoder/`` (a diffusers AutoencoderKL folder), ``out/features.safetensors`` and
-    ``out/floors.json``, and returns what it measured (held-out accuracy, reconstruction PSNR, floors)."""
+    ``images/ref/<class>/`` (the same class folders; ref held out), trained by the committed recipes on this CPU
+    (``ae_steps`` and ``cnn_steps`` shorten them, for tests): writes ``out/autoencoder/`` (a diffusers AutoencoderKL
+    folder), ``out/features.safetensors`` and ``out/floors.json``, and returns what it measured (held-out accuracy,
+    reconstruction PSNR, floors)."""
     import json
     import time
 
@@ -184,7 +187,8 @@ def build_for_images(images: Path, out: Path, size: int = 32, log: Callable[[str
     num_classes = len(train.classes)
     torch.set_num_threads(2)
     t0 = time.time()
-    ae = train_small_autoencoder(train, SmallAEConfig(), torch.Generator().manual_seed(0), log)
+    recipe = SmallAEConfig() if ae_steps is None else SmallAEConfig(steps=ae_steps)
+    ae = train_small_autoencoder(train, recipe, torch.Generator().manual_seed(0), log)
     ae.name = f"{images.name}-ae"
     ae_seconds = time.time() - t0
     pixels, labels = train.make_batch(range(len(train)))
@@ -194,7 +198,7 @@ def build_for_images(images: Path, out: Path, size: int = 32, log: Callable[[str
         return pixels[i], labels[i]
 
     t0 = time.time()
-    classifier = train_classifier(batch, num_classes, CNN_STEPS, torch.Generator().manual_seed(7), log)
+    classifier = train_classifier(batch, num_classes, cnn_steps or CNN_STEPS, torch.Generator().manual_seed(7), log)
     cnn_seconds = time.time() - t0
     acc = accuracy(classifier, *ref.make_batch(range(len(ref))))
     floors = measure_floors(train, ref, num_classes, ae, classifier, n=min(500, len(train)))
