@@ -236,17 +236,22 @@ def main(argv: list[str] | None = None) -> int:
                         "build an autoencoder and a feature network for it, and measure its floors")
     parser.add_argument("--size", type=int, default=32, help="--images: image side in pixels (default 32)")
     args = parser.parse_args(argv)
+
+    def refuse(message: str) -> int:
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
     if args.out.exists():
-        parser.error(f"{args.out} exists; give a new path")
+        return refuse(f"{args.out} exists; give a new path")
     if (args.name is None) == (args.images is None):
-        parser.error("give either NAME (a committed network) or --images DIR")
+        return refuse("give either NAME (a committed network) or --images DIR")
     if args.images is not None:
         for split in ("train", "ref"):
             if not (args.images / split).is_dir():
-                parser.error(f"{args.images / split} is not a folder: --images needs DIR/train/<class>/ and "
-                             "DIR/ref/<class>/")
+                return refuse(f"{args.images / split} is not a folder: --images needs DIR/train/<class>/ and "
+                              "DIR/ref/<class>/")
         if not 8 <= args.size <= 256:
-            parser.error(f"--size={args.size}: expected 8 to 256 pixels")
+            return refuse(f"--size={args.size}: expected 8 to 256 pixels")
     try:
         if args.images is not None:
             r = build_for_images(args.images, args.out, args.size)
@@ -263,8 +268,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         BUILDERS[args.name](args.out)
     except (ValueError, FileNotFoundError) as e:
-        print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
-        return 2
+        return refuse(str(e).splitlines()[0])
     except BaseException:
         if args.out.is_dir():
             shutil.rmtree(args.out)
