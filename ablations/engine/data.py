@@ -19,6 +19,7 @@ amplitude.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Callable, Sequence
@@ -35,7 +36,7 @@ from ablations.engine.paths import IMAGE_EXTENSIONS
 from ablations.engine.specs import DataConfig
 
 SPLITS = ("train", "ref")
-DATASETS = ("embedded", "imagefolder", "cifar10", "digits")
+DATASETS = ("embedded", "photos", "imagefolder", "cifar10", "digits")
 
 
 class ImageDataset(Dataset):
@@ -223,6 +224,96 @@ class EmbeddedDataset(ImageDataset):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# Photo crops: a small real image set that ships inside packages on the index (scikit-image's and scikit-learn's
+# sample photos), one class per photo.
+
+PHOTOS = (  # (class name, package, loader): colour photos, then two grey textures
+    ("astronaut", "skimage", "astronaut"),
+    ("cat", "skimage", "chelsea"),
+    ("coffee", "skimage", "coffee"),
+    ("rocket", "skimage", "rocket"),
+    ("stained tissue", "skimage", "immunohistochemistry"),
+    ("motorcycle", "skimage", "stereo_motorcycle"),
+    ("temple", "sklearn", "china.jpg"),
+    ("flower", "sklearn", "flower.jpg"),
+    ("brick", "skimage", "brick"),
+    ("gravel", "skimage", "gravel"),
+)
+CROP_SIDES = (48, 160)  # crop side in photo pixels, drawn uniformly: every crop is reduced to the image size
+
+
+@functools.lru_cache(maxsize=None)
+def _photo(package: str, name: str) -> np.ndarray:
+    """One sample photo as uint8 [H, W, 3], read from the installed package (no network), once per process."""
+    if package == "sklearn":
+        from sklearn.datasets import load_sample_image
+
+        image = load_sample_image(name)
+    else:
+        import skimage.data
+
+        image = getattr(skimage.data, name)()
+        image = image[0] if isinstance(image, tuple) else image  # stereo_motorcycle: (left, right, disparity)
+    return np.ascontiguousarray(np.stack([image] * 3, -1) if image.ndim == 2 else image[..., :3])
+
+
+class PhotosDataset(ImageDataset):
+    """Crops of real photos, one class per photo (PHOTOS): item i of a split is a pure function of (seed, split, i).
+
+    Class ``i % num_classes``; a square crop of side uniform in CROP_SIDES at a uniform position, mirrored with
+    probability 1/2, reduced to ``size`` px (bicubic, antialiased). So every image carries the photo's detail at
+    every scale from the crop down to a pixel, as natural images do; the ref split draws other crops of the same
+    photos (indices from REF_OFFSET), as the embedded set does.
+    """
+
+    def __init__(self, split: str = "train", size: int = 32, num_classes: int = len(PHOTOS), seed: int = 0,
+                 length: int | None = None):
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+        if not 2 <= num_classes <= len(PHOTOS):
+            raise ValueError(f"photos num_classes must be in [2, {len(PHOTOS)}], got {num_classes}")
+        if not 8 <= size <= CROP_SIDES[0]:
+            raise ValueError(f"photos image size must be in [8, {CROP_SIDES[0]}], got {size}")
+        length = DEFAULT_LENGTH[split] if length is None else length
+        if not 0 < length <= REF_OFFSET:
+            raise ValueError(f"photos length must be in [1, {REF_OFFSET}], got {length}")
+        self.photos = [_photo(package, name) for _, package, name in PHOTOS[:num_classes]]
+        digest = hashlib.sha256(b"".join(p.tobytes() for p in self.photos)).hexdigest()[:16]
+        self.split, self.size, self.num_classes, self.seed, self.length = split, size, num_classes, seed, length
+        self.offset = 0 if split == "train" else REF_OFFSET
+        self.key = f"photos:split={split},size={size},classes={num_classes},seed={seed},length={length},{digest}"
+
+    def __len__(self) -> int:
+        return self.length
+
+    def labels(self) -> np.ndarray:
+        """Item i has label i % num_classes."""
+        return np.arange(self.length, dtype=np.int64) % self.num_classes
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        images, labels = self.make_batch([index])
+        return images[0], int(labels[0])
+
+    def make_batch(self, indices: Sequence[int] | Tensor) -> tuple[Tensor, Tensor]:
+        """Items ``indices`` -> (uint8 [B,3,H,W], int64 [B])."""
+        index = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if index.size and (index.min() < 0 or index.max() >= self.length):
+            raise IndexError(f"photos {self.split} index out of range [0, {self.length}): {index.tolist()[:8]}")
+        labels = index % self.num_classes
+        u = hash_uniform(self.seed, index + self.offset, 4).numpy()  # side, x, y, mirror
+        out = np.empty((len(index), self.size, self.size, 3), np.uint8)
+        for b, (c, (side, x, y, mirror)) in enumerate(zip(labels, u, strict=True)):
+            photo = self.photos[int(c)]
+            h, w = photo.shape[:2]
+            n = min(int(CROP_SIDES[0] + side * (CROP_SIDES[1] - CROP_SIDES[0])), h, w)
+            top, left = int(y * (h - n + 1)), int(x * (w - n + 1))
+            crop = Image.fromarray(photo[top : top + n, left : left + n])
+            crop = crop.resize((self.size, self.size), Image.Resampling.BICUBIC)
+            out[b] = np.asarray(crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if mirror < 0.5 else crop)
+        return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # Class-per-folder trees (ImageNet train layout) with ADM's centre crop, and CIFAR-10.
 
 
@@ -405,6 +496,8 @@ def build_dataset(
     """
     if name == "embedded":
         return EmbeddedDataset(split, image_size, num_classes, seed, length)
+    if name == "photos":
+        return PhotosDataset(split, image_size, num_classes, seed, length)
     if name == "digits":
         return ImageFolderDataset(digits_folder(root) / split, image_size)
     if name not in DATASETS:
@@ -420,4 +513,4 @@ def dataset(data: DataConfig, split: str) -> ImageDataset:
     """The train or reference split of a configured dataset."""
     length = data.train_size if split == "train" else data.ref_size
     return build_dataset(data.name, data.root, split, data.image_size, data.num_classes, data.seed,
-                         length if data.name == "embedded" else None, data.ref_root)
+                         length if data.name in ("embedded", "photos") else None, data.ref_root)

@@ -49,7 +49,7 @@ RESULTS_VERSION: dict[str, int] = {
 class DataConfig:
     """Which images: the embedded procedural set, a class-per-folder tree (ImageNet) or CIFAR-10."""
 
-    name: Literal["embedded", "imagefolder", "cifar10", "digits"] = "embedded"
+    name: Literal["embedded", "photos", "imagefolder", "cifar10", "digits"] = "embedded"
     root: str | None = None  # dataset folder (imagefolder, cifar10; digits: where to make it, default a cache folder)
     ref_root: str | None = None  # imagefolder: a held-out class-per-folder tree for the reference (default: root)
     image_size: int = checked(32, check=POSITIVE)
