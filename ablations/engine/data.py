@@ -242,7 +242,7 @@ PHOTOS = (  # (class name, package, loader): colour photos, then two grey textur
 CROP_SIDES = (48, 160)  # crop side in photo pixels, drawn uniformly: every crop is reduced to the image size
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _photo(package: str, name: str) -> np.ndarray:
     """One sample photo as uint8 [H, W, 3], read from the installed package (no network), once per process."""
     if package == "sklearn":
