@@ -104,8 +104,7 @@ def build_embedded_ae(out: Path, log: Callable[[str], None] = print) -> None:
 
     torch.set_num_threads(2)
     train = EmbeddedDataset("train", 32, MAX_CLASSES, seed=0, length=20_000)
-    recipe = SmallAEConfig() if ae_steps is None else SmallAEConfig(steps=ae_steps)
-    ae = train_small_autoencoder(train, recipe, torch.Generator().manual_seed(0), log)
+    ae = train_small_autoencoder(train, SmallAEConfig(), torch.Generator().manual_seed(0), log)
     ae.name = "embedded-ae"
     save_autoencoder(ae, out)
 
