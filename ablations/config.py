@@ -13,6 +13,7 @@ import copy
 import difflib
 import importlib.util
 import itertools
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +21,8 @@ from typing import Any, Literal
 
 import yaml
 
-from ablations.engine import paths
-from ablations.engine.committed import ASSETS
+from ablations import inputs
+from ablations.engine.committed import ASSETS, AssetError, asset
 from ablations.engine.families import FAMILIES
 from ablations.engine.specs import (
     AutoencoderConfig,
@@ -44,6 +45,7 @@ from ablations.engine.typed import NON_NEGATIVE, POSITIVE, TypedDataError, all_k
 HERE = Path(__file__).resolve().parent
 PRESETS_DIR = HERE / "presets"
 SWEEPS_DIR = HERE / "sweeps"
+LOCAL = ("inprocess", "local")  # launchers that run the jobs on this machine
 RENAMED = {  # keys of earlier versions -> their names now
     "train.steps": "msf.steps",
     "train.seed": "seeds.train",
@@ -316,9 +318,12 @@ def validate(cfg: Config, sweep: Sweep) -> None:
     """Checks across keys, and of every path, made when the command is parsed."""
     if cfg.data.name in ("imagefolder", "cifar10") and not cfg.data.root:
         raise ConfigError(f"data.name={cfg.data.name} needs data.root=DIR (the dataset folder)")
-    if cfg.data.name == "embedded" and cfg.data.root:
-        raise ConfigError(f"data.root={cfg.data.root!r} is set but data.name=embedded ignores it; add "
+    if cfg.data.name in ("embedded", "photos") and cfg.data.root:
+        raise ConfigError(f"data.root={cfg.data.root!r} is set but data.name={cfg.data.name} ignores it; add "
                           "data.name=imagefolder (or cifar10)")
+    if cfg.data.ref_root and cfg.data.name != "imagefolder":
+        raise ConfigError(f"data.ref_root={cfg.data.ref_root!r} is set but data.name={cfg.data.name} ignores it "
+                          "(only an imagefolder takes a held-out reference tree)")
     if cfg.autoencoder.kind == "pretrained" and not cfg.autoencoder.path:
         raise ConfigError("autoencoder.kind=pretrained needs autoencoder.path (a local folder with the VAE weights)")
     frozen_aes = [name for name, a in ASSETS.items() if a.folder]
@@ -327,8 +332,8 @@ def validate(cfg: Config, sweep: Sweep) -> None:
                           f"{', '.join(frozen_aes)} (autoencoder.kind=pretrained loads a folder)")
     if cfg.eval.world == "embedded" and cfg.eval.features not in ASSETS:
         try:
-            paths.classifier_file("eval.features", cfg.eval.features)
-        except paths.PathError as e:
+            inputs.classifier_file("eval.features", cfg.eval.features)
+        except inputs.InputError as e:
             raise ConfigError(f"{e}; or name a frozen network: {', '.join(ASSETS)}") from None
     if cfg.eval.world != "inception":
         for key in ("inception_weights", "reference_npz"):
@@ -337,6 +342,16 @@ def validate(cfg: Config, sweep: Sweep) -> None:
                                   "eval.world=inception")
     if "dit_xl2" in sweep.models and not cfg.baseline.dit_xl2_checkpoint:
         raise ConfigError("this sweep needs baseline.dit_xl2_checkpoint=PATH (the official DiT-XL-2-256x256.pt)")
+    for key in ("seeds.train", "seeds.sample"):
+        seeds = getattr(cfg.seeds, key.split(".")[1])
+        repeats = sorted({s for s in seeds if seeds.count(s) > 1})
+        if repeats:
+            raise ConfigError(f"{key}={seeds} repeats {', '.join(map(str, repeats))}: each seed once (a repeat "
+                              "would be one run counted twice)")
+    if cfg.data.name in ("embedded", "photos"):
+        procedural_data(cfg)
+    if cfg.launcher in LOCAL:
+        this_machine(cfg)
     if cfg.eval.compile == "reduce-overhead" and cfg.device == "cpu":
         raise ConfigError("eval.compile=reduce-overhead captures CUDA graphs: it needs device=cuda (or auto on a GPU)")
     if cfg.eval.attention == "xformers" and importlib.util.find_spec("xformers") is None:
@@ -347,31 +362,72 @@ def validate(cfg: Config, sweep: Sweep) -> None:
         raise ConfigError(f"sweep {sweep.name} has no eval points at preset {cfg.preset}")
     try:
         check_paths(cfg, sweep)
-    except paths.PathError as e:
+    except (inputs.InputError, AssetError) as e:
         raise ConfigError(str(e)) from None
 
 
+def procedural_data(cfg: Config) -> None:
+    """The drawn datasets' own limits (embedded, photo crops): their image sizes and numbers of classes."""
+    from ablations.engine.data import CROP_SIDES, EMBEDDED_SIZES, MAX_CLASSES, PHOTOS  # torch: only for these
+
+    size, classes = cfg.data.image_size, cfg.data.num_classes
+    if cfg.data.name == "embedded" and size not in EMBEDDED_SIZES:
+        raise ConfigError(f"data.image_size={size}: the embedded dataset draws "
+                          f"{' or '.join(map(str, EMBEDDED_SIZES))} px images")
+    if cfg.data.name == "photos" and not 8 <= size <= CROP_SIDES[0]:
+        raise ConfigError(f"data.image_size={size}: photo crops are reduced to 8-{CROP_SIDES[0]} px")
+    most = MAX_CLASSES if cfg.data.name == "embedded" else len(PHOTOS)
+    if classes > most:
+        raise ConfigError(f"data.num_classes={classes}: the {cfg.data.name} dataset has at most {most} classes")
+
+
+def this_machine(cfg: Config) -> None:
+    """What a local launcher needs of this machine: CUDA for device=cuda, the cores for cpu_threads (a SLURM job's
+    device and cores are its node's, not this machine's)."""
+    # the cores this process may use (Linux: its container's or taskset's share), elsewhere the machine's
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if cfg.cpu_threads > cores:
+        raise ConfigError(f"cpu_threads={cfg.cpu_threads} but this machine gives this process {cores} cores "
+                          f"(launcher={cfg.launcher} runs the jobs here); use cpu_threads<={cores} (0: torch's "
+                          "default)")
+    if cfg.device == "cuda" or (cfg.device == "auto" and cfg.eval.compile == "reduce-overhead"):
+        import torch  # only for a command that asks for CUDA
+
+        if not torch.cuda.is_available():
+            needs = "device=cuda" if cfg.device == "cuda" else "eval.compile=reduce-overhead (device=auto)"
+            raise ConfigError(f"{needs} but this machine has no CUDA device (launcher={cfg.launcher} runs the jobs "
+                              "here); use device=cpu, or launcher=slurm for GPU nodes")
+
+
 def check_paths(cfg: Config, sweep: Sweep) -> None:
-    """Every path key the sweep uses: exists, right kind, right format, opened without running code."""
-    paths.writable_folder("runs_dir", cfg.runs_dir)
-    if cfg.data.name == "imagefolder":
-        paths.image_folder("data.root", str(cfg.data.root))
-    if cfg.data.name == "cifar10":
-        paths.cifar10_folder("data.root", str(cfg.data.root))
+    """Every path key the sweep uses: exists, right kind, right format, opened without running code, and every
+    weights file tensor by tensor against the network that loads it."""
+    inputs.writable_folder("runs_dir", cfg.runs_dir)
+    data = cfg.data
+    if data.name == "imagefolder":
+        inputs.image_dataset("data.root", str(data.root), data.num_classes)
+        if data.ref_root:
+            inputs.image_dataset("data.ref_root", str(data.ref_root), data.num_classes)
+    if data.name == "digits":
+        inputs.digits(data.root, data.num_classes)
+    if data.name == "cifar10":
+        inputs.cifar10_folder("data.root", str(data.root), data.num_classes)
+    if cfg.autoencoder.kind == "frozen":
+        asset(cfg.autoencoder.frozen)  # the committed weights, hash-checked
     if cfg.autoencoder.kind == "pretrained":
-        paths.vae_folder("autoencoder.path", str(cfg.autoencoder.path))
+        inputs.vae_folder("autoencoder.path", str(cfg.autoencoder.path))
+    if cfg.eval.world == "embedded" and cfg.eval.features in ASSETS:
+        asset(cfg.eval.features)
     if cfg.eval.world == "inception":  # the given file, or torch-fidelity's download in torch's hub cache
-        weights = cfg.eval.inception_weights or paths.hub_inception_weights()
+        weights = cfg.eval.inception_weights or inputs.hub_inception_weights()
         if weights is None:
-            raise paths.PathError("eval.world=inception needs eval.inception_weights=FILE (torch-fidelity's "
-                                  "pt_inception-2015-12-05-6726825d.pth; nothing is downloaded here)")
-        paths.torch_state_dict("eval.inception_weights", str(weights),
-                               "torch-fidelity's InceptionV3 weights, pt_inception-2015-12-05")
+            raise inputs.InputError("eval.world=inception needs eval.inception_weights=FILE (torch-fidelity's "
+                                    "pt_inception-2015-12-05-6726825d.pth; nothing is downloaded here)")
+        inputs.inception_weights("eval.inception_weights", str(weights))
     if cfg.eval.reference_npz:
-        paths.adm_reference("eval.reference_npz", cfg.eval.reference_npz)
+        inputs.adm_reference("eval.reference_npz", cfg.eval.reference_npz)
     if "dit_xl2" in sweep.models and cfg.baseline.dit_xl2_checkpoint:
-        paths.torch_state_dict("baseline.dit_xl2_checkpoint", cfg.baseline.dit_xl2_checkpoint,
-                               "the official DiT-XL-2-256x256.pt state dict")
+        inputs.dit_checkpoint("baseline.dit_xl2_checkpoint", cfg.baseline.dit_xl2_checkpoint, cfg.baseline.dit_xl2)
 
 
 def stage_of(cfg: Config, i: int) -> StageConfig:

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
 
+from ablations import inputs
 from ablations.config import Config, ConfigError, Sweep, lookup, per_scale, point_config, resolve, stage_of
-from ablations.engine import paths, runfolder
+from ablations.engine import runfolder
 from ablations.engine.committed import ASSETS
 from ablations.engine.families import ANCHOR_FAMILIES, FAMILIES, SPEED_FAMILIES
 from ablations.engine.io import write_json
@@ -115,17 +116,17 @@ def input_fingerprints(cfg: Config) -> dict[str, str]:
     if cfg.autoencoder.kind == "frozen":
         out["autoencoder"] = ASSETS[cfg.autoencoder.frozen].sha256[:16]
     elif cfg.autoencoder.kind == "pretrained":
-        out["autoencoder"] = paths.fingerprint(Path(str(cfg.autoencoder.path)) / paths.VAE_WEIGHTS)
+        out["autoencoder"] = inputs.fingerprint(Path(str(cfg.autoencoder.path)) / inputs.VAE_WEIGHTS)
     e = cfg.eval
     if e.world == "embedded":
         f = e.features
-        out["features"] = ASSETS[f].sha256[:16] if f in ASSETS else paths.fingerprint(f)
+        out["features"] = ASSETS[f].sha256[:16] if f in ASSETS else inputs.fingerprint(f)
     elif e.inception_weights:
-        out["inception"] = paths.fingerprint(e.inception_weights)
+        out["inception"] = inputs.fingerprint(e.inception_weights)
     if e.reference_npz:
-        out["reference"] = paths.fingerprint(e.reference_npz)
+        out["reference"] = inputs.fingerprint(e.reference_npz)
     if cfg.baseline.dit_xl2_checkpoint:
-        out["checkpoint"] = paths.fingerprint(cfg.baseline.dit_xl2_checkpoint)
+        out["checkpoint"] = inputs.fingerprint(cfg.baseline.dit_xl2_checkpoint)
     return out
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ablations import inputs  # noqa: E402
 from ablations.config import (  # noqa: E402
     KEYS,
     PRESETS_DIR,
@@ -50,7 +51,10 @@ def usage() -> str:
 
 
 def parse_args(argv: list[str]) -> tuple[list[tuple[str, str]], bool]:
-    pairs, dry = [], False
+    """The ``key=value`` pairs and whether ``--dry-run`` was given; a key given twice (or a section and a key inside
+    it, ``data={...}`` and ``data.name=...``) is refused: the last would win silently."""
+    pairs: list[tuple[str, str]] = []
+    dry = False
     for arg in argv:
         if arg == "--dry-run":
             dry = True
@@ -60,7 +64,11 @@ def parse_args(argv: list[str]) -> tuple[list[tuple[str, str]], bool]:
             raise ConfigError(f"expected key=value, got {arg!r}")
         else:
             k, v = arg.split("=", 1)
-            pairs.append((k.strip(), v))
+            k = k.strip()
+            for other, w in pairs:
+                if k == other or k.startswith(f"{other}.") or other.startswith(f"{k}."):
+                    raise ConfigError(f"{k} is given twice ({other}={w} and {k}={v}); give it once")
+            pairs.append((k, v))
     return pairs, dry
 
 
@@ -73,10 +81,11 @@ def main(argv: list[str] | None = None) -> int:
         pairs, dry = parse_args(argv)
         cfg, sweep = resolve(pairs)
         check_overrides(pairs, cfg, sweep)
-    except ConfigError as e:
+        graph = plan(cfg, sweep)
+        inputs.run_folders("runs_dir", cfg.runs_dir, graph.root, [j.name for j in graph])
+    except (ConfigError, inputs.InputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    graph = plan(cfg, sweep)
     rows = plan_summary(graph)
     if dry:
         print(f"sweep {sweep.name} (preset {cfg.preset}, launcher {cfg.launcher}): {sweep.description}")
@@ -103,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         out = write_report(cfg, sweep, graph, manifest, partial=bool(failed))
     except OSError as e:  # a full or read-only disk, a vanished folder: one line, the jobs' logs have the rest
         print(f"error: {e.filename or cfg.runs_dir}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    except ValueError as e:  # a run folder the report refuses (its metrics.json edited or damaged): one line
+        print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"report: {out / 'report.md'} and {out / 'report.html'}")
     if failed:

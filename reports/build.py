@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 if __package__ in (None, ""):  # as a script: the repository root on the path, not reports/ (tables.py, ...)
     sys.path[0] = str(Path(__file__).resolve().parents[1])
@@ -273,6 +273,9 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, title: str
         {"markdown", "html": paths, "figures": {name: path}, "missing_figures": {name: reason}, "tables": [ids],
          "claims": [{"claim", "evidence", "verdict", "interval"}], "runs": number of run folders read}.
     """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file; expected a folder for the report")
     runs, damaged = read_runs(run_dirs)
     found = [load_manifest(m) for m in find_manifests(run_dirs if manifests is None else manifests)]
     if not found:
@@ -282,7 +285,6 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, title: str
     other_found = [load_manifest(m) for m in find_manifests(stand_in)]
     if stand_in and not (done(other, "score") and other_found):
         raise ValueError(f"no finished score run or no sweep manifest in the stand-in {', '.join(map(str, stand_in))}")
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob("fig_*.png"):  # figures of an earlier build whose data may be gone
         stale.unlink()
@@ -357,9 +359,17 @@ def default_out(run_dirs: Sequence[str | Path]) -> Path:
     return Path(os.path.commonpath(parents)) / "report"
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose refusals are one line on stderr, exit code 2 (no usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Command line: python reports/build.py RUN_DIR... [--out DIR] [--title TEXT]."""
-    parser = argparse.ArgumentParser(description="Build the MSF report (Tables 1-5, figures, claims) from run folders.")
+    parser = OneLineParser(description="Build the MSF report (Tables 1-5, figures, claims) from run folders.")
     parser.add_argument("run_dirs", nargs="+", help="run folders, or folders holding run folders")
     parser.add_argument("--out", help="output folder (default: report/ beside the run folders)")
     parser.add_argument("--title", help="report title")
@@ -369,8 +379,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         result = build_report(args.run_dirs, args.out or default_out(args.run_dirs), args.title,
                               stand_in=args.stand_in)
-    except ValueError as e:
-        parser.error(str(e))
+    except ValueError as e:  # a missing or refused run folder, an --out that is a file
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:  # a read-only or full disk
+        print(f"error: {e.filename or args.out}: {e.strerror or e}", file=sys.stderr)
+        sys.exit(1)
     missing = ", ".join(result["missing_figures"]) or "none"
     print(f"wrote {result['markdown']} and {result['html']} from {result['runs']} run folders; "
           f"{len(result['figures'])} figures, missing: {missing}")

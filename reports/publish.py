@@ -14,7 +14,6 @@ logs are coarser.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -27,7 +26,7 @@ import numpy as np
 if __package__ in (None, ""):  # as a script: the repository root on the path, not reports/ (tables.py, ...)
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from reports.build import build_report, find_run_dirs  # noqa: E402
+from reports.build import OneLineParser, build_report, find_run_dirs  # noqa: E402
 from reports.sweeps import MANIFESTS, find_manifests  # noqa: E402
 
 METADATA = ("config.json", "metrics.json")
@@ -86,7 +85,7 @@ def publish(runs_root: str | Path, dest: str | Path, title: str | None = None,
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Command line: python reports/publish.py RUNS_ROOT DEST [--title TEXT]."""
-    parser = argparse.ArgumentParser(description="Publish run metadata and the report built from the runs.")
+    parser = OneLineParser(description="Publish run metadata and the report built from the runs.")
     parser.add_argument("runs_root", help="folder holding the run folders (e.g. runs/tiny)")
     parser.add_argument("dest", help="destination folder (e.g. results/tiny); its runs/ must not exist yet")
     parser.add_argument("--title", help="report title")
@@ -99,6 +98,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except OSError as e:  # a read-only or full disk
+        print(f"error: {e.filename or args.dest}: {e.strerror or e}", file=sys.stderr)
+        sys.exit(1)
     n, figures = result["published_runs"], len(result["figures"])
     print(f"published {n} run folders and {result['markdown']} ({figures} figures)")
 

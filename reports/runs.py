@@ -8,6 +8,7 @@ are keyed by (training seed, sampling seed), so that two settings can be compare
 from __future__ import annotations
 
 import math
+import os
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,11 @@ REQUIRED = {  # metrics.json keys the report reads, by kind (run-folder schema)
     "speed": "model params_m gflops_per_forward tflops_per_image steps cfg sec_per_image images_per_s matmul_tflops "
     "mfu batch device dtype method switches".split(),
 }
+NUMBERS = set(  # metrics.json keys holding numbers (or lists of them): finite, or null where nothing was measured
+    "stage train_seed num_stages scale_size steps final_loss final_loss_ema100 params_m sec_per_step data_wait_frac "
+    "world_size threads n_samples n_ref sample_seed scales cfg fid is_mean is_std precision recall gflops_per_image "
+    "sample_time_per_64_s psnr_per_scale psnr_full gflops_per_forward tflops_per_image sec_per_image images_per_s "
+    "matmul_tflops mfu batch".split())
 MODEL_KEYS = ("model", "anchor", "factorization", "scales", "steps", "cfg", "conditioning", "train_steps")
 PROTOCOL = ("preset", "dataset", "world", "feature_extractor", "n_samples", "n_ref", "cfg_convention", "solver",
             "device", "dtype")
@@ -77,7 +83,9 @@ class Run:
 
 
 def find_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
-    """Run folders (holding config.json) given as themselves or under a parent folder, not inside another."""
+    """Run folders (holding config.json) given as themselves or under a parent folder, not inside another; a run
+    folder's name (its job's kind, label and key) found twice, e.g. a published copy inside the runs folder, counts
+    once."""
     found: list[Path] = []
     for p in map(Path, paths):
         if not p.is_dir():
@@ -87,8 +95,12 @@ def find_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
         dirs = [d for d in dirs if not nested.intersection(d.parents)]  # e.g. the saved autoencoder in its run
         if not dirs:
             raise ValueError(f"no run folder (config.json) in {p}")
-        found += dirs
-    return list(dict.fromkeys(d.resolve() for d in found))
+        found += [d.resolve() for d in dirs]
+    unique: dict[str, Path] = {}
+    for d in found:  # of two folders of one job, the one with its outputs (a published copy holds metadata only)
+        if d.name not in unique or len(os.listdir(d)) > len(os.listdir(unique[d.name])):
+            unique[d.name] = d
+    return list(unique.values())
 
 
 def _object(path: Path) -> dict[str, Any]:
@@ -113,7 +125,18 @@ def load_run(path: Path) -> Run:
         missing = [k for k in REQUIRED.get(kind, ()) if k not in metrics]
         if missing:
             raise ValueError(f"{path / 'metrics.json'} lacks {', '.join(missing)}")
+        for k in REQUIRED.get(kind, ()):
+            if k in NUMBERS and not _numbers(metrics[k]):
+                raise ValueError(f"{path / 'metrics.json'}: {k}={metrics[k]!r} is not a finite number (nor a list of "
+                                 "them), so no table can show it: delete the run folder to redo its job")
     return Run(path, kind, str(config["name"]), config, metrics)
+
+
+def _numbers(value: Any) -> bool:
+    """Whether a metrics value is null, a finite number or a list of finite numbers (no NaN, no string)."""
+    values = value if isinstance(value, list) else [value]
+    return value is None or all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                                for v in values)
 
 
 def done(runs: Iterable[Run], kind: str) -> list[Run]:

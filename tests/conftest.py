@@ -23,19 +23,32 @@ settings.register_profile("thorough", max_examples=1000, deadline=None, suppress
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+def layout_file(shapes: dict[str, tuple[int, ...]], path):
+    """A torch-saved state dict with the given tensor names and shapes, each a broadcast zero (a few bytes on disk):
+    what the parse-time checks compare with a network's layout."""
+    torch.save({k: torch.zeros(()).expand(shape) for k, shape in shapes.items()}, path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def cluster_inputs(tmp_path_factory):
-    """Stand-ins in the real formats for imagenet256's path keys: an image folder, a VAE folder (f=8), a checkpoint."""
+    """Stand-ins in the real formats for imagenet256's path keys: an image folder (2 classes), a VAE folder (f=8),
+    DiT-XL/2's layout at depth 1, width 32 (as the rehearsal's) and torch-fidelity's InceptionV3 layout. The jobs run
+    here (launcher=inprocess): on the CPU."""
+    from ablations.engine.metrics import inception_layout
+    from baselines.dit import dit_xl2
+
     root = tmp_path_factory.mktemp("inputs")
-    (root / "train" / "n01440764").mkdir(parents=True)
-    Image.new("RGB", (300, 260), (120, 30, 200)).save(root / "train" / "n01440764" / "a.JPEG")
+    for c, synset in enumerate(("n01440764", "n01443537")):
+        (root / "train" / synset).mkdir(parents=True)
+        Image.new("RGB", (300, 260), (120, 30 * c, 200)).save(root / "train" / synset / "a.JPEG")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         vae = AutoencoderKL(block_out_channels=(8, 8, 8, 8), down_block_types=("DownEncoderBlock2D",) * 4,
                             up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=8, latent_channels=4)
-    vae.save_pretrained(root / "vae", safe_serialization=True)
-    torch.save({"x_embedder.proj.weight": torch.zeros(2)}, root / "dit.pt")
-    torch.save({"Conv2d_1a_3x3.conv.weight": torch.zeros(2)}, root / "inception.pth")
-    return [f"data.root={root / 'train'}", f"autoencoder.path={root / 'vae'}",
-            f"baseline.dit_xl2_checkpoint={root / 'dit.pt'}", f"eval.inception_weights={root / 'inception.pth'}",
-            "launcher=inprocess"]
+        vae.save_pretrained(root / "vae", safe_serialization=True)
+        torch.save(dit_xl2(depth=1, hidden_size=32, num_heads=2).state_dict(), root / "dit.pt")
+    layout_file(inception_layout(), root / "inception.pth")
+    return [f"data.root={root / 'train'}", "data.num_classes=2", f"autoencoder.path={root / 'vae'}",
+            f"baseline.dit_xl2_checkpoint={root / 'dit.pt'}", "baseline.dit_xl2={size: '', depth: 1, hidden_size: 32, "
+            "num_heads: 2}", f"eval.inception_weights={root / 'inception.pth'}", "launcher=inprocess", "device=cpu"]

@@ -63,7 +63,6 @@ def test_every_job_carries_the_configured_device_dtype_threads_and_sections(pres
         if preset == "imagenet256" and sweep == "main":
             kinds = {job.kind for job in plan(cfg, sw)}
             assert {"cache", "train", "eval"} <= kinds
-            assert all(job.spec.runtime.device == "cuda" for job in plan(cfg, sw))
             assert all(job.spec.train.bf16 for job in plan(cfg, sw) if job.kind == "train")
 
 

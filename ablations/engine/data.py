@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -32,11 +33,11 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ablations.engine.images import to_uint8
-from ablations.engine.paths import IMAGE_EXTENSIONS
 from ablations.engine.specs import DataConfig
 
 SPLITS = ("train", "ref")
 DATASETS = ("embedded", "photos", "imagefolder", "cifar10", "digits")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 
 
 class ImageDataset(Dataset):
@@ -84,6 +85,7 @@ TEXTURES = ("stripes_h", "stripes_v", "checker", "diagonal", "dots")
 SHAPES = ("disc", "square", "bar", "ring", "diamond")
 REF_OFFSET = 1 << 40  # global index of ref item 0: the train and ref index ranges never meet
 MAX_CLASSES = 20  # 10 coarse families; beyond that the golden-angle hues crowd below the hue jitter
+EMBEDDED_SIZES = (32, 64)  # image sides in pixels (the textures' period is defined in 32-px units)
 DEFAULT_LENGTH = {"train": 50_000, "ref": 10_000}
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _NUM_PARAMS = 13  # nuisance uniforms per image (render_embedded reads u[:, 0..12])
@@ -189,8 +191,8 @@ class EmbeddedDataset(ImageDataset):
     ):
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-        if size not in (32, 64):
-            raise ValueError(f"embedded image size must be 32 or 64, got {size}")
+        if size not in EMBEDDED_SIZES:
+            raise ValueError(f"embedded image size must be one of {EMBEDDED_SIZES}, got {size}")
         if not 2 <= num_classes <= MAX_CLASSES:
             raise ValueError(f"embedded num_classes must be in [2, {MAX_CLASSES}], got {num_classes}")
         if not 0 <= seed < 2**63:
@@ -348,6 +350,16 @@ def pil_to_tensor(pil_image: Image.Image) -> Tensor:
     return torch.from_numpy(np.array(pil_image.convert("RGB"))).permute(2, 0, 1).contiguous()
 
 
+def class_folders(root: Path) -> list[Path]:
+    """The class folders of a class-per-folder tree, sorted: class ``i`` is the ``i``-th."""
+    return sorted(p for p in root.iterdir() if p.is_dir())
+
+
+def image_files(class_folder: Path) -> list[Path]:
+    """The image files of one class folder, found recursively, sorted."""
+    return sorted(p for p in class_folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
 class ImageFolderDataset(ImageDataset):
     """Any class-per-folder tree (e.g. ImageNet train), ADM centre-cropped to ``image_size`` (Sec. 4.1).
 
@@ -359,15 +371,11 @@ class ImageFolderDataset(ImageDataset):
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"image folder {root} does not exist (expected class-per-folder subdirectories)")
-        self.classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-        if not self.classes:
+        folders = class_folders(root)
+        if not folders:
             raise ValueError(f"image folder {root} has no class subdirectories")
-        self.samples = [
-            (path, label)
-            for label, name in enumerate(self.classes)
-            for path in sorted((root / name).rglob("*"))
-            if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
-        ]
+        self.classes = [f.name for f in folders]
+        self.samples = [(path, label) for label, folder in enumerate(folders) for path in image_files(folder)]
         if not self.samples:
             raise ValueError(f"image folder {root} has no images ({', '.join(IMAGE_EXTENSIONS)}) in its class folders")
         self.root, self.image_size = root, image_size
@@ -395,19 +403,22 @@ class CIFAR10Dataset(ImageDataset):
 
     FOLDER = "cifar-10-batches-bin"
     URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
+    FILES = {"train": tuple(f"data_batch_{i}.bin" for i in range(1, 6)), "ref": ("test_batch.bin",)}
+    RECORD = 3073  # bytes per image: the label byte and 32 x 32 x 3 pixel bytes
+    CLASSES = 10
 
     def __init__(self, root: str | Path, split: str = "train", image_size: int = 32):
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
         folder = Path(root) / self.FOLDER
-        names = [f"data_batch_{i}.bin" for i in range(1, 6)] if split == "train" else ["test_batch.bin"]
+        names = self.FILES[split]
         missing = [n for n in names if not (folder / n).is_file()]
         if missing:
             raise FileNotFoundError(
                 f"CIFAR-10 not found: expected {folder / missing[0]} (extract {self.URL} into {root}); "
                 "this harness never downloads"
             )
-        records = np.concatenate([np.fromfile(folder / n, dtype=np.uint8).reshape(-1, 3073) for n in names])
+        records = np.concatenate([np.fromfile(folder / n, dtype=np.uint8).reshape(-1, self.RECORD) for n in names])
         self.targets = records[:, 0].astype(np.int64)  # [N]
         self.images = records[:, 1:].reshape(-1, 3, 32, 32)  # [N, 3, 32, 32] uint8
         self.image_size = image_size
@@ -430,6 +441,15 @@ class CIFAR10Dataset(ImageDataset):
 
 DIGITS_VERSION = 1
 DIGITS_REF = 297  # held-out images (the last of a fixed shuffle of the 1797); the other 1500 are the train split
+DIGITS_CLASSES = 10
+
+
+def digits_location(root: str | Path | None = None) -> Path:
+    """Where the digits' PNG trees are (or will be) made: ``root``, else the user's cache folder."""
+    if root is not None:
+        return Path(root)
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return cache / "msf-harness" / f"digits-v{DIGITS_VERSION}"
 
 
 def digits_folder(root: str | Path | None = None) -> Path:
@@ -439,14 +459,10 @@ def digits_folder(root: str | Path | None = None) -> Path:
     The 8x8 images are enlarged to 32x32 (bicubic) and stored as RGB, so they enter the harness exactly as ImageNet
     does: JPEG/PNG files decoded by PIL and centre-cropped by ImageFolderDataset.
     """
-    import os
     import shutil
     import tempfile
 
-    if root is None:
-        cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-        root = cache / "msf-harness" / f"digits-v{DIGITS_VERSION}"
-    root = Path(root)
+    root = digits_location(root)
     if (root / "ref").is_dir():
         return root
     from sklearn.datasets import load_digits

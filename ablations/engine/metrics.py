@@ -182,6 +182,23 @@ def inception_extractor(
     return FeatureExtractor("inception", label, module.to(device), "2048", "logits_unbiased")
 
 
+def inception_layout() -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor of torch-fidelity's InceptionV3 state dict (what its weights file must hold), from the
+    network built on the meta device: no weights are read or allocated."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    class Layout(FeatureExtractorInceptionV3):
+        def load_state_dict(self, *args: Any, **kwargs: Any) -> None:
+            """Nothing to load: only the names and shapes are wanted."""
+
+    with tempfile.TemporaryDirectory(prefix="msf-inception-") as tmp:
+        empty = Path(tmp) / "empty.pt"
+        torch.save({}, empty)  # torch-fidelity unpickles the file it is given: an empty one we wrote
+        with torch.device("meta"):
+            net = Layout(INCEPTION_NAME, ["2048"], feature_extractor_weights_path=str(empty))
+    return {k: tuple(v.shape) for k, v in net.state_dict().items()}
+
+
 def embedded_extractor(classifier: EmbeddedClassifier | str | Path, device: torch.device) -> FeatureExtractor:
     """The embedded classifier (a model or its safetensors file) as a torch-fidelity feature extractor."""
     model = classifier if isinstance(classifier, EmbeddedClassifier) else load_classifier(classifier)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ablations.engine.runfolder import key_of
-from ablations.engine.typed import NON_NEGATIVE, POSITIVE, UNIT, UNIT_OPEN, checked, from_data, to_data
+from ablations.engine.typed import NON_NEGATIVE, POSITIVE, UNIT, UNIT_OPEN, at_most, checked, from_data, to_data
 
 Device = Literal["auto", "cpu", "cuda"]
 Factorization = Literal["residual", "residual_latent_base", "latent_resize", "image_resize"]
@@ -44,6 +44,12 @@ RESULTS_VERSION: dict[str, int] = {
 # ----------------------------------------------------------------------------------------------------------------------
 # Sections: shared by the sweep configuration and the job specs.
 
+# Bounds on counts, far above any real use, so that a typo (1e12 samples, 1e30 steps) is refused when parsed.
+STEPS = at_most(POSITIVE, 100_000_000, "steps of one training; the paper's longest is 400,000")
+SOME_STEPS = at_most(NON_NEGATIVE, 100_000_000, "steps of one training; the paper's longest is 400,000")
+SAMPLE_STEPS = at_most(POSITIVE, 10_000, "solver steps per scale; DiT-XL/2's DDPM sampler uses 250")
+IMAGES_HELD = 1_000_000  # an eval holds its samples (uint8 3xHxW), their features and the reference images in memory
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -52,10 +58,12 @@ class DataConfig:
     name: Literal["embedded", "photos", "imagefolder", "cifar10", "digits"] = "embedded"
     root: str | None = None  # dataset folder (imagefolder, cifar10; digits: where to make it, default a cache folder)
     ref_root: str | None = None  # imagefolder: a held-out class-per-folder tree for the reference (default: root)
-    image_size: int = checked(32, check=POSITIVE)
-    num_classes: int = checked(10, check=(lambda n: n >= 2, "at least 2 classes"))
-    train_size: int = checked(20000, check=POSITIVE)  # embedded only: images in the train split
-    ref_size: int = checked(5000, check=(lambda n: n >= 2, "at least 2 images"))  # embedded only: reference images
+    image_size: int = checked(32, check=at_most(POSITIVE, 4096, "pixels; the paper's are 256"))
+    num_classes: int = checked(10, check=at_most((lambda n: n >= 2, "at least 2 classes"), 100_000,
+                                                 "ImageNet has 1,000"))
+    # embedded only: the images of the train split, and the reference images (every eval holds them in memory)
+    train_size: int = checked(20000, check=at_most(POSITIVE, 100_000_000, "ImageNet's train split has 1,281,167"))
+    ref_size: int = checked(5000, check=at_most((lambda n: n >= 2, "at least 2 images"), IMAGES_HELD, "held in memory"))
     seed: int = checked(0, check=NON_NEGATIVE)  # embedded only (also seeds the small AE's training)
 
 
@@ -68,7 +76,7 @@ class AutoencoderConfig:
     path: str | None = None  # kind=pretrained: a local diffusers AutoencoderKL folder (config.json + safetensors)
     block_out_channels: list[int] = checked(check=POSITIVE, factory=lambda: [16, 32, 32])  # small_kl: factor 2^(len-1)
     latent_channels: int = checked(4, check=POSITIVE)
-    steps: int = checked(1500, check=POSITIVE)  # small_kl training
+    steps: int = checked(1500, check=STEPS)  # small_kl training
     batch_size: int = checked(16, check=POSITIVE)
     lr: float = checked(2e-3, check=POSITIVE)
 
@@ -94,7 +102,7 @@ class MSFConfig:
     prior_mode: Literal["concat", "add"] = "concat"  # how the input prior enters a stage network
     conditioning: Literal["adaln_zero", "tdln"] = "adaln_zero"  # adaLN-Zero (DiT, the paper) or TD-LN (DiMR)
     stages: list[StageConfig] = field(default_factory=lambda: [StageConfig(), StageConfig(depth=2)])
-    steps: list[int] = checked(check=POSITIVE, factory=lambda: [3000, 1500])  # per stage (paper: 400k, 250k)
+    steps: list[int] = checked(check=STEPS, factory=lambda: [3000, 1500])  # per stage (paper: 400k, 250k)
 
 
 @dataclass(frozen=True)
@@ -106,7 +114,7 @@ class TrainConfig:
 
     batch_size: int = checked(256, check=POSITIVE)  # global batch over all ranks
     lr: float = checked(3e-4, check=POSITIVE)  # AdamW learning rate after warm-up (constant afterwards, as DiT)
-    warmup_steps: int = checked(0, check=NON_NEGATIVE)  # linear warm-up from 0 to lr
+    warmup_steps: int = checked(0, check=SOME_STEPS)  # linear warm-up from 0 to lr
     weight_decay: float = checked(0.0, check=NON_NEGATIVE)
     betas: tuple[float, float] = checked((0.9, 0.999), check=UNIT_OPEN)
     ema_decay: float = checked(0.9999, check=UNIT)  # EMA decay per step (DiT)
@@ -115,9 +123,9 @@ class TrainConfig:
     time_dist: Literal["uniform", "logit_normal"] = "uniform"  # distribution of t in Eq. 5
     bf16: bool = False  # bfloat16 autocast of the forward pass (CUDA, or CPUs with bf16 support)
     tf32: bool = True  # TF32 matmuls and convolutions on CUDA (DiT's train.py)
-    ckpt_every: int = checked(1000, check=POSITIVE)  # checkpoint period in steps (the last step is always checkpointed)
+    ckpt_every: int = checked(1000, check=STEPS)  # checkpoint period in steps (the last step is always checkpointed)
     keep_last: int = checked(2, check=POSITIVE)  # checkpoints kept
-    log_every: int = checked(0, check=NON_NEGATIVE)  # progress-line period in steps (0: a hundredth of the run)
+    log_every: int = checked(0, check=SOME_STEPS)  # progress-line period in steps (0: a hundredth of the run)
     compile: bool = False  # torch.compile the model
     fused_adamw: bool | None = None  # None: fused AdamW on CPU and CUDA
     prefetch: bool | None = None  # None: prepare the next batch in a thread on CUDA only
@@ -135,7 +143,7 @@ class SeedsConfig:
 class SampleConfig:
     """Sampling of one eval point (Algorithm 3, Eqs. 6-7): per-scale steps and CFG scales, the ODE solver."""
 
-    steps: list[int] = checked(check=POSITIVE, factory=lambda: [100, 50])  # per scale (paper Table 1)
+    steps: list[int] = checked(check=SAMPLE_STEPS, factory=lambda: [100, 50])  # per scale (paper Table 1)
     cfg: list[float] = checked(check=NON_NEGATIVE, factory=lambda: [1.4, 1.0])  # per scale, DiT convention (1: none)
     solver: Literal["euler", "heun"] = "euler"
 
@@ -144,7 +152,8 @@ class SampleConfig:
 class EvalConfig:
     """How samples are scored and timed (Sec. 4.2)."""
 
-    n_samples: int = checked(1000, check=(lambda n: n >= 10, "at least 10 samples (IS uses 10 splits)"))
+    n_samples: int = checked(1000, check=at_most((lambda n: n >= 10, "at least 10 samples (IS uses 10 splits)"),
+                                                 IMAGES_HELD, "held in memory; ADM's protocol uses 50,000"))
     world: Literal["embedded", "inception"] = "embedded"  # embedded classifier features, or the paper's Inception
     batch_size: int = checked(250, check=POSITIVE)  # samples per batch (results do not depend on it)
     inception_weights: str | None = None  # local InceptionV3 weights (torch-fidelity's file) for offline clusters
@@ -153,7 +162,7 @@ class EvalConfig:
     attention: Literal["auto", "sdpa", "xformers"] = "auto"  # auto: xformers on CUDA when installed, else SDPA
     compile: CompileMode = "none"  # torch.compile of the networks for sampling
     features: str = "embedded-cnn"  # world=embedded: a frozen network (assets.py) or a classifier .safetensors
-    bootstrap: int = checked(0, check=NON_NEGATIVE)  # > 0: a 95% bootstrap interval of FID (resamples)
+    bootstrap: int = checked(0, check=at_most(NON_NEGATIVE, 100_000, "resamples"))  # > 0: a 95% interval of FID
 
 
 @dataclass(frozen=True)
@@ -161,9 +170,9 @@ class BaselineConfig:
     """The baselines of Table 1: a single-scale flow DiT and DiMR trained by the same loop, and DiT-XL/2's weights."""
 
     dit_flow: StageConfig = field(default_factory=lambda: StageConfig(depth=6, hidden_size=128))
-    dit_flow_steps: int = checked(4500, check=POSITIVE)  # the sum of the MSF stages' steps
+    dit_flow_steps: int = checked(4500, check=STEPS)  # the sum of the MSF stages' steps
     dimr: str = "DiMR-tiny"  # DiMR size (baselines/dimr.py DIMR_CONFIGS), trained by the same flow loop
-    dimr_steps: int = checked(4500, check=POSITIVE)
+    dimr_steps: int = checked(4500, check=STEPS)
     dit_xl2_checkpoint: str | None = None  # the official DiT-XL-2-256x256.pt, for the pretrained baseline
     dit_xl2: StageConfig = field(default_factory=lambda: StageConfig(size="DiT-XL/2"))  # its layout (a rehearsal
     # loads a smaller DiT saved in the same layout)

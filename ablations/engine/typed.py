@@ -3,7 +3,8 @@
 One coercion serves the command line, the preset and sweep YAML files and the ``config.json`` a job reads back, so a
 setting has one type everywhere. Supported field types: dataclasses, ``list[T]``, ``tuple[T, ...]``, ``T | None``,
 ``Literal[...]``, ``bool``, ``int``, ``float`` and ``str``. Numbers must be finite; a float field also takes an int or
-a string in scientific notation (YAML reads ``3e-4`` as a string), an int field an integral float (``1e5``).
+a string in scientific notation (YAML reads ``3e-4`` as a string), an int field an integral float (``1e5``) up to
+2**53 (beyond it a float is not exact); integers fit in 64 bits.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import types
 import typing
 from collections.abc import Callable
 from typing import Any
+
+INT64 = 2**63  # integers are held as int64 by torch and numpy
+EXACT = 2**53  # floats are exact integers up to here
 
 
 class TypedDataError(ValueError):
@@ -89,9 +93,14 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         raise bad
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
-            return value
+            if -INT64 <= value < INT64:
+                return value
+            raise TypedDataError(f"{key}={value!r}: expected an integer within 64 bits (below 2**63 in magnitude)")
         x = _number(value)
         if x is not None and math.isfinite(x) and x == int(x):
+            if abs(x) > EXACT:
+                raise TypedDataError(f"{key}={value!r}: expected an integer; beyond 2**53 a number in float notation "
+                                     "is not exact (write its digits)")
             return int(x)
         raise bad
     if tp is float:
@@ -129,6 +138,12 @@ POSITIVE: Check = (lambda x: x > 0, "a value > 0")
 NON_NEGATIVE: Check = (lambda x: x >= 0, "a value >= 0")
 UNIT: Check = (lambda x: 0 <= x <= 1, "a value in [0, 1]")
 UNIT_OPEN: Check = (lambda x: 0 <= x < 1, "a value in [0, 1)")
+
+
+def at_most(check: Check, hi: int, why: str) -> Check:
+    """``check`` and ``x <= hi``, the message saying why the bound is what it is."""
+    ok, expected = check
+    return (lambda x: ok(x) and x <= hi, f"{expected} and at most {hi:,} ({why})")
 
 
 def check_fields(obj: Any, prefix: str = "") -> None:
