@@ -112,6 +112,12 @@ def problems(run_dir: Path, hashes: bool = False) -> list[str]:
     return spec_problems(run_dir) or output_problems(run_dir, hashes)
 
 
+def done(run_dir: Path) -> bool:
+    """A job is done when its metrics.json exists, its config.json hashes to its key and its recorded outputs are
+    intact (sizes)."""
+    return (run_dir / "metrics.json").is_file() and not problems(run_dir)
+
+
 def set_aside(path: Path) -> Path:
     """Keep a damaged file as ``NAME.damaged-N`` (the first free N) and return where it went."""
     n = 1
