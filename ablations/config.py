@@ -125,10 +125,17 @@ def available(directory: Path) -> list[str]:
     return sorted(p.stem for p in directory.glob("*.yaml"))
 
 
+REMOVED = {  # keys of earlier versions that no longer exist -> why
+    "eval.save_npz": "every sample job saves its images (samples.npz, ADM's layout) for its score job",
+}
+
+
 def _unknown(key: str) -> ConfigError:
     """The error for a key Config does not have, with a suggestion."""
     if key in RENAMED:
         return ConfigError(f"key {key!r} is now {RENAMED[key]!r}")
+    if key in REMOVED:
+        return ConfigError(f"key {key!r} is gone: {REMOVED[key]}")
     close = difflib.get_close_matches(key, KEYS, n=1)
     return ConfigError(f"unknown key {key!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
 

@@ -12,13 +12,16 @@ import pytest
 from ablations.config import KEYS, PRESETS_DIR, SWEEPS_DIR, available, point_config, resolve
 from ablations.engine.specs import (
     CacheJob,
-    EvalJob,
     Factorization,
     ReconJob,
     ResizeMode,
+    SampleJob,
+    ScoreJob,
     SpeedJob,
     TrainJob,
     read_spec,
+    sampling_of,
+    scoring_of,
 )
 from ablations.engine.typed import to_data
 from ablations.graph import plan
@@ -46,13 +49,15 @@ def test_every_job_carries_the_configured_device_dtype_threads_and_sections(pres
             assert spec.runtime.device == cfg.device and spec.runtime.threads == cfg.cpu_threads, job.name
             if isinstance(spec, TrainJob):
                 assert spec.train == cfg.train and spec.train.bf16 == cfg.train.bf16, job.name
-            if isinstance(spec, EvalJob):
-                assert spec.eval in [p.eval for p in points] and spec.eval.dtype == cfg.eval.dtype, job.name
+            if isinstance(spec, SampleJob):
+                assert spec.sampling in [sampling_of(p.eval) for p in points] and spec.sampling.dtype == cfg.eval.dtype
                 assert spec.data == cfg.data and spec.autoencoder == cfg.autoencoder, job.name
                 assert spec.sample is None or spec.sample in [p.sample for p in points] + [cfg.sample], job.name
                 if spec.family == "dit_xl2":
                     assert (spec.network, spec.checkpoint) == (
                         cfg.baseline.dit_xl2, cfg.baseline.dit_xl2_checkpoint), job.name
+            if isinstance(spec, ScoreJob):
+                assert spec.scoring in [scoring_of(p.eval) for p in points] and spec.data == cfg.data, job.name
             if isinstance(spec, CacheJob):
                 assert (spec.data, spec.autoencoder, spec.cache) == (cfg.data, cfg.autoencoder, cfg.cache), job.name
             if isinstance(spec, ReconJob):
@@ -62,7 +67,7 @@ def test_every_job_carries_the_configured_device_dtype_threads_and_sections(pres
                     cfg.speed, cfg.eval.dtype, cfg.eval.attention, cfg.eval.compile), job.name
         if preset == "imagenet256" and sweep == "main":
             kinds = {job.kind for job in plan(cfg, sw)}
-            assert {"cache", "train", "eval"} <= kinds
+            assert {"cache", "train", "sample", "score"} <= kinds
             assert all(job.spec.train.bf16 for job in plan(cfg, sw) if job.kind == "train")
 
 
@@ -70,7 +75,7 @@ def test_a_spec_survives_its_config_json(tmp_path):
     """The launcher writes a job's spec as JSON; the job reads back the very same dataclass (no field lost)."""
     cfg, sw = resolved("main", "tiny", [f"runs_dir={tmp_path}", "seeds.train=[0,1]"])
     jobs = list(plan(cfg, sw))
-    assert {j.kind for j in jobs} == {"cache", "train", "eval"}
+    assert {j.kind for j in jobs} == {"cache", "train", "sample", "score"}
     for job in jobs:
         record = json.loads(json.dumps(job.record("test")))
         assert read_spec(record) == job.spec, job.name
@@ -81,9 +86,9 @@ def test_training_seeds_and_sampling_seeds_are_separate_dimensions(tmp_path):
     jobs = list(plan(cfg, sw))
     trains = [j.spec for j in jobs if j.kind == "train"]
     assert sorted({(t.stage, t.seed) for t in trains if t.steps}) == [(s, t) for s in (0, 1) for t in (0, 1, 2)]
-    evals = [j.spec for j in jobs if j.kind == "eval" and j.spec.family == "msf"]
-    assert {(e.train_seed, e.sample_seed) for e in evals} == {(t, 5) for t in (0, 1, 2)}
-    assert sum(e.time_sampling for e in evals) == 6  # one timed eval per setting (first train and sample seed)
+    samples = [j.spec for j in jobs if j.kind == "sample" and j.spec.family == "msf"]
+    assert {(e.train_seed, e.sample_seed) for e in samples} == {(t, 5) for t in (0, 1, 2)}
+    assert sum(e.time_sampling for e in samples) == 6  # one timed eval per setting (first train and sample seed)
 
 
 def test_spec_literals_name_the_methods_choices():
@@ -100,6 +105,7 @@ CHANGES = {
     "cpu_threads": (2, "cfg_scale0"),
     "data.name": ("digits", "cfg_scale0"),
     "data.root": (None, None),  # only with imagefolder/cifar10 (tested with imagenet256's inputs above)
+    "data.ref_root": (None, None),  # the same
     "data.image_size": (64, "cfg_scale0", {"msf.scales": [12, 16]}),
     "data.num_classes": (5, "cfg_scale0"),
     "data.train_size": (1000, "cfg_scale0"),
@@ -152,7 +158,6 @@ CHANGES = {
     "eval.compile": ("default", "cfg_scale0"),
     "eval.features": ("digits-cnn", "cfg_scale0"),
     "eval.bootstrap": (10, "cfg_scale0"),
-    "eval.save_npz": (True, "cfg_scale0"),
     "baseline.dit_flow.size": ("DiT-S/2", "main"),
     "baseline.dit_flow.depth": (2, "main"),
     "baseline.dit_flow.hidden_size": (64, "main"),
@@ -201,7 +206,7 @@ def test_every_key_changes_some_job(key, tmp_path):
 
 
 def test_specs_are_frozen_plain_data():
-    for cls in (TrainJob, EvalJob, CacheJob, ReconJob, SpeedJob):
+    for cls in (TrainJob, SampleJob, ScoreJob, CacheJob, ReconJob, SpeedJob):
         assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen  # type: ignore[attr-defined]
     cfg, sw = resolved("cfg_scale0", "smoke", [])
     job = next(j for j in plan(cfg, sw) if j.kind == "train")
