@@ -15,18 +15,18 @@ import importlib.util
 import itertools
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
 from ablations import inputs
 from ablations.engine.committed import ASSETS, AssetError, asset
-from ablations.engine.families import FAMILIES
+from ablations.engine.families import FAMILIES, METHOD
 from ablations.engine.specs import (
     AutoencoderConfig,
-    BaselineConfig,
     CacheConfig,
     DataConfig,
     Device,
@@ -50,6 +50,9 @@ RENAMED = {  # keys of earlier versions -> their names now
     "train.steps": "msf.steps",
     "train.seed": "seeds.train",
     "eval.seeds": "seeds.sample",
+    "baseline.dit_flow_steps": "baseline.dit_flow.steps",
+    "baseline.dimr_steps": "baseline.dimr.steps",
+    "baseline.dit_xl2_checkpoint": "baseline.dit_xl2.checkpoint",
 }
 
 
@@ -74,6 +77,22 @@ class SlurmConfig:
     array_parallelism: int = checked(16, check=POSITIVE)
     gpu_tflops: float = checked(312.0, check=POSITIVE)  # the dry-run's estimate: a GPU's dense bf16 rate (A100)
     mfu: float = checked(0.4, check=POSITIVE)  # the dry-run's estimate: the share of it the jobs reach
+
+
+def baseline_sections() -> type:
+    """The ``baseline`` section: one section per model family that has one (ablations/engine/families.py), named by
+    the family."""
+    sections = [(name, type(f.section()), field(default_factory=f.section)) for name, f in FAMILIES.items()
+                if f.section is not None]
+    cls = make_dataclass("BaselineConfig", sections, frozen=True)
+    cls.__doc__ = "The baselines' sections, one per model family that has one (ablations/engine/families.py)."
+    return cls
+
+
+if TYPE_CHECKING:
+    BaselineConfig = Any
+else:
+    BaselineConfig = baseline_sections()
 
 
 @dataclass(frozen=True)
@@ -151,6 +170,10 @@ def set_key(data: dict[str, Any], key: str, value: Any) -> None:
         node = node.setdefault(p, {})
         if not isinstance(node, dict):
             raise ConfigError(f"{key}: {p} is not a section")
+    if key not in KEYS and not isinstance(value, dict):
+        keys = [k.rsplit(".", 1)[-1] for k in KEYS if k.startswith(f"{key}.") and k.count(".") == key.count(".") + 1]
+        raise ConfigError(f"{key}={value!r}: {key} is a section; set its keys ({', '.join(keys)}), e.g. "
+                          f"{key}.{keys[0]}=...")
     if isinstance(value, dict) and key not in KEYS:  # a whole section, e.g. data: {name: embedded, ...}
         for k, v in value.items():
             set_key(data, f"{key}.{k}", v)
@@ -194,7 +217,7 @@ def load_sweep(name: str, preset: str) -> tuple[Sweep, dict[str, Any]]:
     if grid:
         keys = list(grid)
         points += [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(grid[k] for k in keys))]
-    models = sorted({p.get("model", "msf") for p in points} | set(raw.get("models", [])))
+    models = sorted({p.get("model", METHOD) for p in points} | set(raw.get("models", [])))
     unknown = [m for m in models if m not in FAMILIES]
     if unknown:
         raise ConfigError(f"sweep {name}: unknown model {unknown[0]!r}; expected one of {', '.join(FAMILIES)}")
@@ -251,7 +274,7 @@ def resolve(argv_pairs: list[tuple[str, str]]) -> tuple[Config, Sweep]:
     sweep = Sweep(**{**sweep.__dict__, "overrides": overrides})
     validate(cfg, sweep)
     for point in sweep.points:
-        validate_point(point_config(cfg, point), point.get("model", "msf"), sweep)
+        validate_point(point_config(cfg, point), point.get("model", METHOD), sweep)
     return cfg, sweep
 
 
@@ -347,8 +370,10 @@ def validate(cfg: Config, sweep: Sweep) -> None:
             if getattr(cfg.eval, key):
                 raise ConfigError(f"eval.{key} is set but eval.world={cfg.eval.world} ignores it; add "
                                   "eval.world=inception")
-    if "dit_xl2" in sweep.models and not cfg.baseline.dit_xl2_checkpoint:
-        raise ConfigError("this sweep needs baseline.dit_xl2_checkpoint=PATH (the official DiT-XL-2-256x256.pt)")
+    for name in sweep.models:
+        family = FAMILIES[name]
+        if family.pretrained and not section_of(cfg, name).checkpoint:
+            raise ConfigError(f"this sweep needs baseline.{name}.checkpoint=PATH ({family.checkpoint_name})")
     for key in ("seeds.train", "seeds.sample"):
         seeds = getattr(cfg.seeds, key.split(".")[1])
         repeats = sorted({s for s in seeds if seeds.count(s) > 1})
@@ -433,10 +458,19 @@ def check_paths(cfg: Config, sweep: Sweep) -> None:
         inputs.inception_weights("eval.inception_weights", str(weights))
     if cfg.eval.reference_npz:
         inputs.adm_reference("eval.reference_npz", cfg.eval.reference_npz)
-    if "dit_xl2" in sweep.models and cfg.baseline.dit_xl2_checkpoint:
-        inputs.dit_checkpoint("baseline.dit_xl2_checkpoint", cfg.baseline.dit_xl2_checkpoint, cfg.baseline.dit_xl2)
+    for name in sweep.models:
+        build = FAMILIES[name].checkpoint_network
+        if build is not None:
+            section = section_of(cfg, name)
+            inputs.checkpoint(f"baseline.{name}.checkpoint", section.checkpoint, FAMILIES[name].checkpoint_name,
+                              partial(build, section.network), f"baseline.{name}")
 
 
 def stage_of(cfg: Config, i: int) -> StageConfig:
     """The network of MSF stage i (a shorter stage list repeats its last entry)."""
     return per_scale(cfg.msf.stages, len(cfg.msf.scales), "msf.stages")[i]
+
+
+def section_of(cfg: Config, family: str) -> Any:
+    """A model family's configuration section (``baseline.NAME``)."""
+    return getattr(cfg.baseline, family)

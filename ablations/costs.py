@@ -143,7 +143,7 @@ def _sample_tflops(spec: SampleJob, job: Job) -> tuple[float, float]:
     autoencoder's floor), and its saved uint8 images."""
     import torch
 
-    from ablations.engine.families import FAMILIES, dit_xl2_network
+    from ablations.engine.families import FAMILIES
     from ablations.engine.flops import count_forward_flops, meta_inputs
 
     n, size = spec.sampling.n_samples, spec.data.image_size
@@ -158,9 +158,9 @@ def _sample_tflops(spec: SampleJob, job: Job) -> tuple[float, float]:
     channels = latent_channels(spec.autoencoder)
     stages = [dep.spec for role, dep in sorted(job.deps.items()) if role.startswith("train")]
     forwards = [forward_gflops(stage, channels) for stage in stages]
-    if spec.network is not None:  # DiT-XL/2 from its checkpoint
+    if family.checkpoint_network is not None and spec.network is not None:  # a pretrained network
         with torch.device("meta"):
-            net = dit_xl2_network(spec.network).eval()
+            net = family.checkpoint_network(spec.network).eval()
         forwards = [count_forward_flops(net, *meta_inputs(net)[:3]) / 1e9]
     for i, forward in enumerate(forwards):
         per_sample += forward * spec.sample.steps[i] * (1 if spec.sample.cfg[i] == 1.0 else 2)

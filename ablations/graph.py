@@ -17,10 +17,20 @@ from pathlib import Path
 from typing import Any, get_args
 
 from ablations import inputs
-from ablations.config import Config, ConfigError, Sweep, lookup, per_scale, point_config, resolve, stage_of
+from ablations.config import (
+    Config,
+    ConfigError,
+    Sweep,
+    lookup,
+    per_scale,
+    point_config,
+    resolve,
+    section_of,
+    stage_of,
+)
 from ablations.engine import runfolder
 from ablations.engine.committed import ASSETS
-from ablations.engine.families import ANCHOR_FAMILIES, FAMILIES, SPEED_FAMILIES
+from ablations.engine.families import ANCHOR_FAMILIES, FAMILIES, METHOD, SPEED_FAMILIES
 from ablations.engine.io import write_json
 from ablations.engine.specs import (
     AutoencoderJob,
@@ -111,7 +121,7 @@ def _x(values: list[Any]) -> str:
 
 def input_fingerprints(cfg: Config) -> dict[str, str]:
     """Fingerprints of the files the jobs read besides run folders, by role: the autoencoder's weights, the feature
-    network (or Inception weights), ADM's reference batch and the DiT-XL/2 checkpoint."""
+    network (or Inception weights), ADM's reference batch and each pretrained family's checkpoint."""
     out: dict[str, str] = {}
     if cfg.autoencoder.kind == "frozen":
         out["autoencoder"] = ASSETS[cfg.autoencoder.frozen].sha256[:16]
@@ -125,8 +135,9 @@ def input_fingerprints(cfg: Config) -> dict[str, str]:
         out["inception"] = inputs.fingerprint(e.inception_weights)
     if e.reference_npz:
         out["reference"] = inputs.fingerprint(e.reference_npz)
-    if cfg.baseline.dit_xl2_checkpoint:
-        out["checkpoint"] = inputs.fingerprint(cfg.baseline.dit_xl2_checkpoint)
+    for name, family in FAMILIES.items():
+        if family.pretrained and section_of(cfg, name).checkpoint:
+            out[f"{name}.checkpoint"] = inputs.fingerprint(section_of(cfg, name).checkpoint)
     return out
 
 
@@ -156,10 +167,9 @@ def plan(cfg: Config, sweep: Sweep) -> Graph:
             steps = per_scale(pcfg.msf.steps, n, "msf.steps")
             conditioning = pcfg.msf.conditioning
         else:
-            assert family.baseline is not None
-            network, step_count = family.baseline(pcfg.baseline)
+            section = section_of(pcfg, model)
             fac = FactorizationSpec("residual", [pcfg.data.image_size // factor], pcfg.msf.mode)
-            networks, steps, conditioning = [network], [step_count], "adaln_zero"
+            networks, steps, conditioning = [section.network], [section.steps], "adaln_zero"
         if untrained:
             steps = [0] * len(steps)
         n = pcfg.cache.parts
@@ -170,7 +180,7 @@ def plan(cfg: Config, sweep: Sweep) -> Graph:
         return {
             f"train{i}": g.add(
                 f"{model}-{fac.name}-{_x(fac.scales)}{tag}-s{i}-t{seed}",
-                TrainJob(model, i, steps[i], seed, networks[i], pcfg.msf.prior_mode, conditioning,  # type: ignore[arg-type]
+                TrainJob(model, i, steps[i], seed, networks[i], pcfg.msf.prior_mode, conditioning,
                          fac, pcfg.data.num_classes, pcfg.train, runtime),
                 caches,
             )
@@ -189,13 +199,13 @@ def plan(cfg: Config, sweep: Sweep) -> Graph:
                                              f"-cfg{'_'.join(map(str, sample.cfg))}")
         t = "" if train_seed is None else f"-t{train_seed}"
         label = f"{model}{kind}{tag}{setting}{t}-seed{sample_seed}"
+        weights = section_of(pcfg, model) if family.pretrained else None
         sampled = g.add(
             label,
-            SampleJob(model, sample, sampling_of(pcfg.eval), sample_seed, train_seed, timed,  # type: ignore[arg-type]
-                      pcfg.data, pcfg.autoencoder, pcfg.baseline.dit_xl2_checkpoint if model == "dit_xl2" else None,
-                      pcfg.baseline.dit_xl2 if model == "dit_xl2" else None, cfg.preset,
-                      {k: v for k, v in inputs.items() if k == "autoencoder" or (k == "checkpoint" and
-                                                                                  model == "dit_xl2")}, runtime),
+            SampleJob(model, sample, sampling_of(pcfg.eval), sample_seed, train_seed, timed, pcfg.data,
+                      pcfg.autoencoder, weights.checkpoint if weights else None, weights.network if weights else None,
+                      cfg.preset, {k: v for k, v in inputs.items() if k in ("autoencoder", f"{model}.checkpoint")},
+                      runtime),
             {**shared, **stages},
         )
         return g.add(label, ScoreJob(scoring_of(pcfg.eval), pcfg.data, score_inputs, runtime), {"samples": sampled})
@@ -206,7 +216,7 @@ def plan(cfg: Config, sweep: Sweep) -> Graph:
 
     points = []
     for point in sweep.points:
-        model = point.get("model", "msf")
+        model = point.get("model", METHOD)
         pcfg = point_config(cfg, point)
         family = FAMILIES[model]
         train_seeds: list[int | None] = list(pcfg.seeds.train) if family.architecture is not None else [None]
@@ -225,7 +235,7 @@ def plan(cfg: Config, sweep: Sweep) -> Graph:
                 anchors.setdefault(str(FAMILIES[name].anchor), []).append(
                     run_names(evaluated(name, cfg, {}, None, sample_seed, False), None, sample_seed))
         seed = cfg.seeds.train[0]  # untrained adaLN-Zero stages output zero velocity: one seed shows the ceiling
-        untrained = evaluated("msf", cfg, trained("msf", cfg, seed, untrained=True), seed, cfg.seeds.sample[0],
+        untrained = evaluated(METHOD, cfg, trained(METHOD, cfg, seed, untrained=True), seed, cfg.seeds.sample[0],
                               False, "-untrained")
         anchors["untrained"] = [run_names(untrained, seed, cfg.seeds.sample[0])]
     if sweep.recon:
@@ -234,9 +244,9 @@ def plan(cfg: Config, sweep: Sweep) -> Graph:
             g.add(fac_name, ReconJob(fac, cfg.data, cfg.autoencoder, ae_inputs, runtime), ae_deps)
     if sweep.speed:
         for model in SPEED_FAMILIES:
-            g.add(model, SpeedJob(model, cfg.speed, cfg.eval.dtype, cfg.eval.attention, cfg.eval.compile,  # type: ignore[arg-type]
+            g.add(model, SpeedJob(model, cfg.speed, cfg.eval.dtype, cfg.eval.attention, cfg.eval.compile,
                                   runtime))
-    default = setting_of(cfg, "msf")
+    default = setting_of(cfg, METHOD)
     g.manifest = {
         "sweep": sweep.name, "table": sweep.table, "description": sweep.description, "preset": cfg.preset,
         "overrides": {k: v for k, v in sweep.overrides.items() if not runner_key(k)},

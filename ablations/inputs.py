@@ -28,8 +28,6 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ablations.engine.specs import StageConfig
-
 VAE_WEIGHTS = "diffusion_pytorch_model.safetensors"
 ADM_ARRAYS = ("mu", "sigma", "arr_0")
 ADM_FEATURES = 2048  # Inception pool3: the dimension of ADM's mu and sigma
@@ -269,14 +267,10 @@ def inception_weights(key: str, path: str) -> None:
     fits(f"{key}={path!r}", found, expected, "torch-fidelity's InceptionV3", optional="num_batches_tracked")
 
 
-def dit_checkpoint(key: str, path: str, network: StageConfig) -> None:
-    """The official DiT-XL/2 state dict against baselines/dit.py's network as ``baseline.dit_xl2`` configures it."""
-    from ablations.engine.families import dit_xl2_network
-
-    found = state_dict_shapes(key, path, "the official DiT-XL-2-256x256.pt state dict")
-    name = network.size or f"depth {network.depth}, width {network.hidden_size}, patch {network.patch_size}"
-    fits(f"{key}={path!r}", found, meta_shapes(lambda: dit_xl2_network(network)),
-         f"DiT-XL/2's layout as baseline.dit_xl2 configures it ({name})")
+def checkpoint(key: str, path: str, what: str, network: Callable[[], Any], section: str) -> None:
+    """A pretrained family's state dict against the network it loads into, as its section configures it."""
+    found = state_dict_shapes(key, path, what)
+    fits(f"{key}={path!r}", found, meta_shapes(network), f"the network {section} configures")
 
 
 def classifier_file(key: str, path: str) -> None:

@@ -110,7 +110,7 @@ def make_inputs(root: Path) -> list[str]:
         f"autoencoder.path={vae_folder(root / 'sd-vae-ft-ema')}",
         f"eval.inception_weights={weights}",
         f"eval.reference_npz={adm_reference(root / 'VIRTUAL_imagenet256_labeled.npz', weights)}",
-        f"baseline.dit_xl2_checkpoint={dit_checkpoint(root / 'DiT-XL-2-256x256.pt')}",
+        f"baseline.dit_xl2.checkpoint={dit_checkpoint(root / 'DiT-XL-2-256x256.pt')}",
     ]
 
 

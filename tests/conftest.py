@@ -50,5 +50,5 @@ def cluster_inputs(tmp_path_factory):
         torch.save(dit_xl2(depth=1, hidden_size=32, num_heads=2).state_dict(), root / "dit.pt")
     layout_file(inception_layout(), root / "inception.pth")
     return [f"data.root={root / 'train'}", "data.num_classes=2", f"autoencoder.path={root / 'vae'}",
-            f"baseline.dit_xl2_checkpoint={root / 'dit.pt'}", "baseline.dit_xl2={size: '', depth: 1, hidden_size: 32, "
+            f"baseline.dit_xl2.checkpoint={root / 'dit.pt'}", "baseline.dit_xl2={size: '', depth: 1, hidden_size: 32, "
             "num_heads: 2}", f"eval.inception_weights={root / 'inception.pth'}", "launcher=inprocess", "device=cpu"]

@@ -235,7 +235,7 @@ CATALOGUE = [  # (arguments, the one line's expected content); {name} is a file 
     (["sweep=cfg_scale0", "msf.steps=[100000000000000000000,2]"], "expected an integer within 64 bits"),
     (["sweep=cfg_scale0", "sample.steps=[100000,50]"], "sample.steps=[100000, 50]: expected a value > 0 and at most"),
     (["sweep=cfg_scale0", "train.warmup_steps=1e12"], "train.warmup_steps=1000000000000: expected a value >= 0 and"),
-    (["sweep=cfg_scale0", "baseline.dimr_steps=1e12"], "baseline.dimr_steps=1000000000000: expected a value > 0 and"),
+    (["sweep=cfg_scale0", "baseline.dimr.steps=1e12"], "baseline.dimr.steps=1000000000000: expected a value > 0 and"),
     (["sweep=cfg_scale0", "data.ref_size=1e9"], "data.ref_size=1000000000: expected at least 2 images and at most"),
     (["sweep=cfg_scale0", "data.image_size=100000"], "data.image_size=100000: expected a value > 0 and at most 4,096"),
     (["sweep=cfg_scale0", "seeds.sample=[9223372036854775808]"], "expected an integer within 64 bits"),
@@ -318,23 +318,23 @@ CATALOGUE = [  # (arguments, the one line's expected content); {name} is a file 
     ([*INCEPTION, "eval.inception_weights={inception_pth}", "eval.reference_npz={adm_float_npz}"],
      "arr_0 is float32 [4, 8, 8, 3]; expected uint8"),
     # -- the paper's configuration (imagenet256): dataset, VAE and Inception pass, then the DiT-XL/2 checkpoint
-    (["sweep=main", *I256, "data.root={truncated}", "autoencoder.path={vae}", "baseline.dit_xl2_checkpoint={dit_pt}"],
+    (["sweep=main", *I256, "data.root={truncated}", "autoencoder.path={vae}", "baseline.dit_xl2.checkpoint={dit_pt}"],
      "data.root='{truncated}': {truncated}/n000/a.png cannot be read as an image"),
-    (["sweep=main", *I256, "data.root={classes6}", "autoencoder.path={vae}", "baseline.dit_xl2_checkpoint={dit_pt}"],
+    (["sweep=main", *I256, "data.root={classes6}", "autoencoder.path={vae}", "baseline.dit_xl2.checkpoint={dit_pt}"],
      "data.num_classes=2 but {classes6} has 6 class folders"),
-    ([*MAIN], "needs baseline.dit_xl2_checkpoint=PATH"),
-    ([*MAIN, "baseline.dit_xl2_checkpoint={crafted_pt}"],
-     "baseline.dit_xl2_checkpoint='{crafted_pt}' is not a plain state dict of tensors"),
-    ([*MAIN, "baseline.dit_xl2_checkpoint={text_txt}"],
+    ([*MAIN], "needs baseline.dit_xl2.checkpoint=PATH"),
+    ([*MAIN, "baseline.dit_xl2.checkpoint={crafted_pt}"],
+     "baseline.dit_xl2.checkpoint='{crafted_pt}' is not a plain state dict of tensors"),
+    ([*MAIN, "baseline.dit_xl2.checkpoint={text_txt}"],
      "is not a torch-saved file (expected the official DiT-XL-2-256x256.pt state dict)"),
-    ([*MAIN, "baseline.dit_xl2_checkpoint={dit_pt}"],
+    ([*MAIN, "baseline.dit_xl2.checkpoint={dit_pt}"],
      "does not fit DiT-XL/2's layout as baseline.dit_xl2 configures it (DiT-XL/2): 291 of its 292 tensors missing"),
-    ([*MAIN, "baseline.dit_xl2_checkpoint={dit_small_pt}"],
+    ([*MAIN, "baseline.dit_xl2.checkpoint={dit_small_pt}"],
      "(DiT-XL/2): 270 of its 292 tensors missing (first 'blocks.1.attn.qkv.weight'); 21 of another shape"),
-    ([*MAIN, SMALL_DIT, "baseline.dit_xl2_checkpoint={dit_deeper_pt}"],
+    ([*MAIN, SMALL_DIT, "baseline.dit_xl2.checkpoint={dit_deeper_pt}"],
      "(depth 1, width 32, patch 2): 10 tensors it does not have (first 'blocks.1."),
-    ([*MAIN, SMALL_DIT, "baseline.dit_xl2_checkpoint={dit_wider_pt}"], "of another shape (first 'pos_embed'"),
-    (["sweep=main", "baseline.dit_xl2_checkpoint={dit_pt}"], "changes no job of sweep=main at preset=tiny"),
+    ([*MAIN, SMALL_DIT, "baseline.dit_xl2.checkpoint={dit_wider_pt}"], "of another shape (first 'pos_embed'"),
+    (["sweep=main", "baseline.dit_xl2.checkpoint={dit_pt}"], "changes no job of sweep=main at preset=tiny"),
     # -- the runs folder: writable, a folder, paths within the file system's limits (with the plan's run folders)
     (["sweep=cfg_scale0", "runs_dir=/proc/msf-runs"], "runs_dir='/proc/msf-runs': cannot write in /proc"),
     (["sweep=cfg_scale0", "runs_dir={text_txt}"], "is a file; expected a folder for the run folders"),
@@ -366,7 +366,7 @@ def test_a_sound_command_passes_every_check(files, runs, capsys):
     ok = [[*IMAGES, "data.root={classes2}"], [*CIFAR, "data.root={cifar_ok}"],
           [*VAE, "autoencoder.path={vae}", "data.image_size=64"],
           [*INCEPTION, "eval.inception_weights={inception_pth}", "eval.reference_npz={adm_npz}"],
-          [*MAIN, SMALL_DIT, "baseline.dit_xl2_checkpoint={dit_small_pt}"]]
+          [*MAIN, SMALL_DIT, "baseline.dit_xl2.checkpoint={dit_small_pt}"]]
     for args in ok:
         assert main([*(a.format(**files) for a in args), f"runs_dir={runs}", "--dry-run"]) == 0, capsys.readouterr()
 
@@ -404,8 +404,8 @@ def test_a_real_process_exits_2_with_one_line(tmp_path):
 PICKLED = [  # a crafted pickle (or an array of pickled objects) as every key that names a weights or reference file
     ([*INCEPTION, "eval.inception_weights={crafted_pt}"], "not a plain state dict"),
     ([*INCEPTION, "eval.inception_weights={crafted_pkl}"], "not a plain state dict"),
-    ([*MAIN, "baseline.dit_xl2_checkpoint={crafted_pt}"], "not a plain state dict"),
-    ([*MAIN, "baseline.dit_xl2_checkpoint={crafted_pkl}"], "not a plain state dict"),
+    ([*MAIN, "baseline.dit_xl2.checkpoint={crafted_pt}"], "not a plain state dict"),
+    ([*MAIN, "baseline.dit_xl2.checkpoint={crafted_pkl}"], "not a plain state dict"),
     (["sweep=cfg_scale0", "eval.features={crafted_pt}"], "is not a safetensors file"),
     ([*VAE, "autoencoder.path={vae_bin}"], ".bin pickles are never"),
     ([*INCEPTION, "eval.inception_weights={inception_pth}", "eval.reference_npz={pickled_npz}"], "is not an npz file"),

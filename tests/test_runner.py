@@ -44,7 +44,7 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         (["sweep=cfg_scale0", "preset=imagenet256"], "data.name=imagefolder needs data.root=DIR"),
         (["sweep=cfg_scale0", "preset=imagenet256", "data.root=/"], "autoencoder.kind=pretrained needs"),
         (["sweep=main", "preset=imagenet256", "launcher=inprocess", "device=cpu", "data.root=/dev/null",
-          "autoencoder.path=/", "baseline.dit_xl2_checkpoint=/"],
+          "autoencoder.path=/", "baseline.dit_xl2.checkpoint=/"],
          "data.root='/dev/null' is a file; expected a folder of class folders holding images"),
         (["sweep=cfg_scale0", "eval.compile=fast"], "eval.compile='fast' is not one of: none, default"),
         (["sweep=cfg_scale0", "device=cpu", "eval.compile=reduce-overhead"], "needs device=cuda"),

@@ -55,7 +55,7 @@ def test_every_job_carries_the_configured_device_dtype_threads_and_sections(pres
                 assert spec.sample is None or spec.sample in [p.sample for p in points] + [cfg.sample], job.name
                 if spec.family == "dit_xl2":
                     assert (spec.network, spec.checkpoint) == (
-                        cfg.baseline.dit_xl2, cfg.baseline.dit_xl2_checkpoint), job.name
+                        cfg.baseline.dit_xl2.network, cfg.baseline.dit_xl2.checkpoint), job.name
             if isinstance(spec, ScoreJob):
                 assert spec.scoring in [scoring_of(p.eval) for p in points] and spec.data == cfg.data, job.name
             if isinstance(spec, CacheJob):
@@ -163,10 +163,14 @@ CHANGES = {
     "baseline.dit_flow.hidden_size": (64, "main"),
     "baseline.dit_flow.num_heads": (2, "main"),
     "baseline.dit_flow.patch_size": (4, "main"),
-    "baseline.dit_flow_steps": (10, "main"),
-    "baseline.dimr": ("DiMR-XL/2R", "main"),
-    "baseline.dimr_steps": (10, "main"),
-    "baseline.dit_xl2_checkpoint": (None, None),  # only with a dit_xl2 point (imagenet256.s main, tested above)
+    "baseline.dit_flow.steps": (10, "main"),
+    "baseline.dimr.size": ("DiMR-XL/2R", "main"),
+    "baseline.dimr.depth": (None, None),  # a DiMR is named by its size table (a custom one is not offered)
+    "baseline.dimr.hidden_size": (None, None),
+    "baseline.dimr.num_heads": (None, None),
+    "baseline.dimr.patch_size": (None, None),
+    "baseline.dimr.steps": (10, "main"),
+    "baseline.dit_xl2.checkpoint": (None, None),  # only with a dit_xl2 point (imagenet256.s main, tested above)
     "baseline.dit_xl2.size": (None, None),  # the same
     "baseline.dit_xl2.depth": (None, None),
     "baseline.dit_xl2.hidden_size": (None, None),

@@ -10,8 +10,10 @@ dimr       one DiMR network at the full size, same loop    Algorithm 3 with one 
 dit_xl2    no: the official pretrained checkpoint          DiT's 250-step DDPM, guidance on 3 channels
 =========  ==============================================  ===================================================
 
-Adding a baseline is one :class:`ModelFamily` entry in :data:`FAMILIES`: the planner reads which networks a family
-trains from it, the eval job loads and samples through it, the speed job times it; nothing else names a family.
+Adding a baseline is one :class:`ModelFamily` entry in :data:`FAMILIES`: its configuration section
+(``baseline.NAME``), the inputs it needs and their checks, the networks it trains, how it is loaded, sampled, timed
+and FLOP-counted, and the paper's row it reproduces all come from the entry; nothing else in the code names a
+family (presets and sweep files name them as data).
 """
 
 from __future__ import annotations
@@ -21,7 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ablations.engine.specs import BaselineConfig, FactorizationSpec, SampleJob, StageConfig, TrainJob
+from ablations.engine.specs import (
+    FactorizationSpec,
+    PretrainedBaseline,
+    SampleJob,
+    StageConfig,
+    TrainedBaseline,
+    TrainJob,
+)
 
 if TYPE_CHECKING:  # the registry is read when a command is parsed: torch and the models load only when used
     import torch
@@ -102,32 +111,54 @@ class SpeedStage:
 
 @dataclass(frozen=True)
 class ModelFamily:
-    """One model family of Table 1 (see the module docstring).
+    """One model family of Table 1 (see the module docstring), or one of the anchors every table has.
 
     Attributes:
         name: the family's name in sweeps, run keys and metrics.
-        architecture: the network the training loop builds for it (loaded on call), or None for pretrained weights.
-        multi_scale: one network per MSF scale (msf.scales), else one network at the full latent size.
-        baseline: for single-scale trained baselines, their network and step count in the baseline config.
+        load: the sample job's model: (spec, dependency run folders by role, autoencoder, device) -> Loaded.
+        architecture: the network the training loop builds for it (loaded on call), or None (pretrained weights, or
+            an anchor made of real images).
+        multi_scale: one network per MSF scale (the ``msf`` section), else one network at the full latent size.
+        section: its configuration section ``baseline.NAME`` (its default value; a TrainedBaseline for a
+            single-scale baseline the harness trains, a PretrainedBaseline for published weights), or None.
         latent: a pretrained family's fixed latent shape (C, h, w) (DiT-XL/2: 4 x 32 x 32, the SD VAE at 256 px).
-        load: the eval job's model: (spec, dependency run folders by role, latent channels, device) -> Loaded.
+        checkpoint_network: the network a pretrained family's checkpoint loads into (a StageConfig of its layout ->
+            the module), so that the checkpoint can be checked tensor by tensor before anything runs.
+        checkpoint_name: what its checkpoint is, for messages.
         speed_plan: its networks at the paper's sizes, steps and CFG (Table 1, Sec. 4.2); empty: not timed.
         speed_network: a random-weight network of one speed stage.
         speed_sampler: the whole latent sampler over the speed plan's networks.
         anchor: for the anchors made of real images, the anchor they are (``real``: the floor, ``autoencoder``: the
             autoencoder's floor); None for a model.
+        paper_row: the row of the paper's Table 1 that the family reproduces at a sweep point's CFG scales, if any.
+        speed_rank: its place among the baselines of the speed claim (Table 1 'Time'): the lowest ranked one
+            evaluated alike is compared with MSF; None: never.
     """
 
     name: str
-    architecture: Callable[[], Architecture] | None
-    multi_scale: bool
-    baseline: Callable[[BaselineConfig], tuple[StageConfig, int]] | None
-    latent: tuple[int, int, int] | None
     load: Callable[[SampleJob, dict[str, Path], Autoencoder, torch.device], Loaded]
-    speed_plan: tuple[SpeedStage, ...]
-    speed_network: Callable[[SpeedStage], nn.Module] | None
-    speed_sampler: Callable[[list[nn.Module], Sequence[SpeedStage], torch.device], LatentSampler] | None
+    architecture: Callable[[], Architecture] | None = None
+    multi_scale: bool = False
+    section: Callable[[], Any] | None = None
+    latent: tuple[int, int, int] | None = None
+    checkpoint_network: Callable[[StageConfig], nn.Module] | None = None
+    checkpoint_name: str = ""
+    speed_plan: tuple[SpeedStage, ...] = ()
+    speed_network: Callable[[SpeedStage], nn.Module] | None = None
+    speed_sampler: Callable[[list[nn.Module], Sequence[SpeedStage], torch.device], LatentSampler] | None = None
     anchor: str | None = None
+    paper_row: Callable[[list[float]], str | None] = lambda cfg: None
+    speed_rank: int | None = None
+
+    @property
+    def trained(self) -> bool:
+        """Whether the harness trains it."""
+        return self.architecture is not None
+
+    @property
+    def pretrained(self) -> bool:
+        """Whether it loads published weights (its section names the checkpoint)."""
+        return self.checkpoint_network is not None
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -274,75 +305,57 @@ def _load_reconstructed(job: SampleJob, deps: dict[str, Path], ae: Autoencoder, 
 # ----------------------------------------------------------------------------------------------------------------------
 # The registry.
 
+def _msf_row(cfg: list[float]) -> str | None:
+    """MSF's rows of Table 1: CFG 1.4 or 1.5 on the base scale, none on the residual (Table 1)."""
+    return {1.4: "MSF(cfg=1.4)", 1.5: "MSF(cfg=1.5)"}.get(cfg[0]) if len(cfg) == 2 and cfg[1] == 1.0 else None
+
+
+METHOD = "msf"  # the paper's model: every table's ceiling is it, untrained
 FAMILIES: dict[str, ModelFamily] = {
-    "msf": ModelFamily(
-        name="msf",
-        architecture=dit_architecture,
-        multi_scale=True,
-        baseline=None,
-        latent=None,
-        load=_load_trained(dit_architecture),
-        speed_plan=(SpeedStage("MSF-stage1", 24, False, 100, 1.4), SpeedStage("MSF-stage2", 32, True, 50, 1.0)),
-        speed_network=_dit_speed_network,
-        speed_sampler=_flow_speed_sampler,
-    ),
-    "dit_flow": ModelFamily(
-        name="dit_flow",
-        architecture=dit_architecture,
-        multi_scale=False,
-        baseline=lambda b: (b.dit_flow, b.dit_flow_steps),
-        latent=None,
-        load=_load_trained(dit_architecture),
-        speed_plan=(),  # not timed: at the paper's size it is DiT-XL/2's network under a flow sampler
-        speed_network=None,
-        speed_sampler=None,
-    ),
-    "dimr": ModelFamily(
-        name="dimr",
-        architecture=dimr_architecture,
-        multi_scale=False,
-        baseline=lambda b: (StageConfig(size=b.dimr), b.dimr_steps),
-        latent=None,
-        load=_load_trained(dimr_architecture),
-        speed_plan=(SpeedStage("DiMR-XL/2R", 32, False, 250, 1.5),),  # our flow sampler at DiT-XL/2's steps
-        speed_network=_dimr_speed_network,
-        speed_sampler=_flow_speed_sampler,
-    ),
-    "dit_xl2": ModelFamily(
-        name="dit_xl2",
-        architecture=None,
-        multi_scale=False,
-        baseline=None,
-        latent=DIT_XL2_LATENT,
-        load=_load_dit_xl2,
-        speed_plan=(SpeedStage("DiT-XL/2", 32, False, 250, 1.5),),  # the official 250-step DDPM sampler
-        speed_network=_dit_xl2_speed_network,
-        speed_sampler=_dit_xl2_speed_sampler,
-    ),
-    "real": ModelFamily(  # not a model: held-out real images, the floor of every table
-        name="real",
-        architecture=None,
-        multi_scale=False,
-        baseline=None,
-        latent=None,
-        load=_load_real,
-        speed_plan=(),
-        speed_network=None,
-        speed_sampler=None,
-        anchor="real",
-    ),
-    "reconstructed": ModelFamily(  # not a model: the same images through the autoencoder, its floor
-        name="reconstructed",
-        architecture=None,
-        multi_scale=False,
-        baseline=None,
-        latent=None,
-        load=_load_reconstructed,
-        speed_plan=(),
-        speed_network=None,
-        speed_sampler=None,
-        anchor="autoencoder",
-    ),
+    f.name: f
+    for f in (
+        ModelFamily(
+            name=METHOD,
+            load=_load_trained(dit_architecture),
+            architecture=dit_architecture,
+            multi_scale=True,
+            speed_plan=(SpeedStage("MSF-stage1", 24, False, 100, 1.4), SpeedStage("MSF-stage2", 32, True, 50, 1.0)),
+            speed_network=_dit_speed_network,
+            speed_sampler=_flow_speed_sampler,
+            paper_row=_msf_row,
+        ),
+        ModelFamily(
+            name="dit_flow",
+            load=_load_trained(dit_architecture),
+            architecture=dit_architecture,
+            section=lambda: TrainedBaseline(depth=6, hidden_size=128),
+            speed_rank=1,  # not timed at the paper's size (it is DiT-XL/2's network under a flow sampler)
+        ),
+        ModelFamily(
+            name="dimr",
+            load=_load_trained(dimr_architecture),
+            architecture=dimr_architecture,
+            section=lambda: TrainedBaseline(size="DiMR-tiny"),
+            speed_plan=(SpeedStage("DiMR-XL/2R", 32, False, 250, 1.5),),  # our flow sampler at DiT-XL/2's steps
+            speed_network=_dimr_speed_network,
+            speed_sampler=_flow_speed_sampler,
+        ),
+        ModelFamily(
+            name="dit_xl2",
+            load=_load_dit_xl2,
+            section=lambda: PretrainedBaseline(size="DiT-XL/2"),
+            latent=DIT_XL2_LATENT,
+            checkpoint_network=dit_xl2_network,
+            checkpoint_name="the official DiT-XL-2-256x256.pt state dict",
+            speed_plan=(SpeedStage("DiT-XL/2", 32, False, 250, 1.5),),  # the official 250-step DDPM sampler
+            speed_network=_dit_xl2_speed_network,
+            speed_sampler=_dit_xl2_speed_sampler,
+            paper_row=lambda cfg: "DiT-XL/2 [38]",
+            speed_rank=0,
+        ),
+        ModelFamily(name="real", load=_load_real, anchor="real"),  # held-out real images: every table's floor
+        ModelFamily(name="reconstructed", load=_load_reconstructed, anchor="autoencoder"),  # the same, through E, D
+    )
 }
 SPEED_FAMILIES = tuple(name for name, f in FAMILIES.items() if f.speed_plan)  # the speed sweep's rows
 ANCHOR_FAMILIES = tuple(name for name, f in FAMILIES.items() if f.anchor)  # every table's floors

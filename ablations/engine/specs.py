@@ -26,8 +26,6 @@ Factorization = Literal["residual", "residual_latent_base", "latent_resize", "im
 ResizeMode = Literal["bilinear", "bicubic", "area", "nearest"]
 Dtype = Literal["float32", "bfloat16"]
 CompileMode = Literal["none", "default", "max-autotune", "reduce-overhead"]  # reduce-overhead adds CUDA graphs
-Family = Literal["msf", "dit_flow", "dimr", "dit_xl2", "real", "reconstructed"]
-TrainedFamily = Literal["msf", "dit_flow", "dimr"]
 
 # Bumped when code changes what a job of that kind computes (outputs on a fixed input; see the module docstring).
 RESULTS_VERSION: dict[str, int] = {
@@ -166,16 +164,29 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
-class BaselineConfig:
-    """The baselines of Table 1: a single-scale flow DiT and DiMR trained by the same loop, and DiT-XL/2's weights."""
+class TrainedBaseline(StageConfig):
+    """A single-scale baseline trained by the harness's loop (``baseline.NAME``, ablations/engine/families.py): its
+    network (a custom DiT, or ``size`` from its family's size table) and its training steps."""
 
-    dit_flow: StageConfig = field(default_factory=lambda: StageConfig(depth=6, hidden_size=128))
-    dit_flow_steps: int = checked(4500, check=STEPS)  # the sum of the MSF stages' steps
-    dimr: str = "DiMR-tiny"  # DiMR size (baselines/dimr.py DIMR_CONFIGS), trained by the same flow loop
-    dimr_steps: int = checked(4500, check=STEPS)
-    dit_xl2_checkpoint: str | None = None  # the official DiT-XL-2-256x256.pt, for the pretrained baseline
-    dit_xl2: StageConfig = field(default_factory=lambda: StageConfig(size="DiT-XL/2"))  # its layout (a rehearsal
-    # loads a smaller DiT saved in the same layout)
+    steps: int = checked(4500, check=STEPS)  # the sum of the MSF stages' steps
+
+    @property
+    def network(self) -> StageConfig:
+        """The network alone."""
+        return StageConfig(self.size, self.depth, self.hidden_size, self.num_heads, self.patch_size)
+
+
+@dataclass(frozen=True)
+class PretrainedBaseline(StageConfig):
+    """A baseline loaded from its published weights (``baseline.NAME``): the checkpoint file and the layout of the
+    network it loads into (as released, unless a rehearsal loads a smaller network saved in the same layout)."""
+
+    checkpoint: str | None = None
+
+    @property
+    def network(self) -> StageConfig:
+        """The network alone."""
+        return StageConfig(self.size, self.depth, self.hidden_size, self.num_heads, self.patch_size)
 
 
 @dataclass(frozen=True)
@@ -278,7 +289,7 @@ class CacheJob:
 class TrainJob:
     """Train one stage network of a family on the cached targets (Algorithm 2, Eq. 5)."""
 
-    family: TrainedFamily
+    family: str  # a trained family of ablations/engine/families.py
     stage: int
     steps: int
     seed: int  # training seed: initialisation, data order, t / noise / label-dropout draws
@@ -330,7 +341,7 @@ class SampleJob:
     """Sample one eval point of one model and save its images once, uint8 in ADM's npz layout (Algorithm 3,
     Sec. 4.2); the anchors of a table (held-out real images, their autoencoder reconstructions) are sampled alike."""
 
-    family: Family
+    family: str  # a family of ablations/engine/families.py
     sample: SampleConfig | None  # None for the anchors made of real images
     sampling: Sampling
     sample_seed: int
@@ -338,8 +349,8 @@ class SampleJob:
     time_sampling: bool  # time sampling and decoding of one batch (one point per setting)
     data: DataConfig
     autoencoder: AutoencoderConfig
-    checkpoint: str | None  # dit_xl2: the official checkpoint
-    network: StageConfig | None  # dit_xl2: the checkpoint's network (DiT-XL/2 as released, unless a rehearsal)
+    checkpoint: str | None  # a pretrained family: its published weights
+    network: StageConfig | None  # a pretrained family: the network its checkpoint loads into
     preset: str
     inputs: dict[str, str]  # fingerprints of the files read (role -> digest): keys follow their content
     runtime: Runtime
@@ -370,7 +381,7 @@ class ReconJob:
 class SpeedJob:
     """Time one family at the paper's sizes, steps and CFG with random weights (Table 1 'Time', Sec. 4.2)."""
 
-    family: Family
+    family: str
     speed: SpeedConfig
     dtype: Dtype
     attention: Literal["auto", "sdpa", "xformers"]
