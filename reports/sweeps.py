@@ -112,9 +112,11 @@ class SweepView:
 
 
 def varying(points: Sequence[Point]) -> list[tuple[str, int | None]]:
-    """The (key, index) of every setting that differs between points, in the sweep file's key order."""
+    """The (key, index) of every setting that differs between points, the one taking most values first (manifests
+    store a point's keys sorted by name, not in the sweep file's order)."""
     out: list[tuple[str, int | None]] = []
     keys = list(dict.fromkeys(k for p in points for k in p.explicit if k != "anchor"))
+    keys.sort(key=lambda k: -len({p.explicit.get(k) for p in points}))
     for k in keys:
         values = [p.explicit.get(k) for p in points]
         if len(set(values)) < 2:
