@@ -92,7 +92,9 @@ def paper_trains(runs: Sequence[Run], msf: Group | None) -> list[Run]:
     with the most runs (Fig. 4)."""
     trains = done(runs, "train")
     by_name = {r.path.name: r for r in trains}
-    chosen = [by_name[d] for r in (msf.runs if msf else []) for role, d in sorted(r.deps.items())
+    sampled = {r.path.name: r for r in done(runs, "sample")}  # a score run's trainings are its sample run's deps
+    evals = [sampled.get(r.deps.get("samples", ""), r) for r in (msf.runs if msf else [])]
+    chosen = [by_name[d] for r in evals for role, d in sorted(r.deps.items())
               if role.startswith("train") and d in by_name]
     if not chosen:
         arm = [r for r in trains if (r.metrics or {})["model"] == "msf" and (r.metrics or {})["num_stages"] == 2

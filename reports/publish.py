@@ -76,8 +76,10 @@ def publish(runs_root: str | Path, dest: str | Path, title: str | None = None,
     """Metadata to dest/runs, then the report from the full run folders to dest, with a published stand-in's
     verdicts and trends beside ours."""
     runs_root, dest = Path(runs_root), Path(dest)
-    for d in stand_in:
-        find_run_dirs([d])  # refuse a missing stand-in before anything is written
+    for d in [runs_root, *stand_in]:  # refuse a missing folder or one without manifests before anything is written
+        find_run_dirs([d])
+        if not find_manifests([d]):
+            raise ValueError(f"no sweep manifest ({MANIFESTS}/*.json) in {d}: run its sweeps with ablations/run.py")
     copied = copy_metadata(runs_root, dest / "runs")
     result = build_report([runs_root], dest, title, stand_in=stand_in)
     return {**result, "published_runs": len(copied)}

@@ -36,6 +36,7 @@ KEY_TITLES = {"model": "Model", "cfg": "CFG", "steps": "Steps", "factorization":
               "scales": "Scales (latent sizes)", "conditioning": "Conditioning"}
 CONTEXT = PROTOCOL  # scored alike
 NAMED = ("model", "factorization", "conditioning")  # settings whose value names itself in a label
+KEY_ORDER = ("model", "factorization", "scales", "conditioning", "cfg", "steps")  # rows are named by the first
 
 
 def norm(v: Any) -> Any:
@@ -112,9 +113,11 @@ class SweepView:
 
 
 def varying(points: Sequence[Point]) -> list[tuple[str, int | None]]:
-    """The (key, index) of every setting that differs between points, in the sweep file's key order."""
+    """The (key, index) of every setting that differs between points, the model's settings before the sampler's
+    (KEY_ORDER), then other keys by name (manifests store a point's keys sorted by name)."""
     out: list[tuple[str, int | None]] = []
-    keys = list(dict.fromkeys(k for p in points for k in p.explicit if k != "anchor"))
+    keys = sorted({k for p in points for k in p.explicit if k != "anchor"},
+                  key=lambda k: (KEY_ORDER.index(k) if k in KEY_ORDER else len(KEY_ORDER), k))
     for k in keys:
         values = [p.explicit.get(k) for p in points]
         if len(set(values)) < 2:

@@ -1,7 +1,8 @@
 """Reports (reports/: runs, sweeps, claims, tables, figures, render, build, publish; MSF Tables 1-5, Figs. 2, 4, 6-12):
-built from synthetic run folders that follow the schema, the Markdown tables parsed back with pandas and compared with
-numpy / scipy statistics of the metrics.json files, claim verdicts against the synthetic design and against rule
-inputs built by hand, and the HTML rendered by headless Chromium."""
+built from synthetic run folders and sweep manifests that follow the schema (the manifests checked against the
+planner's own functions), the Markdown tables parsed back with pandas and compared with numpy / scipy statistics of the
+metrics.json files of the runs the manifests list, claim verdicts against the synthetic design and against rule inputs
+built by hand, and the HTML rendered by headless Chromium."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import _runfolders as rf  # tests/ is on sys.path under pytest's default import mode
 import numpy as np
@@ -25,6 +27,9 @@ from hypothesis import strategies as st
 from PIL import Image
 from scipy import stats as scipy_stats
 
+from ablations.config import PRESETS_DIR, load_sweep, load_yaml, point_config, set_key, typed
+from ablations.engine.families import ANCHOR_FAMILIES, FAMILIES
+from ablations.graph import reported, setting_of
 from ablations.run import main as run_main
 from reports import paper
 from reports.build import build_report, main
@@ -47,13 +52,15 @@ from reports.claims import (
     trend,
 )
 from reports.publish import MAX_STATS, copy_metadata, publish
+from reports.sweeps import MANIFESTS, Point, norm, varying
 from reports.tables import MISSING
 
 ROUND_FID = 0.005 + 1e-9  # FID cells carry 2 decimals: half a unit of the last digit, plus float slack
 ROUND_3G = 5e-3  # intervals and most other numbers carry 3 significant digits: relative half a unit
 SEEDS_COL = "Seeds (training x sampling)"
 SEEDS_ROW = "ours seeds (training x sampling)"
-FLOOR, CEILING = "floor: real images", "ceiling: untrained MSF"
+FLOOR, AE_FLOOR, CEILING = "floor: real images", "floor: autoencoder reconstructions", "ceiling: untrained MSF"
+ANCHOR_OF = {FLOOR: "real", AE_FLOOR: "autoencoder", CEILING: "untrained"}  # row or column -> the runs' anchor
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -92,13 +99,59 @@ def parse_interval(text: str) -> tuple[float, float, float]:
 
 def metrics_where(root: Path, **match) -> list[dict]:
     """The metrics.json of every finished run whose fields equal ``match`` (lists compared as lists; a missing
-    field counts as None)."""
+    field counts as None), each with its run folder's name under 'run'."""
     found = []
     for path in sorted(root.rglob("metrics.json")):
         m = json.loads(path.read_text())
         if all(m.get(k) == v for k, v in match.items()):
-            found.append(m)
+            found.append(m | {"run": path.parent.name})
     return found
+
+
+def manifests_of(root: Path) -> list[dict]:
+    """The sweep manifests under a runs folder, as JSON."""
+    return [json.loads(p.read_text()) for p in sorted(root.glob(f"{MANIFESTS}/*.json"))]
+
+
+def listed(root: Path) -> set[str]:
+    """The score runs some manifest under root lists (its points' and its anchors' runs)."""
+    names: set[str] = set()
+    for m in manifests_of(root):
+        for runs in [*(p["runs"] for p in m["points"]), *m["anchors"].values()]:
+            names |= {r["score"] for r in runs}
+    return names
+
+
+def evals(root: Path, **match) -> list[dict]:
+    """The finished score runs some manifest lists whose fields equal ``match`` (see metrics_where)."""
+    names = listed(root)
+    return [m for m in metrics_where(root, kind="score", **match) if m["run"] in names]
+
+
+def inventory_line(md: str, start: str) -> list[str]:
+    """The run folders named by one line of the report's Runs section ('Duplicates (...): a, b.'), none -> []."""
+    line = next(x for x in md.split("## Runs")[1].split("## Claims")[0].splitlines() if x.startswith(start))
+    text = line.split("): ", 1)[1].removesuffix(".")
+    return [] if text == "none" else text.split(", ")
+
+
+def dit_xl2_counted(root: Path, md: str) -> list[dict]:
+    """DiT-XL/2's score runs the report counts: those listed, less the one it names as a duplicate."""
+    duplicates = set(inventory_line(md, "Duplicates"))
+    return [m for m in evals(root, model="dit_xl2") if m["run"] not in duplicates]
+
+
+def caption(md: str, table_id: str) -> str:
+    """The title and caption line of one table."""
+    return md.split(f"**{table_id}.**")[1].split("\n")[0]
+
+
+def share_sentence(root: Path, model: list[dict], what: str) -> str:
+    """The caption's sentence on the autoencoder's share, its number computed from the metrics files: (FID(autoencoder
+    floor) - FID(real floor)) / (FID(model) - FID(real floor)), each the mean over its runs."""
+    real, coded = (np.mean(fids(evals(root, anchor=a))) for a in ("real", "autoencoder"))
+    share = (coded - real) / (np.mean(fids(model)) - real)
+    return f"The autoencoder's floor is {100 * share:.0f}% of {what}'s FID above the real floor"
 
 
 def assert_cell_matches(cell: str, values: list[float], tol: float = ROUND_FID) -> None:
@@ -137,10 +190,11 @@ def assert_interval_matches(text: str, expected: tuple[float, float, float]) -> 
 
 
 def msf_runs(root: Path, **match) -> list[dict]:
-    """Eval runs of trained MSF at the synthetic preset's other settings (residual, 24/32, adaLN-Zero) by default."""
-    base = {"kind": "eval", "model": "msf", "factorization": "residual", "scales": rf.SCALES,
-            "conditioning": "adaln_zero", "anchor": None, "steps": list(rf.MAIN_STEPS), "cfg": list(rf.MAIN_CFG)}
-    return metrics_where(root, **(base | match))
+    """Listed score runs of trained MSF at the synthetic preset's other settings (residual, 24/32, adaLN-Zero) by
+    default."""
+    base = {"model": "msf", "factorization": "residual", "scales": rf.SCALES, "conditioning": "adaln_zero",
+            "anchor": None, "steps": list(rf.MAIN_STEPS), "cfg": list(rf.MAIN_CFG)}
+    return evals(root, **(base | match))
 
 
 def fids(runs: list[dict]) -> list[float]:
@@ -154,7 +208,8 @@ def fids(runs: list[dict]) -> list[float]:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """The synthetic imagenet256 sweep and the report built from it (built once: figures take a few seconds)."""
+    """The synthetic imagenet256 sweeps (runs and manifests) and the report built from them (built once: figures take
+    a few seconds)."""
     base = tmp_path_factory.mktemp("reports")
     root = rf.make_runs(base / "runs")
     result = build_report([root], base / "out")
@@ -367,7 +422,65 @@ def test_speed_rule(msf, base, verdict):
 ALL_TABLES = ["Table 1", "Table 2", "Table 3", "Table 4", "Table 5", "Table F2", "Table F1", "Table R1", "Table C1",
               "Table S1", "Table S2", "Table T1", "Claims"]
 SWEEP_FILES = ("main", "cfg_scale0", "cfg_scale1", "steps_scale0", "steps_scale1", "factorization", "resolutions",
-               "conditioning")
+               "conditioning")  # the sweeps with points: each gets a sample-grid figure
+ROOT = Path(__file__).resolve().parents[1]
+SWEEP_NAMES = sorted(p.stem for p in (ROOT / "ablations" / "sweeps").glob("*.yaml"))
+
+
+def planned(sweep: str, preset: str = rf.PRESET) -> tuple[Any, list[dict], int | None]:
+    """A sweep file at a preset as the planner plans it: the sweep, each point's explicit and setting
+    (ablations/graph.py ``reported``, ``setting_of`` on the point's config) and the reference point. The config is
+    merged as ablations.config.resolve merges it (preset < the sweep's base), without resolve's checks of the dataset
+    and weight files that imagenet256 needs."""
+    data: dict[str, Any] = {}
+    for k, v in load_yaml(PRESETS_DIR / f"{preset}.yaml").items():
+        set_key(data, k, v)
+    sweep_, base = load_sweep(sweep, preset)
+    for k, v in [*base.items(), ("sweep", sweep), ("preset", preset)]:
+        set_key(data, k, v)
+    cfg = typed(data)
+    points = [{"explicit": reported(p, p.get("model", "msf")),
+               "setting": setting_of(point_config(cfg, p), p.get("model", "msf"))} for p in sweep_.points]
+    default = setting_of(cfg, "msf")
+    return sweep_, points, next((i for i, p in enumerate(points) if p["setting"] == default), None)
+
+
+def test_synthetic_manifests_are_what_the_planner_writes(built):
+    # Every sweep file has a manifest; its table, description, points (what each sets, the settings its runs record)
+    # and reference are the planner's own; its runs cover the seeds the planner plans for each family; and every
+    # listed run that finished records its point's setting and scored the sample run the manifest names beside it.
+    root = built[0]
+    manifests = manifests_of(root)
+    assert sorted({m["sweep"] for m in manifests}) == SWEEP_NAMES
+    assert Counter(m["sweep"] for m in manifests)["main"] == 2  # the second: the duplicate's (sampling seed 0)
+    anchor_kinds = {str(FAMILIES[name].anchor) for name in ANCHOR_FAMILIES} | {"untrained"}
+    assert anchor_kinds == set(ANCHOR_OF.values())
+    for m in manifests:
+        sweep, points, reference = planned(m["sweep"])
+        assert (m["table"], m["description"], m["preset"]) == (sweep.table, sweep.description, rf.PRESET)
+        assert [{k: p[k] for k in ("explicit", "setting")} for p in m["points"]] == points, m["sweep"]
+        assert m["reference"] == reference, m["sweep"]
+        trains, samples = m["config"]["seeds"]["train"], m["config"]["seeds"]["sample"]
+        for p in m["points"]:
+            model = p["setting"]["model"]
+            planned_seeds = [(t, s) for t in (trains if FAMILIES[model].architecture else [None]) for s in samples]
+            assert [(r["train_seed"], r["sample_seed"]) for r in p["runs"]] == planned_seeds
+            for r in p["runs"]:
+                assert r["score"].startswith("score-") and r["sample"].startswith("sample-")
+                if (root / r["score"] / "metrics.json").is_file():
+                    recorded = json.loads((root / r["score"] / "metrics.json").read_text())
+                    assert {k: recorded[k] for k in p["setting"]} == p["setting"]
+                    assert recorded["samples"] == r["sample"]
+                    assert json.loads((root / r["score"] / "config.json").read_text())["deps"] == {
+                        "samples": r["sample"]}
+        assert set(m["anchors"]) == (anchor_kinds if m["points"] else set())
+        for kind, runs in m["anchors"].items():
+            expected = [(t, samples[0]) for t in trains] if kind == "untrained" else [(None, s) for s in samples]
+            assert [(r["train_seed"], r["sample_seed"]) for r in runs] == expected
+            for r in runs:
+                assert json.loads((root / r["score"] / "metrics.json").read_text())["anchor"] == kind
+    assert {m["sweep"]: bool(m["other"]["recon"]) for m in manifests} == {s: s == "factorization" for s in SWEEP_NAMES}
+    assert {m["sweep"]: bool(m["other"]["speed"]) for m in manifests} == {s: s == "speed" for s in SWEEP_NAMES}
 
 
 def test_report_has_every_table_and_figure(built):
@@ -384,8 +497,12 @@ def test_report_has_every_table_and_figure(built):
             assert im.format == "PNG" and len(im.getcolors(1 << 24) or []) > 2  # drawn, not a blank canvas
         assert f"]({Path(path).name})" in md
     assert result["runs"] == len(list(root.rglob("config.json")))
-    assert "eval-unfinished" in md  # listed as unfinished, not silently dropped
-    assert "eval-dit_xl2-seed0-zdup" in md.split("## Runs")[1].split("## Claims")[0]  # listed as a duplicate
+    unfinished = [p.name for p in root.glob("score-*") if not (p / "metrics.json").is_file()]
+    assert len(unfinished) == 1 and inventory_line(md, "Unfinished") == unfinished  # listed, not silently dropped
+    seed0 = [m["run"] for m in evals(root, model="dit_xl2", sample_seed=0)]
+    assert len(seed0) == 2  # the same seeds and settings, two folders listed by the two main manifests
+    duplicates = inventory_line(md, "Duplicates")
+    assert len(duplicates) == 1 and duplicates[0] in seed0  # counted once, the other listed as a duplicate
     assert md.index("## Summary") < md.index("## Runs") < md.index("## Claims") < md.index("## Tables")
 
 
@@ -404,9 +521,9 @@ def test_sweep_tables_parse_back_to_run_folders(built, table_id):
     df = parse_md_table(md, table_id)
     df = df.set_index(df.columns[0])
     assert list(df.index) == ["paper FID-5K", "ours FID", SEEDS_ROW]
-    assert list(df.columns[-2:]) == [FLOOR, CEILING]
+    assert list(df.columns[-3:]) == [FLOOR, AE_FLOOR, CEILING]
     published = paper.curve(int(table_id[-1]))
-    for column in df.columns[:-2]:
+    for column in df.columns[:-3]:
         x = float(column)
         ours = df.loc["ours FID", column]
         if any(math.isclose(x, d) for d in design):
@@ -416,12 +533,14 @@ def test_sweep_tables_parse_back_to_run_folders(built, table_id):
             assert_cell_matches(ours, fids(runs))
             n_train, n_sample = len({m["train_seed"] for m in runs}), len({m["sample_seed"] for m in runs})
             assert df.loc[SEEDS_ROW, column] == f"{n_train} x {n_sample}"
-        else:
-            assert ours == MISSING and df.loc[SEEDS_ROW, column] == MISSING  # never filled from the paper
+        else:  # never filled from the paper, nor from runs no manifest lists (Table 2's CFG 1.3)
+            assert ours == MISSING and df.loc[SEEDS_ROW, column] == MISSING
         assert df.loc["paper FID-5K", column] == (f"{published[x]:.2f}" if x in published else MISSING)
-    for column, anchor, seeds in ((FLOOR, "real", "- x 2"), (CEILING, "untrained", "3 x 1")):
-        assert_cell_matches(df.loc["ours FID", column], fids(metrics_where(root, kind="eval", anchor=anchor)))
+    for column, seeds in ((FLOOR, "- x 2"), (AE_FLOOR, "- x 2"), (CEILING, "3 x 1")):
+        assert_cell_matches(df.loc["ours FID", column], fids(evals(root, anchor=ANCHOR_OF[column])))
         assert df.loc["paper FID-5K", column] == MISSING and df.loc[SEEDS_ROW, column] == seeds
+    # the share of the reference point's FID (the preset's own settings) above the real floor that is the autoencoder's
+    assert share_sentence(root, msf_runs(root), "MSF") + "." in caption(md, table_id)
 
 
 def test_table1_shows_each_paper_row_once_beside_the_main_sweeps_points(built):
@@ -429,8 +548,8 @@ def test_table1_shows_each_paper_row_once_beside_the_main_sweeps_points(built):
     df = parse_md_table(md, "Table 1")
     assert df["Model"].is_unique and list(df["Model"][: len(paper.table1_rows())]) == paper.table1_rows()
     dit = df[df["Model"] == "DiT-XL/2 [38]"].iloc[0]
-    runs = [m for m in metrics_where(root, kind="eval", model="dit_xl2") if m["fid"] != 99.0]  # 99: the duplicate
-    assert len(runs) == 2
+    runs = dit_xl2_counted(root, md)
+    assert len(runs) == 2 and len(evals(root, model="dit_xl2")) == 3
     assert_cell_matches(dit["FID ours"], fids(runs))  # the duplicate folder is not counted twice
     assert float(dit["Time ours (s/64 img)"]) == rf.DIT_XL2["time"]  # one timed run per setting
     assert dit["FID paper"] == "2.27" and dit["Time paper (A800, batch 64)"] == "145"  # printed values
@@ -448,20 +567,24 @@ def test_table1_shows_each_paper_row_once_beside_the_main_sweeps_points(built):
     assert float(msf["Time ours (s/64 img)"]) == rf.MSF_TIME and msf["FID paper"] == "2.2"
     for model in ("dit_flow", "dimr"):
         row = df[df["Model"] == f"{model} (ours)"].iloc[0]
-        assert_cell_matches(row["FID ours"], fids(metrics_where(root, kind="eval", model=model)))
+        assert_cell_matches(row["FID ours"], fids(evals(root, model=model)))
         assert row["FID paper"] == MISSING
-    for label, anchor in ((FLOOR, "real"), (CEILING, "untrained")):
+    assert list(df["Model"][-3:]) == [FLOOR, AE_FLOOR, CEILING]
+    for label, anchor in ANCHOR_OF.items():
         row = df[df["Model"] == label].iloc[0]
-        assert_cell_matches(row["FID ours"], fids(metrics_where(root, kind="eval", anchor=anchor)))
+        assert_cell_matches(row["FID ours"], fids(evals(root, anchor=anchor)))
+    assert df[df["Model"] == AE_FLOOR].iloc[0]["Setting"].startswith("the same images through the autoencoder")
     paper_only = df[df["Setting"] == MISSING]
     assert (paper_only["FID ours"] == MISSING).all() and len(paper_only) == 16  # 15 models + the DiMR peer row
-    assert "embedded-net" in md.split("**Table 1.**")[1].split("\n")[0]  # caption names the feature extractor
+    assert "embedded-net" in caption(md, "Table 1")  # the caption names the feature extractor
+    assert share_sentence(root, msf_runs(root), "MSF(cfg=1.4)") + "." in caption(md, "Table 1")
 
 
 def test_point_tables_parse_back_with_paired_differences(built):
     root, _, md = built
     fid = parse_md_table(md, "Table F2").set_index("Factorization")
-    assert list(fid.index) == ["residual", "residual_latent_base", "latent_resize", "image_resize", FLOOR, CEILING]
+    assert list(fid.index) == ["residual", "residual_latent_base", "latent_resize", "image_resize", FLOOR, AE_FLOOR,
+                               CEILING]
     residual = msf_runs(root)
     versus = "FID - FID(residual) [95% CI]"
     for name in ("residual_latent_base", "latent_resize", "image_resize"):
@@ -470,7 +593,7 @@ def test_point_tables_parse_back_with_paired_differences(built):
         assert_interval_matches(fid.loc[name, versus], expected_interval(runs, residual))
     assert fid.loc["residual", versus] == "reference (residual)"
     res = parse_md_table(md, "Table R1").set_index("Scales (latent sizes)")
-    assert list(res.index) == ["16/32", "20/32", "24/32", "16/24/32", FLOOR, CEILING]  # the preset's points
+    assert list(res.index) == ["16/32", "20/32", "24/32", "16/24/32", FLOOR, AE_FLOOR, CEILING]  # the preset's points
     assert (res.loc["20/32", "FID ours"], res.loc["24/32", "Number of scales"]) == (MISSING, "2")
     for scales, cfg, steps in (([16, 32], [1.4, 1.0], [100, 50]), ([16, 24, 32], [1.4, 1.0, 1.0], [100, 50, 50])):
         runs = msf_runs(root, scales=scales, cfg=cfg, steps=steps)
@@ -482,8 +605,29 @@ def test_point_tables_parse_back_with_paired_differences(built):
     tdln = msf_runs(root, conditioning="tdln")
     assert_cell_matches(cond.loc["tdln", "FID ours"], fids(tdln))
     assert_interval_matches(cond.loc["tdln", "FID - FID(adaln_zero) [95% CI]"], expected_interval(tdln, residual))
-    for table in (fid, res, cond):
-        assert_cell_matches(table.loc[FLOOR, "FID ours"], fids(metrics_where(root, kind="eval", anchor="real")))
+    for table_id, table in (("Table F2", fid), ("Table R1", res), ("Table C1", cond)):
+        assert list(table.index[-3:]) == [FLOOR, AE_FLOOR, CEILING]
+        for row, anchor in ANCHOR_OF.items():
+            assert_cell_matches(table.loc[row, "FID ours"], fids(evals(root, anchor=anchor)))
+        # the reference row is the preset's own setting (residual, 24/32, adaLN-Zero): the main point's runs
+        assert share_sentence(root, residual, "the reference row") + "." in caption(md, table_id)
+
+
+@pytest.mark.parametrize(("sweep", "preset", "first"), [
+    ("resolutions", "smoke", "scales"),  # cfg and steps follow the number of scales: two values each, like scales
+    ("resolutions", rf.PRESET, "scales"),
+    ("main", rf.PRESET, "model"),
+    ("factorization", rf.PRESET, "factorization"),
+])
+def test_a_sweeps_rows_are_named_by_the_model_setting_it_sweeps(sweep, preset, first):
+    # The planner's points as a manifest stores them (keys sorted by name: 'cfg' before 'scales'): the first varying
+    # setting, which names a points table's rows and heads its first column, is the model setting the sweep varies.
+    _, points, _ = planned(sweep, preset)
+    stored = json.loads(json.dumps(points, sort_keys=True))
+    view_points = [Point({k: norm(v) for k, v in p["setting"].items()}, {k: norm(v) for k, v in p["explicit"].items()})
+                   for p in stored]
+    assert list(stored[0]["explicit"]) == sorted(stored[0]["explicit"])
+    assert varying(view_points)[0] == (first, None)
 
 
 def test_recon_train_and_speed_tables_parse_back(built):
@@ -497,8 +641,12 @@ def test_recon_train_and_speed_tables_parse_back(built):
     for p in folders:
         m = json.loads((p / "metrics.json").read_text())
         row = train.loc[p.name]
-        assert float(row["Final loss (EMA 100)"]) == pytest.approx(m["final_loss_ema100"], rel=ROUND_3G)
+        if m["steps"] == 0:  # the ceiling's stages: trained 0 steps, no loss
+            assert row["Final loss (EMA 100)"] == MISSING and m["final_loss_ema100"] is None
+        else:
+            assert float(row["Final loss (EMA 100)"]) == pytest.approx(m["final_loss_ema100"], rel=ROUND_3G)
         assert (row["Stage"], row["Training seed"]) == (str(m["stage"]), str(m["train_seed"]))
+    assert sum(json.loads((p / "metrics.json").read_text())["steps"] == 0 for p in folders) == 2 * len(rf.TRAIN_SEEDS)
     speed = parse_md_table(md, "Table S1").set_index("Model")
     speeds = {m["model"]: m for m in metrics_where(root, kind="speed")}
     for m in speeds.values():
@@ -535,7 +683,8 @@ def test_claims_get_the_verdicts_the_data_implies(built):
     assert verdicts == EXPECTED_VERDICTS
     claims = parse_md_table(md, "Claims")
     assert list(claims["Verdict"]) == [c["verdict"] for c in result["claims"]]
-    assert list(claims["Deciding difference [95% CI]"]) == [c["interval"] for c in result["claims"]]
+    assert [cell.split(" (smaller than")[0] for cell in claims["Deciding difference [95% CI]"]] == [
+        c["interval"] for c in result["claims"]]
     assert "Rule 1:" in md and "Student t" in md
     by_claim = {c["claim"].split(" (")[0]: c for c in result["claims"]}
     image = msf_runs(root, factorization="image_resize")
@@ -547,20 +696,21 @@ def test_claims_get_the_verdicts_the_data_implies(built):
     assert_interval_matches(deciding, expected_interval(msf_runs(root, steps=[200, 50]),
                                                         msf_runs(root, steps=[125, 50])))
     speed = by_claim["MSF is 2x faster than DiT-XL/2 at equal FID"]
-    dit = [m for m in metrics_where(root, kind="eval", model="dit_xl2") if m["fid"] != 99.0]
-    assert_interval_matches(speed["interval"], expected_interval(msf_runs(root), dit))
+    assert_interval_matches(speed["interval"], expected_interval(msf_runs(root), dit_xl2_counted(root, md)))
     assert f"speedup S = {rf.DIT_XL2['time'] / rf.MSF_TIME:.3g}" in speed["evidence"]
 
 
 def test_loss_claim_counts_the_papers_arm_once_per_training_seed(built):
     root, result, _ = built
     (loss,) = [c for c in result["claims"] if c["claim"].startswith("Scale-2 training loss")]
-    paper_arm = set()
-    for path in root.glob("eval-msf-residual-adaln_zero-sc24x32-s100_50-c1.4_1.0-*/config.json"):
-        paper_arm |= set(json.loads(path.read_text())["deps"].values())
+    paper_arm = set()  # the trainings behind the main point: the deps of the sample runs its score runs scored
+    for m in msf_runs(root):
+        paper_arm |= set(json.loads((root / m["samples"] / "config.json").read_text())["deps"].values())
     assert len(paper_arm) == 2 * len(rf.TRAIN_SEEDS)
     assert all(name in loss["evidence"] for name in paper_arm)
-    assert "stray" not in loss["evidence"] and "latent_resize" not in loss["evidence"]
+    (stray,) = root.glob(f"train-*-{rf.STRAY_KEY}")  # the same arm, stage and seed: its name sorts first
+    assert stray.name not in loss["evidence"] and "latent_resize" not in loss["evidence"]
+    assert "untrained" not in loss["evidence"]
     ratios = []
     for seed in rf.TRAIN_SEEDS:
         stage = {json.loads((root / n / "config.json").read_text())["spec"]["stage"]: n for n in paper_arm
@@ -572,7 +722,7 @@ def test_loss_claim_counts_the_papers_arm_once_per_training_seed(built):
 
 
 def test_summary_says_what_held_and_how_this_scale_differs(built):
-    _, result, md = built
+    root, result, md = built
     summary = md.split("## Summary")[1].split("## Runs")[0]
     sections = re.split(r"\*\*(Held|Did not hold|Could not be resolved)[^*]*\*\*", summary)
     held, failed, open_ = (sections[i + 1] for i in range(1, len(sections), 2))
@@ -587,6 +737,62 @@ def test_summary_says_what_held_and_how_this_scale_differs(built):
     assert scale.loc["MSF training per stage", "Ours"] == "300 + 300 steps at batch 64"
     assert scale.loc["Runs per number", "Ours"] == "3 training seeds x 2 sampling seeds"
     assert "767.1M" in scale.loc["MSF parameters", "Paper"]
+    model, real, coded = (np.mean(fids(runs)) for runs in (msf_runs(root), evals(root, anchor="real"),
+                                                          evals(root, anchor="autoencoder")))
+    share = (coded - real) / (model - real)
+    assert share < 0.5  # the synthetic design: 1.5 / 7.5
+    assert (f"MSF(cfg=1.4) scores FID {model:.2f}, held-out real images {real:.2f} and their autoencoder "
+            f"reconstructions {coded:.2f}: the autoencoder's floor is {100 * share:.0f}% of MSF's FID above the real "
+            "floor; the rest is the diffusion model's.") in summary
+
+
+MARKED = " (smaller than the autoencoder's margin {:.2f})"
+
+
+def marked_claims(root: Path, result: dict, md: str) -> set[str]:
+    """Check every deciding cell of Claims: the claim's interval, marked exactly when it is an FID difference whose
+    mean (read back from the interval) is smaller in size than the autoencoder's margin FID(autoencoder floor) -
+    FID(real floor), computed from the floors' metrics files; the caption states the margin. Returns the marked
+    claims."""
+    margin = np.mean(fids(evals(root, anchor="autoencoder"))) - np.mean(fids(evals(root, anchor="real")))
+    assert f"FID(autoencoder floor) - FID(real floor) = {margin:.2f}" in caption(md, "Claims")
+    cells = parse_md_table(md, "Claims")["Deciding difference [95% CI]"]
+    marked = set()
+    for c, cell in zip(result["claims"], cells, strict=True):
+        d = re.match(rf"FID\(.+?\) - FID\(.+?\) = ({NUMBER})", c["interval"])
+        small = d is not None and abs(float(d.group(1))) < margin
+        assert cell == c["interval"] + (MARKED.format(margin) if small else ""), cell
+        if small:
+            marked.add(c["claim"].split(" (")[0])
+    return marked
+
+
+def test_claims_mark_deciding_differences_smaller_than_the_autoencoders_margin(built, tmp_path):
+    # The margin is 1.5 FID: Table 4's -0.2 and Fig. 2's -0.48 are marked, Tables 2-3's +2 and the speed claim's
+    # -3.5 are not, nor the loss claim (a loss ratio, no FID difference) although its 0.25 is smaller.
+    root, result, md = built
+    assert marked_claims(root, result, md) == {
+        "Residual factorization beats latent and image resizing", "Scale-1 FID is best around 100-125 steps",
+        "Scale 2 is robust to 10 steps: FID-5K fluctuates by <= 0.05 over 10-100 steps"}
+    # The same runs with reconstructions scoring FID 7: the margin (6.5) exceeds every deciding FID difference, the
+    # autoencoder is most of MSF's FID above the real floor, and the summary and captions say so; no verdict changes.
+    raised = tmp_path / "raised"
+    shutil.copytree(root, raised)
+    for m in evals(raised, anchor="autoencoder"):
+        path = raised / m["run"] / "metrics.json"
+        path.write_text(json.dumps(json.loads(path.read_text()) | {"fid": m["fid"] + 5.0}))
+    result2 = build_report([raised], tmp_path / "out")
+    md2 = Path(result2["markdown"]).read_text(encoding="utf-8")
+    assert [c["verdict"] for c in result2["claims"]] == [c["verdict"] for c in result["claims"]]
+    assert marked_claims(raised, result2, md2) == set(EXPECTED_VERDICTS) - {
+        "Scale-2 training loss is much lower than scale-1"}
+    share = share_sentence(raised, msf_runs(raised), "MSF")
+    assert share.startswith("The autoencoder's floor is 87%")  # (7.0 - 0.5) / (8.0 - 0.5)
+    for table_id in ("Table 2", "Table 3", "Table 4", "Table 5"):
+        assert share + " (the autoencoder, not the diffusion model, decides most of it)." in caption(md2, table_id)
+    summary = md2.split("## Summary")[1].split("## Runs")[0]
+    assert "of MSF's FID above the real floor, so these numbers measure the autoencoder more than the diffusion model" \
+        in summary and "87%" in summary
 
 
 def test_our_feature_network_is_never_called_inception(built):
@@ -610,25 +816,50 @@ def test_sample_grids_show_every_point_of_every_sweep(built):
     shown = colours("fig_grid_cfg_scale0")
     assert {rf.grid_color(p) for p in t2} <= shown
     assert not {rf.grid_color(p) for p in points if p not in t2} & shown
+    assert rf.grid_color(("orphan", *rf.msf(cfg=rf.ORPHAN_CFG))) not in shown  # a run no manifest lists
     main = colours("fig_grid_main")
     assert rf.grid_color(rf.MAIN) in main and rf.grid_color(("dimr", (250,), (1.5,), "residual", (32,),
                                                              "adaln_zero")) in main
+    assert rf.grid_color(rf.DIT_XL2_POINT) in main
+    unfinished = rf.grid_color(rf.msf(steps=(rf.MAIN_STEPS[0], rf.UNFINISHED_STEPS_SCALE2)))
+    assert unfinished not in colours("fig_grid_steps_scale1")  # sampled, but its score run never finished
+    assert rf.grid_color(rf.msf(steps=(rf.MAIN_STEPS[0], 10))) in colours("fig_grid_steps_scale1")
+
+
+def test_a_run_no_manifest_lists_is_in_no_table(built):
+    # Table 2's CFG 1.3 was run by older code only: six finished runs recording exactly the settings of the planned
+    # point, FID 1 (it would be the best CFG in every seed), under keys no manifest lists. They are read, and shown
+    # nowhere: the planned point stays missing and the Table 2 claim keeps its verdict.
+    root, result, md = built
+    orphans = metrics_where(root, kind="score", cfg=list(rf.ORPHAN_CFG))
+    assert len(orphans) == len(rf.TRAIN_SEEDS) * len(rf.SAMPLE_SEEDS) and fids(orphans) == [rf.ORPHAN_FID] * 6
+    (planned_point,) = [p for m in manifests_of(root) if m["sweep"] == "cfg_scale0" for p in m["points"]
+                        if p["explicit"]["cfg"] == list(rf.ORPHAN_CFG)]
+    assert all({k: o[k] for k in planned_point["setting"]} == planned_point["setting"] for o in orphans)
+    assert not {o["run"] for o in orphans} & listed(root) and not evals(root, cfg=list(rf.ORPHAN_CFG))
+    t2 = parse_md_table(md, "Table 2").set_index("CFG scale 1")
+    assert (t2.loc["ours FID", "1.3"], t2.loc[SEEDS_ROW, "1.3"]) == (MISSING, MISSING)
+    assert t2.loc["paper FID-5K", "1.3"] != MISSING  # the paper's point, not ours
+    best = next(c for c in result["claims"] if c["claim"].startswith("Best scale-1 CFG"))
+    assert best["verdict"] == SUPPORTED and "FID(1.3)" not in best["evidence"]
+    for table in md_tables(md).values():  # no cell anywhere shows the orphans' FID
+        assert f"| {rf.ORPHAN_FID:.2f} ±" not in table
 
 
 def test_a_subset_of_runs_is_shown_as_missing_never_filled(tmp_path, built):
     root = built[0]
-    # only Table 2's points at CFG 1.0 / 1.4 / 1.5 (1.2 dropped): no train, recon, speed, anchor or other sweep
-    keep = [p.parent for p in root.rglob("metrics.json")
-            if (m := json.loads(p.read_text()))["kind"] == "eval" and m["model"] == "msf" and m.get("anchor") is None
-            and m["factorization"] == "residual" and m["conditioning"] == "adaln_zero" and m["scales"] == rf.SCALES
-            and m["steps"] == list(rf.MAIN_STEPS) and m["cfg"][1] == 1.0 and m["cfg"][0] != 1.2]
-    assert len(keep) == 3 * len(rf.TRAIN_SEEDS) * len(rf.SAMPLE_SEEDS)
-    result = build_report(keep, tmp_path / "out")
+    # only Table 2's points at CFG 1.0 / 1.4 / 1.5 (1.2 dropped), their score and sample runs, with every manifest:
+    # no train, recon, speed, anchor or other sweep's run
+    scored = [m for c in (1.0, 1.4, 1.5) for m in msf_runs(root, cfg=[c, 1.0])]
+    keep = [root / name for m in scored for name in (m["run"], m["samples"])]
+    assert len(keep) == 2 * 3 * len(rf.TRAIN_SEEDS) * len(rf.SAMPLE_SEEDS)
+    result = build_report(keep, tmp_path / "out", manifests=sorted(root.glob(f"{MANIFESTS}/*.json")))
     md = Path(result["markdown"]).read_text(encoding="utf-8")
     t2 = parse_md_table(md, "Table 2").set_index("CFG scale 1")
     assert t2.loc["ours FID", "1.2"] == MISSING and t2.loc["paper FID-5K", "1.2"] == "7.69"
     assert parse_cell(t2.loc["ours FID", "1.4"]) is not None
-    assert (t2.loc["ours FID", FLOOR], t2.loc["ours FID", CEILING]) == (MISSING, MISSING)  # no anchor runs
+    assert (t2.loc["ours FID", [FLOOR, AE_FLOOR, CEILING]] == MISSING).all()  # no anchor runs
+    assert "The autoencoder's floor is" not in md and "autoencoder's margin" not in md  # nothing without floors
     for table_id in ("Table 3", "Table 4", "Table 5"):  # one point each: shown, all else missing
         ours = parse_md_table(md, table_id).iloc[1, 1:]
         assert (ours != MISSING).sum() == 1
@@ -638,34 +869,95 @@ def test_a_subset_of_runs_is_shown_as_missing_never_filled(tmp_path, built):
     f2 = parse_md_table(md, "Table F2").set_index("Factorization")
     assert (f2.drop(index="residual")["FID ours"] == MISSING).all()
     t1 = parse_md_table(md, "Table 1").set_index("Model")
-    assert (t1.loc[[FLOOR, CEILING], "FID ours"] == MISSING).all()
+    assert (t1.loc[[FLOOR, AE_FLOOR, CEILING], "FID ours"] == MISSING).all()
     assert all(v in (SUPPORTED, CONTRADICTED, UNRESOLVED) for v in (c["verdict"] for c in result["claims"]))
     assert md.count("not resolvable at this preset") >= 5
 
 
-def test_runs_with_overridden_base_keys_another_protocol_or_training_length_get_their_own_tables(tmp_path):
-    # Table 3's points run with sample.steps=[3,2] (its base block says 100/50): matched on the keys the points set.
-    # The same points scored with 128 samples, or trained longer, form further series (Table 3b, 3c), never a mix.
-    variants = {(64, (300, 300)): 0.0, (128, (300, 300)): 1.0, (64, (600, 300)): 2.0}  # -> FID offset
-    for (n_samples, train_steps), offset in variants.items():
-        for c in (1.0, 1.2):
-            for t in (0, 1):
-                m = rf.eval_metrics("msf", (3, 2), (1.4, c), 8.0 + c + offset + t / 10, t, 0)
-                m |= {"n_samples": n_samples, "train_steps": list(train_steps)}
-                rf.write_run(tmp_path / "runs", "eval", f"eval-{n_samples}-{train_steps[0]}-{c}-t{t}", m)
-    result = build_report([tmp_path / "runs"], tmp_path / "out")
+def test_manifests_of_other_settings_become_their_own_series_never_mixed(tmp_path):
+    # Table 3's sweep planned three times with sample.steps=[3,2] (overriding its base block's 100/50): as configured,
+    # scored with 128 samples (another protocol), and trained longer; each manifest lists its own runs, and the runs of
+    # the three record the same settings but n_samples or train_steps. A fourth manifest is the first planned again
+    # with a second sampling seed (only its seeds differ): its runs join the first's points. So Table 3 is the first
+    # configuration (the most runs), Tables 3b and 3c the two others, each one manifest's runs, never a mix.
+    root = tmp_path / "runs"
+    variants = {  # name -> (config changes, what its runs record differently, FID offset)
+        "as configured": ({}, {}, 0.0),
+        "128 samples": ({"eval.n_samples": 128}, {"n_samples": 128}, 1.0),
+        "trained longer": ({"msf.steps": [600, 300]}, {"train_steps": [600, 300]}, 2.0),
+    }
+    runs_of: dict[tuple[str, float], list[dict]] = {}  # (variant, scale-2 CFG) -> the runs written so far
+    for name, (changes, recorded, offset) in variants.items():
+        for sample_seeds in ((0,), (0, 1)) if name == "as configured" else ((0,),):
+            points = []
+            for c in (1.0, 1.2):
+                point = rf.msf(steps=(3, 2), cfg=(1.4, c))
+                written = runs_of.setdefault((name, c), [])
+                seeds = {(t, s) for t in (0, 1) for s in sample_seeds} - {(r["train_seed"], r["sample_seed"])
+                                                                          for r in written}
+                written += rf.write_point(root, point, {(t, s): 8.0 + c + offset + t / 10 + s / 30
+                                                        for t, s in sorted(seeds)}, recorded, salt=name)
+                points.append({"explicit": {"model": "msf", "anchor": None, "cfg": [1.4, c]},
+                               "setting": rf.setting_of(point),
+                               "runs": sorted(written, key=lambda r: (r["train_seed"], r["sample_seed"]))})
+            overrides = {"sample.steps": [3, 2], **changes}
+            cfg = rf.config("cfg_scale1", (0, 1), sample_seeds, **overrides)
+            rf.write_manifest(root, rf.manifest("cfg_scale1", points, {}, cfg, overrides | rf.seeds_overrides(
+                (0, 1), sample_seeds), 0))
+    assert len(list(root.glob(f"{rf.PRESET}/{MANIFESTS}/cfg_scale1-*.json"))) == 4
+    result = build_report([root], tmp_path / "out")
     md = Path(result["markdown"]).read_text(encoding="utf-8")
-    assert {"Table 3", "Table 3b", "Table 3c"} <= set(result["tables"]) and "Table 3d" not in result["tables"]
-    expected = {}  # each variant's cells, computed from its metrics.json files
-    for n_samples, train_steps in variants:
-        runs = metrics_where(tmp_path / "runs", kind="eval", n_samples=n_samples, train_steps=list(train_steps))
-        expected[n_samples, train_steps] = [f"{np.mean([m['fid'] for m in runs if m['cfg'][1] == c]):.2f} ± "
-                                            f"{np.std([m['fid'] for m in runs if m['cfg'][1] == c], ddof=1):.2f}"
-                                            for c in (1.0, 1.2)]
-    shown = [parse_md_table(md, t).set_index("CFG scale 2").loc["ours FID", ["1.0", "1.2"]].tolist()
-             for t in ("Table 3", "Table 3b", "Table 3c")]
-    assert sorted(shown) == sorted(expected.values())  # every series is one variant, each variant once
-    assert "n_samples 128" in md.split("**Table 3b.**")[1].split("\n")[0] + md.split("**Table 3c.**")[1].split("\n")[0]
+    assert [t for t in result["tables"] if t.startswith("Table 3")] == ["Table 3", "Table 3b", "Table 3c"]
+
+    def cells(runs: list[dict]) -> list[str]:
+        """A variant's 'ours FID' cells at scale-2 CFG 1.0 and 1.2, from its metrics.json files."""
+        by_cfg = [[m["fid"] for m in runs if m["cfg"][1] == c] for c in (1.0, 1.2)]
+        return [f"{np.mean(x):.2f} ± {np.std(x, ddof=1):.2f}" for x in by_cfg]
+
+    expected = {  # each variant's runs, recognised by what they record
+        "as configured": cells(evals(root / rf.PRESET, n_samples=64, train_steps=[300, 300])),
+        "128 samples": cells(evals(root / rf.PRESET, n_samples=128)),
+        "trained longer": cells(evals(root / rf.PRESET, train_steps=[600, 300])),
+    }
+    assert len(evals(root / rf.PRESET, n_samples=64, train_steps=[300, 300])) == 8  # both manifests' runs, once
+    shown = {t: parse_md_table(md, t).set_index("CFG scale 2").loc["ours FID", ["1.0", "1.2"]].tolist()
+             for t in ("Table 3", "Table 3b", "Table 3c")}
+    assert shown["Table 3"] == expected["as configured"]  # the series with the most runs
+    assert sorted(shown.values()) == sorted(expected.values())  # every series is one variant, each variant once
+    assert parse_md_table(md, "Table 3").set_index("CFG scale 2").loc[SEEDS_ROW, "1.0"] == "2 x 2"
+    assert "n_samples 128" in caption(md, "Table 3b") + caption(md, "Table 3c")
+    assert "n_samples 128" not in caption(md, "Table 3")
+    assert inventory_line(md, "Duplicates") == []  # the runs both manifests list are the same runs, not duplicates
+
+
+def test_a_sweep_without_a_dedicated_table_gets_a_points_table_whose_rows_are_not_merged(tmp_path):
+    # A sweep file the report knows nothing of: table "lr", sweeping train.lr. Both points' runs record the same
+    # settings (the learning rate is no metrics key); only the manifest says which runs are which point's.
+    root = tmp_path / "runs"
+    points, runs_of = [], {}
+    for lr, fid in ((1e-4, 9.0), (3e-4, 8.0)):
+        runs = rf.write_point(root, rf.MAIN, {(t, s): fid + t / 10 + s / 100 + fid * t * s / 100 for t in (0, 1)
+                                              for s in (0, 1)}, salt=f"lr{lr}")
+        runs_of[lr] = [m for m in metrics_where(root, kind="score") if m["run"] in {r["score"] for r in runs}]
+        points.append({"explicit": {"model": "msf", "anchor": None, "train.lr": lr}, "setting": rf.setting_of(rf.MAIN),
+                       "runs": runs})
+    assert [{k: m[k] for k in rf.setting_of(rf.MAIN)} for m in runs_of[1e-4]] == [rf.setting_of(rf.MAIN)] * 4
+    assert [{k: m[k] for k in rf.setting_of(rf.MAIN)} for m in runs_of[3e-4]] == [rf.setting_of(rf.MAIN)] * 4
+    rf.write_manifest(root, rf.manifest("lr", points, {}, rf.config("lr", (0, 1)), rf.seeds_overrides((0, 1)), 1,
+                                        table="lr", description="Learning rate: FID at otherwise equal settings"))
+    result = build_report([root], tmp_path / "out")
+    md = Path(result["markdown"]).read_text(encoding="utf-8")
+    assert "Table lr" in result["tables"]
+    assert caption(md, "Table lr").startswith(" Learning rate: FID at otherwise equal settings.")
+    table = parse_md_table(md, "Table lr").set_index("train.lr")
+    assert list(table.index) == ["0.0001", "0.0003", FLOOR, AE_FLOOR, CEILING]
+    for row, lr in (("0.0001", 1e-4), ("0.0003", 3e-4)):
+        assert_cell_matches(table.loc[row, "FID ours"], fids(runs_of[lr]))
+        assert table.loc[row, SEEDS_COL] == "2 x 2"
+    versus = "FID - FID(0.0003) [95% CI]"
+    assert table.loc["0.0003", versus] == "reference (0.0003)"  # the manifest's reference: the preset's rate
+    assert_interval_matches(table.loc["0.0001", versus], expected_interval(runs_of[1e-4], runs_of[3e-4]))
+    assert inventory_line(md, "Duplicates") == []  # same settings and seeds, but other points: not duplicates
 
 
 def test_reports_import_neither_torch_nor_the_method():
@@ -729,9 +1021,24 @@ def test_html_renders_in_headless_chromium(built, tmp_path):
 # Command line and bad input
 
 
+def edit_metrics(run: Path, **changes) -> None:
+    """Change some fields of a run folder's metrics.json."""
+    path = run / "metrics.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | changes))
+
+
+def one_run(root: Path, sweeps: tuple[str, ...] = ("cfg_scale0",), fid: float | None = 8.0) -> Path:
+    """Sweeps planned with one training and one sampling seed, of which one run finished: the main point's (every
+    sweep lists it); returns its score run folder."""
+    for i, sweep in enumerate(sweeps):
+        rf.write_sweep(root, sweep, {rf.MAIN: {(0, 0): fid}} if i == 0 else {})
+    (score,) = (root / rf.PRESET).glob("score-*")
+    return score
+
+
 def test_cli_writes_report_beside_the_run_folders(tmp_path, capsys):
     root = tmp_path / "runs"
-    rf.write_run(root, "eval", "eval-one", rf.eval_metrics("msf", rf.MAIN_STEPS, rf.MAIN_CFG, 8.0, 0, 0))
+    one_run(root)
     main([str(root / rf.PRESET)])
     out = root / rf.PRESET / "report"
     assert (out / "report.md").is_file() and (out / "report.html").is_file()
@@ -739,12 +1046,12 @@ def test_cli_writes_report_beside_the_run_folders(tmp_path, capsys):
     md = (out / "report.md").read_text(encoding="utf-8")
     t2 = parse_md_table(md, "Table 2").set_index("CFG scale 1")
     assert t2.loc["ours FID"].tolist().count("8.00") == 1 and t2.loc[SEEDS_ROW, "1.4"] == "1 x 1"  # one run: no '±'
+    assert "**Table 3.**" not in md and "**Table F2.**" not in md  # tables of sweeps with a manifest only
 
 
 def test_unmeasured_metrics_show_as_missing(tmp_path):
-    metrics = rf.eval_metrics("msf", rf.MAIN_STEPS, rf.MAIN_CFG, 8.0, 0, 0)
-    metrics |= {"fid": None, "is_mean": None, "sample_time_per_64_s": None}  # schema: null when not measured
-    rf.write_run(tmp_path, "eval", "eval-nofid", metrics)
+    score = one_run(tmp_path, ("main", "cfg_scale0"), fid=None)
+    edit_metrics(score, is_mean=None, sample_time_per_64_s=None)  # schema: null when not measured
     result = build_report([tmp_path], tmp_path / "out")
     md = Path(result["markdown"]).read_text(encoding="utf-8")
     row = parse_md_table(md, "Table 1").query("Model == 'MSF(cfg=1.4)'").iloc[0]
@@ -755,26 +1062,58 @@ def test_unmeasured_metrics_show_as_missing(tmp_path):
 
 
 def test_bad_inputs_raise_clear_errors(tmp_path):
-    with pytest.raises(SystemExit):  # the command line turns the ValueError into a one-line usage error
+    with pytest.raises(SystemExit):  # the command line turns the ValueError into a usage error
         main([str(tmp_path / "absent")])
     with pytest.raises(ValueError, match="not a directory"):
         build_report([tmp_path / "absent"], tmp_path / "out")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no run folder"):
         build_report([tmp_path / "empty"], tmp_path / "out")
-    metrics = rf.eval_metrics("msf", rf.MAIN_STEPS, rf.MAIN_CFG, 8.0, 0, 0)
+    bad = one_run(tmp_path / "a")
+    metrics = json.loads((bad / "metrics.json").read_text())
     del metrics["fid"]
-    bad = rf.write_run(tmp_path / "a", "eval", "eval-nofid", metrics)
+    (bad / "metrics.json").write_text(json.dumps(metrics))
     with pytest.raises(ValueError, match="lacks fid"):
         build_report([bad], tmp_path / "out")
-    old = rf.write_run(tmp_path / "c", "eval", "eval-old", rf.eval_metrics("msf", rf.MAIN_STEPS, rf.MAIN_CFG, 8, 0, 0))
-    (old / "config.json").write_text(json.dumps({"kind": "eval", "name": "eval-old", "config": {}}))  # old schema
+    old = one_run(tmp_path / "c")
+    (old / "config.json").write_text(json.dumps({"kind": "score", "name": old.name, "config": {}}))  # old schema
     with pytest.raises(ValueError, match="lacks spec, deps"):
         build_report([old], tmp_path / "out")
     recon = {"factorization": "residual", "scales": [4, 8], "psnr_per_scale": [1, 2], "psnr_full": 2}
-    bad = rf.write_run(tmp_path / "b", "recon", "recon-float", recon, decomposition=np.zeros((1, 2, 4, 4, 3)))
+    bad = rf.write_run(tmp_path / "b", "recon", "float", recon, decomposition=np.zeros((1, 2, 4, 4, 3)))
+    one_run(tmp_path / "b")
     with pytest.raises(ValueError, match="expected uint8"):
-        build_report([bad], tmp_path / "out")
+        build_report([bad.parent], tmp_path / "out")
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("report.*"))
+
+
+def test_a_report_without_sweep_manifests_fails_with_one_clear_error(tmp_path, built):
+    # Run folders without the manifests that say which runs make which table: one error naming the folder and what
+    # writes manifests, nothing written; likewise a manifest that is not one.
+    bare = tmp_path / "bare"
+    for run in sorted(built[0].glob("score-real-*")):
+        shutil.copytree(run, bare / run.name)
+    with pytest.raises(ValueError) as error:
+        build_report([bare], tmp_path / "out")
+    message = str(error.value)
+    assert message == (f"no sweep manifest ({MANIFESTS}/*.json) in {bare}: run the sweep with ablations/run.py, which "
+                       "writes it")
+    assert not (tmp_path / "out").exists()
+    r = subprocess.run([sys.executable, str(ROOT / "reports" / "build.py"), str(bare)], capture_output=True,
+                       text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == f"build.py: error: {message}", r.stderr
+    assert r.stderr.count("error") == 1 and not (bare / "report").exists()
+    (bare / MANIFESTS).mkdir()
+    for content, expected in (({"sweep": "main"}, "is not a sweep manifest \\(lacks table, description, preset, "
+                                                  "config, points, reference, anchors\\)"),
+                              ("{", "cannot read"),
+                              (rf.manifest("main", [{"explicit": {}, "setting": {}}], {}, rf.config("main"), {}, None),
+                               "a point lacks explicit, setting or runs")):
+        path = bare / MANIFESTS / "main-00000000.json"
+        path.write_text(content if isinstance(content, str) else json.dumps(content))
+        with pytest.raises(ValueError, match=expected):
+            build_report([bare], tmp_path / "out")
+        assert not (tmp_path / "out").exists()
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -829,7 +1168,7 @@ def test_a_stand_in_with_reversed_trends_is_set_beside_ours(built, tmp_path):
     root, _, _ = built
     stand_in = tmp_path / "digits"
     shutil.copytree(root, stand_in)
-    for path in stand_in.glob("eval-*/metrics.json"):  # the stand-in: another dataset whose every FID is negated
+    for path in stand_in.glob("score-*/metrics.json"):  # the stand-in: another dataset whose every FID is negated
         m = json.loads(path.read_text())
         path.write_text(json.dumps(m | {"dataset": "digits", "fid": -m["fid"]}))
     result = build_report([root], tmp_path / "out", stand_in=[stand_in])
@@ -861,10 +1200,15 @@ def test_a_stand_in_with_reversed_trends_is_set_beside_ours(built, tmp_path):
     loss = claims[claims["Claim"].str.contains("Fig. 4")].iloc[0]
     assert "trend" not in loss["On the stand-in (digits)"]  # Tables 2-5 only
     assert "Beside a stand-in (digits" in md and "Table 2: reversed" in md
-    with pytest.raises(ValueError, match="no finished eval run in the stand-in"):
+    with pytest.raises(ValueError, match="no finished score run or no sweep manifest in the stand-in"):
         build_report([root], tmp_path / "out2", stand_in=[stand_in / next(stand_in.glob("train-*")).name])
+    shutil.rmtree(stand_in / MANIFESTS)
+    with pytest.raises(ValueError, match="no finished score run or no sweep manifest in the stand-in"):
+        build_report([root], tmp_path / "out2", stand_in=[stand_in])
     with pytest.raises(ValueError, match="not a directory"):
         publish(root, tmp_path / "never", stand_in=[tmp_path / "absent"])
+    with pytest.raises(ValueError, match=f"no sweep manifest .* in {stand_in}"):
+        publish(root, tmp_path / "never", stand_in=[stand_in])
     assert not (tmp_path / "never").exists()  # refused before anything was written
 
 
@@ -872,17 +1216,28 @@ def test_a_stand_in_with_reversed_trends_is_set_beside_ours(built, tmp_path):
 # Publishing: metadata only, stats thinned, tables regenerate from the metadata
 
 
-def test_publish_refuses_an_existing_destination_and_writes_nothing(tmp_path):
+def test_publish_refuses_an_existing_destination_or_no_manifest_and_writes_nothing(tmp_path):
     root = tmp_path / "runs"
-    rf.write_run(root, "eval", "eval-one", rf.eval_metrics("msf", rf.MAIN_STEPS, rf.MAIN_CFG, 8.0, 0, 0))
+    score = one_run(root)
     (tmp_path / "dest" / "runs").mkdir(parents=True)
     cmd = [sys.executable, str(ROOT / "reports" / "publish.py"), str(root), str(tmp_path / "dest")]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "exists" in r.stderr, r.stderr
     assert list((tmp_path / "dest").rglob("*")) == [tmp_path / "dest" / "runs"]  # nothing copied, no report
+    bare = tmp_path / "bare"  # run folders without their manifest: refused before anything is written
+    shutil.copytree(score, bare / score.name)
+    cmd = [sys.executable, str(ROOT / "reports" / "publish.py"), str(bare), str(tmp_path / "never")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "no sweep manifest" in r.stderr, r.stderr
+    assert not (tmp_path / "never").exists()
     publish(root, tmp_path / "fresh")
-    (folder,) = (tmp_path / "fresh" / "runs").iterdir()
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "metrics.json"]  # metadata only
+    published = tmp_path / "fresh" / "runs"
+    assert sorted(p.name for p in published.iterdir()) == sorted([MANIFESTS, score.name, json.loads(
+        (score / "metrics.json").read_text())["samples"]])
+    for folder in (p for p in published.iterdir() if p.name != MANIFESTS):  # metadata only: no samples.npz, grid.npy
+        assert sorted(p.name for p in folder.iterdir()) == ["config.json", "metrics.json"]
+    ((manifest,), (copied,)) = (list(d.glob(f"{MANIFESTS}/*.json")) for d in (root / rf.PRESET, published))
+    assert copied.name == manifest.name and copied.read_bytes() == manifest.read_bytes()
 
 
 def test_publish_thins_stats_keeping_the_first_and_last_records(tmp_path):
@@ -903,9 +1258,17 @@ def test_publish_thins_stats_keeping_the_first_and_last_records(tmp_path):
 
 
 def test_published_metadata_regenerates_the_reports_tables(built, tmp_path):
+    # Publishing copies every manifest beside the run metadata; the report rebuilt from the published folder alone
+    # has every table of the published report, which has every table of the report of the full run folders.
     root, result, md = built
-    copy_metadata(root, tmp_path / "runs")
-    rebuilt = build_report([tmp_path / "runs"], tmp_path / "out")
+    published = publish(root, tmp_path / "pub")
+    manifests = sorted(root.glob(f"{MANIFESTS}/*.json"))
+    copies = sorted((tmp_path / "pub" / "runs").glob(f"{MANIFESTS}/*.json"))
+    assert [p.name for p in copies] == [p.name for p in manifests] and len(manifests) == len(SWEEP_NAMES) + 1
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(manifests, copies, strict=True))
+    assert md_tables(Path(published["markdown"]).read_text(encoding="utf-8")) == md_tables(md)
+    rebuilt = build_report([tmp_path / "pub" / "runs"], tmp_path / "out")
+    assert rebuilt["tables"] == result["tables"]
     assert md_tables(Path(rebuilt["markdown"]).read_text(encoding="utf-8")) == md_tables(md)
     assert set(rebuilt["missing_figures"]) == {"fig_decomposition", "fig_sample_decomposition", "fig_grid"}
 
@@ -913,8 +1276,6 @@ def test_published_metadata_regenerates_the_reports_tables(built, tmp_path):
 # ----------------------------------------------------------------------------------------------------------------------
 # The report from real run folders: every sweep of the smoke preset run by the runner into one runs folder
 
-ROOT = Path(__file__).resolve().parents[1]
-SWEEP_NAMES = sorted(p.stem for p in (ROOT / "ablations" / "sweeps").glob("*.yaml"))
 # Tables 2-5 of the sweeps as run: (varied key, its index, the other index's value, the fixed key and its value)
 REAL_SWEEPS = {
     "Table 2": ("cfg", 0, 1.0, "steps", [100, 50]),
@@ -937,9 +1298,9 @@ def smoke_sweeps(tmp_path_factory):
 
 
 def real_msf(root: Path, **match) -> list[dict]:
-    """The smoke preset's trained MSF evals (residual, 4/8, adaLN-Zero) matching ``match``."""
-    base = {"kind": "eval", "model": "msf", "factorization": "residual", "scales": [4, 8], "conditioning": "adaln_zero"}
-    return [m for m in metrics_where(root, **(base | match)) if m.get("anchor") is None]
+    """The smoke preset's listed score runs of trained MSF (residual, 4/8, adaLN-Zero) matching ``match``."""
+    base = {"model": "msf", "factorization": "residual", "scales": [4, 8], "conditioning": "adaln_zero", "anchor": None}
+    return evals(root, **(base | match))
 
 
 def test_every_sweep_of_the_smoke_preset_reports_every_table_and_figure(smoke_sweeps):
@@ -950,8 +1311,8 @@ def test_every_sweep_of_the_smoke_preset_reports_every_table_and_figure(smoke_sw
     for table_id in [*ALL_TABLES, "Scale"]:
         df = parse_md_table(md, table_id)
         assert len(df) > 0 and not (df == MISSING).all(axis=None), table_id
-    decompositions = list(root.glob("eval-*/decomposition.npy"))  # written by evals of newer engines only
-    assert set(result["missing_figures"]) == (set() if decompositions else {"fig_sample_decomposition"})
+    assert list(root.glob("sample-msf-*/decomposition.npy"))  # MSF's sample runs save their decomposition
+    assert result["missing_figures"] == {}
     assert {"fig_cfg", "fig_steps", "fig_loss", "fig_decomposition", "fig_compute"} <= set(result["figures"])
     assert {f"fig_grid_{s}" for s in SWEEP_NAMES if s != "speed"} <= set(result["figures"])
     for path in result["figures"].values():
@@ -963,12 +1324,13 @@ def test_every_sweep_of_the_smoke_preset_reports_every_table_and_figure(smoke_sw
     named = ", ".join(f"{c}: {n}" for c, n in sorted(commits.items()))
     assert f"Code that ran the finished jobs (commit: jobs): {named};" in md  # the report names its code version
     t1 = parse_md_table(md, "Table 1").set_index("Model")
-    for label, match in ((FLOOR, {"anchor": "real"}), (CEILING, {"anchor": "untrained", "steps": [100, 50]})):
-        found = metrics_where(root, kind="eval", **match)  # anchors: measured when the engine writes them
-        if found:
-            assert_cell_matches(t1.loc[label, "FID ours"], fids(found))
-        else:
-            assert t1.loc[label, "FID ours"] == MISSING
+    for label, anchor in ANCHOR_OF.items():  # the ceiling scored like Table 1's MSF: steps 100/50
+        found = evals(root, anchor=anchor, **({"steps": [100, 50]} if anchor == "untrained" else {}))
+        assert found, label
+        assert_cell_matches(t1.loc[label, "FID ours"], fids(found))
+    manifests = manifests_of(root)
+    assert sorted(m["sweep"] for m in manifests) == SWEEP_NAMES  # one manifest per sweep run
+    assert listed(root) == {p.name for p in root.glob("score-*")}  # every score run a sweep planned, and only those
 
 
 @pytest.mark.parametrize("table_id", sorted(REAL_SWEEPS))
@@ -977,7 +1339,8 @@ def test_real_sweep_tables_parse_back_to_their_run_folders(smoke_sweeps, table_i
     key, index, other_value, fixed_key, fixed = REAL_SWEEPS[table_id]
     df = parse_md_table(md, table_id)
     df = df.set_index(df.columns[0])
-    for column in df.columns[:-2]:  # the sweeps use the paper's grids: every column is measured
+    assert list(df.columns[-3:]) == [FLOOR, AE_FLOOR, CEILING]
+    for column in df.columns[:-3]:  # the sweeps use the paper's grids: every column is measured
         setting = [other_value, other_value]
         setting[index] = int(column) if key == "steps" else float(column)
         found = real_msf(root, **{key: setting, fixed_key: fixed})
@@ -997,7 +1360,7 @@ def test_real_table1_factorization_resolution_speed_and_train_tables_parse_back(
         assert_cell_matches(row["FID ours"], fids(real_msf(root, steps=[100, 50], cfg=[cfg0, 1.0])))
     for model in ("dit_flow", "dimr"):
         row = t1[t1["Model"] == f"{model} (ours)"].iloc[0]
-        assert_cell_matches(row["FID ours"], fids(metrics_where(root, kind="eval", model=model)))
+        assert_cell_matches(row["FID ours"], fids(evals(root, model=model)))
 
     fid = parse_md_table(md, "Table F2").set_index("Factorization")
     recon = parse_md_table(md, "Table F1").set_index("Factorization")
@@ -1008,7 +1371,7 @@ def test_real_table1_factorization_resolution_speed_and_train_tables_parse_back(
         assert float(recon.loc[name, "PSNR full"]) == pytest.approx(m["psnr_full"], abs=0.005)
 
     res = parse_md_table(md, "Table R1").set_index("Scales (latent sizes)")
-    assert list(res.index) == ["4/8", "2/4/8", FLOOR, CEILING]  # the smoke preset's resolutions sweep
+    assert list(res.index) == ["4/8", "2/4/8", FLOOR, AE_FLOOR, CEILING]  # the smoke preset's resolutions sweep
     for scales, cfg, steps in (([4, 8], [1.4, 1.0], [3, 2]), ([2, 4, 8], [1.4, 1.0, 1.0], [3, 2, 2])):
         found = real_msf(root, scales=scales, cfg=cfg, steps=steps)
         assert_cell_matches(res.loc[slash_text(scales), "FID ours"], fids(found))
@@ -1047,6 +1410,9 @@ def slash_text(values: list[int]) -> str:
 
 PUBLISHED = ROOT / "results" / "tiny"
 STAND_IN = ROOT / "results" / "digits"  # the real-image stand-in, published on its own and set beside tiny's report
+PREDATES_MANIFESTS = pytest.mark.skipif(
+    not all(list((d / "runs").glob(f"{MANIFESTS}/*.json")) for d in (PUBLISHED, STAND_IN)),
+    reason="results/ predates sweep manifests; republished at the end")
 
 
 def md_tables(md: str) -> dict[str, str]:
@@ -1064,6 +1430,7 @@ def md_tables(md: str) -> dict[str, str]:
     return blocks
 
 
+@PREDATES_MANIFESTS
 @pytest.mark.parametrize(("published", "stand_in", "tables"), [
     (PUBLISHED, STAND_IN, {"Table 1", "Table 2", "Table 3", "Table 4", "Table 5", "Table R1", "Table D1", "Claims"}),
     (STAND_IN, None, {"Table 2", "Table 4", "Claims"}),

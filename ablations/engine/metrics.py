@@ -499,7 +499,7 @@ def save_adm_npz(path: str | Path, images: np.ndarray, labels: np.ndarray | None
             raise ValueError(f"expected one label per image, got {labels.shape} for {images.shape[0]} images")
         arrays["arr_1"] = labels.astype(np.int64)
     with atomic_open(path) as f:
-        np.savez(f, **arrays)
+        np.savez(f, *arrays.values())  # positional: arr_0, arr_1
     return Path(path)
 
 
