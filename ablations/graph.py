@@ -227,7 +227,8 @@ def plan(cfg: Config, sweep: Sweep) -> Graph:
                 timed = sample_seed == pcfg.seeds.sample[0] and train_seed in (None, pcfg.seeds.train[0])
                 runs.append(run_names(evaluated(model, pcfg, stages, train_seed, sample_seed, timed), train_seed,
                                       sample_seed))
-        points.append({"explicit": reported(point, model), "setting": setting_of(pcfg, model), "runs": runs})
+        points.append({"explicit": reported(point, model), "setting": setting_of(pcfg, model), "runs": runs,
+                       "paper_row": family.paper_row(pcfg.sample.cfg), "speed_rank": family.speed_rank})
     anchors: dict[str, list[dict[str, Any]]] = {}
     if sweep.points:  # every table's anchors: real images, the same through the autoencoder, untrained MSF stages
         for sample_seed in cfg.seeds.sample:
@@ -251,7 +252,8 @@ def plan(cfg: Config, sweep: Sweep) -> Graph:
         "sweep": sweep.name, "table": sweep.table, "description": sweep.description, "preset": cfg.preset,
         "overrides": {k: v for k, v in sweep.overrides.items() if not runner_key(k)},
         "config": {k: v for k, v in to_data(cfg).items() if not runner_key(k)},
-        "points": points, "reference": next((i for i, p in enumerate(points) if p["setting"] == default), None),
+        "points": points, "reference": next((i for i, p in enumerate(points) if p["setting"] == default
+                                             and own_values(sweep.points[i], cfg)), None),
         "anchors": anchors, "other": {kind: [j.name for j in g if j.kind == kind] for kind in ("recon", "speed")},
     }
     return g
@@ -273,6 +275,13 @@ REPORTED = {  # a sweep file's key -> the name the sample job records it under (
 def reported(point: dict[str, Any], model: str) -> dict[str, Any]:
     """The settings a sweep point sets, under the names its runs record them (other keys keep their own name)."""
     return {"model": model, "anchor": None} | {REPORTED.get(k, k): v for k, v in point.items()}
+
+
+def own_values(point: dict[str, Any], cfg: Config) -> bool:
+    """Whether a point sets every key no run records (e.g. a swept learning rate) to the configuration's own value."""
+    data = to_data(cfg)
+    return all(lookup(data, k) == lookup(to_data(point_config(cfg, {k: v})), k)
+               for k, v in point.items() if k not in REPORTED)
 
 
 def setting_of(cfg: Config, model: str) -> dict[str, Any]:

@@ -59,15 +59,14 @@ def value_text(key: str, v: Any) -> str:
 
 @dataclass(frozen=True)
 class Point:
-    """One eval point of a sweep: the settings its runs record, resolved (strict), and those the point itself sets,
-    which no command line can override (explicit)."""
+    """One eval point of a sweep as the planner recorded it: the settings its runs record, resolved (expected), those
+    the point itself sets (explicit), the row of the paper's Table 1 it reproduces, and its model's place among the
+    baselines of the speed claim (ablations/engine/families.py)."""
 
     expected: dict[str, Any]
     explicit: dict[str, Any]
-
-    def at(self, settings: dict[str, Any]) -> bool:
-        """Whether the point's resolved settings equal ``settings``."""
-        return all(settings.get(k) == v for k, v in self.expected.items())
+    paper_row: str | None = None
+    speed_rank: int | None = None
 
 
 @dataclass
@@ -151,6 +150,8 @@ def find_manifests(paths: Iterable[str | Path]) -> list[Path]:
     for p in map(Path, paths):
         if p.is_file() and p.suffix == ".json":
             found.append(p)
+        elif p.is_dir() and p.name == MANIFESTS:
+            found += sorted(p.glob("*.json"))
         elif p.is_dir():
             found += sorted(p.glob(f"{MANIFESTS}/*.json")) + sorted(p.glob(f"*/{MANIFESTS}/*.json"))
     return list(dict.fromkeys(f.resolve() for f in found))
@@ -187,8 +188,9 @@ class Grouper:
 
     def group(self, context: str, extra: Mapping[str, Any], listed: Sequence[Mapping[str, Any]]) -> Group | None:
         """The group of one point's listed runs (None while none of them finished)."""
-        finished = [self.runs[r["score"]] for r in listed if r["score"] in self.runs
-                    and self.runs[r["score"]].metrics is not None]
+        finished = sorted((self.runs[r["score"]] for r in listed if r["score"] in self.runs
+                           and self.runs[r["score"]].metrics is not None), key=lambda r: r.name)  # the first by name
+        # counts when two runs share their seeds, whichever manifest lists it
         if not finished:
             return None
         key = (context, group_key(finished[0], extra))
@@ -224,7 +226,8 @@ def sweep_views(manifests: Sequence[Mapping[str, Any]], runs: Mapping[str, Run])
         series: dict[str, Series] = {}
         for m in found:
             context = _context(m)
-            points = [Point(_norm_map(p["setting"]), _norm_map(p["explicit"])) for p in m["points"]]
+            points = [Point(_norm_map(p["setting"]), _norm_map(p["explicit"]), p.get("paper_row"), p.get("speed_rank"))
+                      for p in m["points"]]
             s = series.setdefault(context, Series(str(m["preset"]), (), points, {}, m.get("reference")))
             for i, p in enumerate(m["points"]):
                 extra = {k: norm(v) for k, v in p["explicit"].items() if k not in SETTING}

@@ -94,7 +94,7 @@ def setting_text(s: dict[str, Any]) -> str:
         return f"real held-out images, {s['preset']} n={s['n_samples']}"
     if s.get("anchor") == AUTOENCODER:
         return f"the same images through the autoencoder, {s['preset']} n={s['n_samples']}"
-    parts = [s["model"], s["factorization"]] if s["model"] == "msf" else [s["model"]]
+    parts = [s["model"], s["factorization"]] if len(s.get("scales") or ()) > 1 else [s["model"]]
     parts += [s["conditioning"]] if s.get("conditioning") not in (None, "adaln_zero") else []
     parts += [f"scales {value_text('scales', s['scales'])}", f"steps {value_text('steps', s['steps'])}",
               f"cfg {value_text('cfg', s['cfg'])}", s["solver"], f"{s['preset']} n={s['n_samples']}"]
@@ -158,13 +158,8 @@ def _title(view: SweepView) -> str:
 
 
 def paper_row(point: Point) -> str | None:
-    """The paper's Table 1 row that a main-sweep point reproduces, if any (Table 1)."""
-    e = point.expected
-    if e["model"] == "dit_xl2":
-        return "DiT-XL/2 [38]"
-    if e["model"] == "msf" and len(e["cfg"]) == 2 and e["cfg"][1] == 1.0:
-        return {1.4: "MSF(cfg=1.4)", 1.5: "MSF(cfg=1.5)"}.get(e["cfg"][0])
-    return None
+    """The paper's Table 1 row that a main-sweep point reproduces, if any, as the planner recorded it (Table 1)."""
+    return point.paper_row
 
 
 def _table1_ours(g: Group | None) -> list[str]:
@@ -396,9 +391,9 @@ def speed_ratios(runs: Sequence[Run]) -> Table:
              "trained weights, the paper's implementation, A800, batch 64"]]
     by_model: dict[str, list[dict[str, Any]]] = {}
     for r in sorted(done(runs, "speed"), key=lambda r: r.name):
-        by_model.setdefault((r.metrics or {})["model"], []).append(r.metrics or {})
-    for a in by_model.get("msf", []):
-        for b in by_model.get("dit_xl2", []):
+        by_model.setdefault(str((r.metrics or {}).get("paper_row")), []).append(r.metrics or {})
+    for a in by_model.get("MSF(cfg=1.4)", []):
+        for b in by_model.get("DiT-XL/2 [38]", []):
             if any(a[k] != b[k] for k in ("device", "dtype", "batch", "method", "switches")):
                 continue
             where = f"random weights, {a['device']}, {a['dtype']}, batch {a['batch']}, {a['method']}"

@@ -41,6 +41,9 @@ from typing import Any
 import numpy as np
 import yaml
 
+from ablations.engine.families import FAMILIES
+from ablations.engine.runfolder import key_of
+
 PRESET = "imagenet256"
 SWEEPS_DIR = Path(__file__).resolve().parents[1] / "ablations" / "sweeps"
 SCALES = [24, 32]  # the preset's MSF scales
@@ -73,7 +76,8 @@ ANCHOR_STEP = {"real": 0.01, "autoencoder": 0.04, "untrained": 1.0}  # FID added
 ANCHOR_MODELS = {"real": "real", "autoencoder": "reconstructed"}  # the floors' sample families
 STAGE_LOSS = {0: 0.8, 1: 0.2}
 STRAY_LOSS = 5.0  # a second folder for stage 0, training seed 0 of the paper's arm: no eval uses it
-STRAY_KEY = "00000000"  # sorts before every other key: picking the arm's folders by name would pick the stray
+STRAY_PREFIX = "00"  # the stray's key starts so: it sorts before every other key, so picking the arm's folders by
+# name would pick the stray
 DECOMPOSITION_COLUMNS = ["base D(Up(f_0))", "residual 1 (latent ch. 0-2)", "sum D(f_hat)"]
 GRID_SHAPE = (4, 8, 8, 8, 3)  # [classes, 8, H, W, 3], one solid colour per setting (grid_color)
 DATA = {"name": "embedded", "image_size": 32, "num_classes": 4, "ref_size": 256, "root": None, "seed": 0,
@@ -85,16 +89,16 @@ RUNTIME = {"device": "cpu", "threads": 1}
 Point = tuple[Any, ...]  # (model, steps, cfg, factorization, scales, conditioning) of a trained model's eval point
 
 
-def key_of(*parts: Any) -> str:
-    """A short hash naming a run folder (the planner's keys hash the spec; any unique name serves here)."""
-    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:8]
+def record_key(kind: str, spec: dict[str, Any], deps: dict[str, str]) -> str:
+    """The key a run folder's config.json hashes to (ablations/engine/runfolder.py key_of), as the planner's."""
+    return key_of({"kind": kind, "results_version": 1, "spec": spec, "deps": deps})
 
 
 def write_run(root: Path, kind: str, label: str, metrics: dict[str, Any] | None, spec: dict[str, Any] | None = None,
               deps: dict[str, str] | None = None, key: str | None = None, **files: Any) -> Path:
     """One run folder ``root/PRESET/KIND-LABEL-KEY``: config.json, log.txt, optional stats.jsonl (``stats``),
     samples.npz (``samples``: (images, labels)) and .npy files, and metrics.json written last (unless None)."""
-    key = key or key_of(kind, label, spec, deps)
+    key = key or record_key(kind, spec or {}, deps or {})
     path = root / PRESET / f"{kind}-{label}-{key}"
     path.mkdir(parents=True)
     config = {"kind": kind, "name": path.name, "key": key, "results_version": 1, "spec": spec or {},
@@ -202,7 +206,14 @@ def train_deps(model: str, factorization: str, scales: tuple[int, ...], conditio
     """The train run folder names of an arm at one training seed, by role (train0, train1, ...)."""
     n = len(scales) if model == "msf" else 1
     label = arm_label(model, factorization, scales, conditioning, untrained)
-    return {f"train{i}": f"train-{label}-s{i}-t{seed}-{key_of('train', label, i, seed)}" for i in range(n)}
+    return {f"train{i}": f"train-{label}-s{i}-t{seed}-" + record_key(
+        "train", train_spec(model, i, seed, factorization, list(scales), conditioning, 0 if untrained else 300),
+        train_cache(factorization, scales)) for i in range(n)}
+
+
+def train_cache(factorization: str, scales: tuple[int, ...] | list[int]) -> dict[str, str]:
+    """A train run's dependency: its target cache (never written: the report reads trainings' own folders)."""
+    return {"cache": f"cache-{factorization}-{'x'.join(map(str, scales))}"}
 
 
 def write_trains(root: Path, model: str, factorization: str, scales: list[int], conditioning: str,
@@ -217,7 +228,7 @@ def write_trains(root: Path, model: str, factorization: str, scales: list[int], 
             q = None if loss is None else loss * (1 + (0.05 - 0.01 * stage) * seed)
             label, key = names[f"train{stage}"].removeprefix("train-").rsplit("-", 1)
             write_run(root, "train", label, train_metrics(model, stage, seed, q, factorization, scales, steps), spec,
-                      {"cache": f"cache-{factorization}-{'x'.join(map(str, scales))}"}, key,
+                      train_cache(factorization, scales), key,
                       **({} if loss is None else {"stats": stats(loss)}))
 
 
@@ -244,6 +255,13 @@ def setting_of(point: Point) -> dict[str, Any]:
     if model == "msf":
         out |= {"factorization": factorization, "scales": list(scales), "conditioning": conditioning}
     return out
+
+
+def roles(point: Point) -> dict[str, Any]:
+    """A point's row of the paper's Table 1 and its place among the speed claim's baselines, as the planner records
+    them from the family registry."""
+    family = FAMILIES[point[0]]
+    return {"paper_row": family.paper_row(list(point[2])), "speed_rank": family.speed_rank}
 
 
 def sweep_points() -> dict[str, list[tuple[dict[str, Any], Point]]]:
@@ -328,8 +346,8 @@ class World:
 
     def names(self, label: str, spec: dict[str, Any], deps: dict[str, str]) -> dict[str, str]:
         """The sample and score run folder names of one eval (written or not)."""
-        sample = f"sample-{label}-{key_of('sample', label, spec, deps)}"
-        return {"sample": sample, "score": f"score-{label}-{key_of('score', label, SCORE_SPEC, sample)}"}
+        sample = f"sample-{label}-{record_key('sample', spec, deps)}"
+        return {"sample": sample, "score": f"score-{label}-{record_key('score', SCORE_SPEC, {'samples': sample})}"}
 
     def point_run(self, point: Point, t: int | None, s: int, inputs: dict[str, str] | None = None,
                   untrained: bool = False) -> tuple[str, dict[str, Any], dict[str, str], dict[str, str]]:
@@ -436,9 +454,11 @@ def make_runs(root: Path) -> Path:
     write_trains(root, "msf", "latent_resize", SCALES, "adaln_zero", {0: 0.5, 1: 0.6})
     write_trains(root, "msf", "residual", SCALES, "adaln_zero", {0: None, 1: None})  # the ceiling's stages
     stray = train_metrics("msf", 0, 0, STRAY_LOSS, "residual", SCALES)
-    write_run(root, "train", f"{arm_label('msf', 'residual', SCALES, 'adaln_zero')}-s0-t0", stray,
-              train_spec("msf", 0, 0, "residual", SCALES, "adaln_zero", 300, lr=1e-3), {"cache": "cache-x"},
-              STRAY_KEY, stats=stats(STRAY_LOSS))
+    spec = next(spec for lr in np.linspace(1e-3, 2e-3, 10_000)  # a learning rate whose key sorts first
+                if record_key("train", spec := train_spec("msf", 0, 0, "residual", SCALES, "adaln_zero", 300,
+                                                         lr=float(lr)), {"cache": "cache-x"}).startswith(STRAY_PREFIX))
+    write_run(root, "train", f"{arm_label('msf', 'residual', SCALES, 'adaln_zero')}-s0-t0", stray, spec,
+              {"cache": "cache-x"}, stats=stats(STRAY_LOSS))
 
     # ---- trained models' eval points: a sample and a score run per (training seed, sampling seed)
     main_fid = {(t, s): MAIN_FID + TRAIN_OFFSET[t] + SAMPLE_OFFSET[s] + jitter(rng)
@@ -474,7 +494,8 @@ def make_runs(root: Path) -> Path:
     orphan = msf(cfg=ORPHAN_CFG)  # Table 2's CFG 1.3 by older code: its keys are no manifest's
     for t, s in seeds_of(orphan):
         label, spec, deps, _ = world.point_run(orphan, t, s)
-        names = world.names(label, spec | {"inputs": {"autoencoder": "older"}}, deps)
+        spec = spec | {"inputs": {"autoencoder": "older"}}
+        names = world.names(label, spec, deps)
         m = sample_metrics("msf", orphan[1], orphan[2], t, s)
         world.write(label, spec, deps, names, m, ORPHAN_FID, **images(grid_color(("orphan", *orphan))))
 
@@ -513,7 +534,8 @@ def make_runs(root: Path) -> Path:
     speed = []
     for model, sec, tflops in (("msf", 0.1, 22.1), ("dit_xl2", 0.6, 118.6)):
         metrics = {
-            "model": model, "params_m": 1.5, "gflops_per_forward": [0.01, 0.02], "tflops_per_image": tflops,
+            "model": model, "paper_row": FAMILIES[model].paper_row([1.4, 1.0] if model == "msf" else [1.5]),
+            "params_m": 1.5, "gflops_per_forward": [0.01, 0.02], "tflops_per_image": tflops,
             "steps": [100, 50] if model == "msf" else [250], "cfg": [1.4, 1.0] if model == "msf" else [1.5],
             "sec_per_image": sec, "images_per_s": 1 / sec, "matmul_tflops": 0.05, "mfu": tflops / sec / 0.05,
             "batch": 8, "device": "cpu", "dtype": "float32", "method": "median call time x steps",
@@ -527,7 +549,7 @@ def make_runs(root: Path) -> Path:
         listed: list[dict[str, Any]] = []
         for explicit, point in points:
             runs = [run_entry(world.point_run(point, t, s)[3], t, s) for t, s in seeds_of(point)]
-            listed.append({"explicit": explicit, "setting": setting_of(point), "runs": runs})
+            listed.append({"explicit": explicit, "setting": setting_of(point), "runs": runs, **roles(point)})
         reference = next((i for i, (_, p) in enumerate(points) if setting_of(p) == setting_of(MAIN)), None)
         other = {"recon": recon if sweep == "factorization" else [], "speed": speed if sweep == "speed" else []}
         write_manifest(root, manifest(sweep, listed, anchors if points else {}, config(sweep), seeds_overrides(),
@@ -573,7 +595,8 @@ def write_sweep(root: Path, sweep: str, measured: dict[Point, dict[tuple[int | N
     points = sweep_points()[sweep]
     listed = [{"explicit": explicit, "setting": setting_of(point),
                "runs": [run_entry(world.point_run(point, t, s)[3], t, s)
-                        for t in ((None,) if point[0] == "dit_xl2" else train_seeds) for s in sample_seeds]}
+                        for t in ((None,) if point[0] == "dit_xl2" else train_seeds) for s in sample_seeds],
+               **roles(point)}
               for explicit, point in points]
     reference = next((i for i, (_, p) in enumerate(points) if setting_of(p) == setting_of(MAIN)), None)
     return write_manifest(root, manifest(sweep, listed, {}, config(sweep, train_seeds, sample_seeds),

@@ -708,7 +708,7 @@ def test_loss_claim_counts_the_papers_arm_once_per_training_seed(built):
         paper_arm |= set(json.loads((root / m["samples"] / "config.json").read_text())["deps"].values())
     assert len(paper_arm) == 2 * len(rf.TRAIN_SEEDS)
     assert all(name in loss["evidence"] for name in paper_arm)
-    (stray,) = root.glob(f"train-*-{rf.STRAY_KEY}")  # the same arm, stage and seed: its name sorts first
+    (stray,) = root.glob(f"train-*-t0-{rf.STRAY_PREFIX}*")  # the same arm, stage and seed: its name sorts first
     assert stray.name not in loss["evidence"] and "latent_resize" not in loss["evidence"]
     assert "untrained" not in loss["evidence"]
     ratios = []
@@ -1077,8 +1077,11 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
         build_report([bad], tmp_path / "out")
     old = one_run(tmp_path / "c")
     (old / "config.json").write_text(json.dumps({"kind": "score", "name": old.name, "config": {}}))  # old schema
-    with pytest.raises(ValueError, match="lacks spec, deps"):
-        build_report([old], tmp_path / "out")
+    result = build_report([old.parent], tmp_path / "out-c")  # left out, and said so: never reported
+    listed = Path(result["markdown"]).read_text(encoding="utf-8").split("## Runs")[1].split("## Claims")[0]
+    assert f"{old.name}: {old / 'config.json'} is not a run record" in listed
+    assert result["runs"] == len(list(old.parent.glob("*/config.json"))) - 1
+    shutil.rmtree(tmp_path / "out-c")
     recon = {"factorization": "residual", "scales": [4, 8], "psnr_per_scale": [1, 2], "psnr_full": 2}
     bad = rf.write_run(tmp_path / "b", "recon", "float", recon, decomposition=np.zeros((1, 2, 4, 4, 3)))
     one_run(tmp_path / "b")
@@ -1101,7 +1104,7 @@ def test_a_report_without_sweep_manifests_fails_with_one_clear_error(tmp_path, b
     assert not (tmp_path / "out").exists()
     r = subprocess.run([sys.executable, str(ROOT / "reports" / "build.py"), str(bare)], capture_output=True,
                        text=True, timeout=120, cwd=ROOT)
-    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == f"build.py: error: {message}", r.stderr
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [f"error: {message}"], r.stderr
     assert r.stderr.count("error") == 1 and not (bare / "report").exists()
     (bare / MANIFESTS).mkdir()
     for content, expected in (({"sweep": "main"}, "is not a sweep manifest \\(lacks table, description, preset, "
@@ -1445,3 +1448,20 @@ def test_committed_report_tables_regenerate_from_committed_metadata(tmp_path, pu
     committed = md_tables((published / "report.md").read_text(encoding="utf-8"))
     assert set(committed) >= tables
     assert md_tables(Path(rebuilt["markdown"]).read_text(encoding="utf-8")) == committed
+
+
+def test_a_hand_edited_config_is_left_out_and_never_reported(tmp_path, built):
+    # A finished training whose config.json was edited by hand (batch 64 -> 999, lr -> 0.5) no longer hashes to the
+    # key its folder is named by: the report leaves it out, names it as damaged, and never states the edited setting.
+    root = tmp_path / "runs"
+    shutil.copytree(built[0].parent, root)
+    (train,) = [p for p in (root / rf.PRESET).glob("train-msf-residual-24x32-s0-t1-*")]
+    config = json.loads((train / "config.json").read_text())
+    config["spec"]["train"] |= {"batch_size": 999, "lr": 0.5}
+    (train / "config.json").write_text(json.dumps(config))
+    result = build_report([root / rf.PRESET], tmp_path / "out")
+    md = Path(result["markdown"]).read_text(encoding="utf-8")
+    listed = md.split("## Runs")[1].split("## Claims")[0]
+    assert f"{train.name}: {train / 'config.json'} does not hash to the key of {train.name}" in listed
+    assert "999" not in md and train.name not in md.replace(listed, "")
+    assert result["runs"] == built[1]["runs"] - 1

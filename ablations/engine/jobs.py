@@ -271,7 +271,8 @@ def speed_benchmark(family: ModelFamily, plan: tuple[SpeedStage, ...], device: t
             log(f"{family.name}: whole sampler timed on a batch of {batch}")
     peak = matmul_tflops(device, dtype)
     log(f"{family.name}: {seconds:.3g} s/img, {tflops:.3g} TFLOPs/img, matmul rate {peak:.3g} TFLOP/s")
-    return {"model": family.name, "params_m": sum(count_params(n) for n in nets) / 1e6,
+    return {"model": family.name, "paper_row": family.paper_row([st.cfg for st in plan]),
+            "params_m": sum(count_params(n) for n in nets) / 1e6,
             "gflops_per_forward": gflops, "tflops_per_image": tflops, "steps": [st.steps for st in plan],
             "cfg": [st.cfg for st in plan], "sec_per_image": seconds, "images_per_s": 1 / seconds,
             "matmul_tflops": peak, "achieved_tflops": tflops / seconds, "mfu": utilisation(tflops, seconds, peak),
