@@ -25,6 +25,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NoReturn
 
+import pandas as pd
+
 if __package__ in (None, ""):  # as a script: the repository root on the path, not reports/ (tables.py, ...)
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
@@ -41,6 +43,7 @@ from reports.figures import (  # noqa: E402
     plot_sample_decomposition,
     sweep_figures,
 )
+from reports.frame import runs_frame, to_csv  # noqa: E402
 from reports.render import Section, render_html, render_md  # noqa: E402
 from reports.runs import Group, Run, done, find_run_dirs, load_run, same_eval  # noqa: E402
 from reports.summary import inception_note, scale_table, share_summary, summary_blocks  # noqa: E402
@@ -174,11 +177,11 @@ def evidence(views: Sequence[SweepView], groups: Sequence[Group], msf: Group | N
     )
 
 
-def read_evidence(runs: Sequence[Run], manifests: Sequence[dict[str, Any]]
+def read_evidence(runs: Sequence[Run], manifests: Sequence[dict[str, Any]], table: pd.DataFrame
                   ) -> tuple[list[Group], list[SweepView], Group | None, list[Run], Evidence]:
-    """Groups, sweep views, the paper's MSF arm, its training runs and the claims' evidence of a set of runs and
-    the sweep manifests that name them."""
-    views, groups = sweep_views(manifests, {r.name: r for r in runs})
+    """Groups, sweep views, the paper's MSF arm, its training runs and the claims' evidence of a set of runs, the
+    sweep manifests that name them and the runs' tidy table (reports/frame.py)."""
+    views, groups = sweep_views(manifests, {r.name: r for r in runs}, table)
     msf = paper_msf(views)
     trains = paper_trains(runs, msf)
     return groups, views, msf, trains, evidence(views, groups, msf, trains)
@@ -293,7 +296,8 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, title: str
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob("fig_*.png"):  # figures of an earlier build whose data may be gone
         stale.unlink()
-    groups, views, msf, trains, ours = read_evidence(runs, found)
+    table = runs_frame(runs)
+    groups, views, msf, trains, ours = read_evidence(runs, found, table)
     presets = sorted({str(g.setting["preset"]) for g in groups})
     title = title or f"MSF reproduction report ({', '.join(presets) or 'no eval'})"
     fig2 = view_for(views, "fig2")
@@ -309,7 +313,7 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, title: str
     notes = [*inception_note(groups), *share_summary(msf, groups)]
     claims = claims_table(verdicts, margin=margin)
     if other:
-        other_groups, _, _, _, theirs = read_evidence(other, other_found)
+        other_groups, _, _, _, theirs = read_evidence(other, other_found, runs_frame(other))
         names = (dataset_name(groups), dataset_name(other_groups))
         rows = trend_rows(ours, theirs, names)
         readings = {label.split(":")[0]: reading for label, _, _, _, reading in rows}
@@ -347,9 +351,11 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, title: str
     ]
     write_text(out / "report.md", render_md(title, sections))
     write_text(out / "report.html", render_html(title, sections))
+    write_text(out / "runs.csv", to_csv(table))
     return {
         "markdown": out / "report.md",
         "html": out / "report.html",
+        "table": out / "runs.csv",
         "figures": {p.name: p.path for p in plots},
         "missing_figures": missing,
         "tables": [t.id for t in tables] + ["Claims"],

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from ablations.engine.io import read_json, read_jsonl
 from reports.claims import Arm, SeedPair
@@ -223,15 +224,22 @@ def order_key(v: Any) -> Any:
 
 @dataclass
 class Group:
-    """Eval runs equal in every setting but their seeds, one run per (training seed, sampling seed)."""
+    """Eval runs equal in every setting but their seeds, one run per (training seed, sampling seed); their numbers
+    are read from the tidy table of every run (reports/frame.py)."""
 
     setting: dict[str, Any]
     runs: list[Run]
+    table: pd.DataFrame  # the tidy table the runs are rows of (indexed by run folder name)
     duplicates: list[Run] = field(default_factory=list)  # further runs with the same seeds: left out
 
     def values(self, key: str) -> dict[SeedPair, float]:
-        """One metric per run that measured it, by (training seed, sampling seed)."""
-        return {r.seeds: float(r.metrics[key]) for r in self.runs if r.metrics and r.metrics.get(key) is not None}
+        """One metric per run that measured it, by (training seed, sampling seed), from the runs' table rows."""
+        if key not in self.table.columns:
+            return {}
+        rows = self.table.loc[[r.name for r in self.runs], ["train_seed", "sample_seed", key]]
+        rows = rows[rows[key].notna()]
+        return {(None if pd.isna(t) else int(t), int(s)): float(v)
+                for t, s, v in zip(rows["train_seed"], rows["sample_seed"], rows[key], strict=True)}
 
     def stat(self, key: str) -> Stat | None:
         """Mean and std over runs of one metric; None when no run measured it."""

@@ -17,7 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from ablations.engine.io import read_json
+from reports.frame import runs_frame
 from reports.runs import PROTOCOL, SETTING, Group, Run, group_key
 
 MANIFESTS = "_sweeps"  # the folder of a preset's runs that holds its sweep manifests
@@ -182,8 +185,8 @@ class Grouper:
     """Groups of runs, one per (manifest context, point), shared by the manifests of one context; a group with the
     same runs as another (the same point planned by two sweeps) is the same group."""
 
-    def __init__(self, runs: Mapping[str, Run]) -> None:
-        self.runs = runs
+    def __init__(self, runs: Mapping[str, Run], table: pd.DataFrame) -> None:
+        self.runs, self.table = runs, table
         self.groups: dict[Any, Group] = {}
 
     def group(self, context: str, extra: Mapping[str, Any], listed: Sequence[Mapping[str, Any]]) -> Group | None:
@@ -196,7 +199,8 @@ class Grouper:
         key = (context, group_key(finished[0], extra))
         g = self.groups.get(key)
         if g is None:
-            g = self.groups[key] = Group(dict(zip(SETTING, key[1][: len(SETTING)], strict=True)) | dict(extra), [])
+            g = self.groups[key] = Group(dict(zip(SETTING, key[1][: len(SETTING)], strict=True)) | dict(extra), [],
+                                         self.table)
         for r in finished:
             if r.name in {x.name for x in g.runs}:
                 continue
@@ -214,10 +218,11 @@ class Grouper:
         return list(seen.values())
 
 
-def sweep_views(manifests: Sequence[Mapping[str, Any]], runs: Mapping[str, Run]) -> tuple[list[SweepView], list[Group]]:
+def sweep_views(manifests: Sequence[Mapping[str, Any]], runs: Mapping[str, Run], table: pd.DataFrame | None = None
+                ) -> tuple[list[SweepView], list[Group]]:
     """Every sweep of the manifests with its series of groups, in the report's table order, and every group (the
-    anchors' included) once."""
-    grouper = Grouper(runs)
+    anchors' included) once; the groups read their numbers from ``table`` (the runs' tidy table, reports/frame.py)."""
+    grouper = Grouper(runs, runs_frame(runs.values()) if table is None else table)
     by_sweep: dict[str, list[Mapping[str, Any]]] = {}
     for m in manifests:
         by_sweep.setdefault(str(m["sweep"]), []).append(m)

@@ -1465,3 +1465,22 @@ def test_a_hand_edited_config_is_left_out_and_never_reported(tmp_path, built):
     assert f"{train.name}: {train / 'config.json'} does not hash to the key of {train.name}" in listed
     assert "999" not in md and train.name not in md.replace(listed, "")
     assert result["runs"] == built[1]["runs"] - 1
+
+
+def test_the_runs_table_holds_every_run_read_and_the_tables_numbers(built):
+    # runs.csv beside the report: one row per run folder read, loaded by the documented one-liner; its FIDs are the
+    # metrics files' and a pandas aggregate over its rows gives Table 2's cells.
+    root, result, md = built
+    runs = pd.read_csv(result["table"])
+    assert len(runs) == result["runs"] and runs["name"].is_unique
+    scores = runs[runs.kind == "score"].set_index("name")
+    for m in metrics_where(root, kind="score"):
+        if m["fid"] is not None:
+            assert scores.loc[m["run"], "fid"] == pytest.approx(m["fid"], rel=1e-12)
+    t2 = parse_md_table(md, "Table 2").set_index(parse_md_table(md, "Table 2").columns[0])
+    for cfg in (1.0, 1.2, 1.4):
+        names = [m["run"] for m in msf_runs(root, cfg=[cfg, 1.0])]
+        mean, std = runs.set_index("name").loc[names, "fid"].agg(["mean", "std"])
+        assert t2.loc["ours FID", f"{cfg:.1f}"] == f"{mean:.2f} ± {std:.2f}"
+    by_run = {m["run"]: m for m in metrics_where(root, kind="score")}
+    assert all(json.loads(cfg) == by_run[name]["cfg"] for name, cfg in scores["cfg"].items())  # lists as JSON
