@@ -56,6 +56,10 @@ class Job:
         """The job's config.json."""
         return spec_record(self.kind, self.name, self.key, self.spec, {r: d.name for r, d in self.deps.items()}, code)
 
+    def needs(self, other: Job) -> bool:
+        """Whether this job depends on ``other``, directly or through other jobs."""
+        return any(d.key == other.key or d.needs(other) for d in self.deps.values())
+
 
 def code_version() -> str:
     """The git commit of the code, recorded beside every job."""
@@ -214,7 +218,7 @@ def plan(cfg: Config, sweep: Sweep) -> Graph:
     return g
 
 
-RUNNER_KEYS = ("launcher", "runs_dir")  # and slurm.*: where and how jobs run, not what they compute
+RUNNER_KEYS = ("launcher", "runs_dir", "workers")  # and slurm.*: where and how jobs run, not what they compute
 
 
 def check_overrides(argv_pairs: list[tuple[str, str]], cfg: Config, sweep: Sweep) -> None:
