@@ -101,10 +101,11 @@ class Config:
 
     sweep: str = ""
     preset: str = "tiny"
-    launcher: Literal["inprocess", "local", "slurm"] = "inprocess"  # inprocess (submitit's debug executor) | local
+    launcher: Literal["inprocess", "local", "slurm"] = "inprocess"  # inprocess | local (submitit) | slurm
     runs_dir: str = "runs"
     device: Device = "auto"  # auto | cpu | cuda: every job of the sweep runs there
     cpu_threads: int = checked(0, check=NON_NEGATIVE)  # torch intra-op threads per job (0: torch's default)
+    workers: int = checked(0, check=NON_NEGATIVE)  # local launchers: jobs at once (0: as cores and memory allow)
     data: DataConfig = field(default_factory=DataConfig)
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     msf: MSFConfig = field(default_factory=MSFConfig)
@@ -388,6 +389,9 @@ def validate(cfg: Config, sweep: Sweep) -> None:
         raise ConfigError("eval.compile=reduce-overhead captures CUDA graphs: it needs device=cuda (or auto on a GPU)")
     if cfg.eval.attention == "xformers" and importlib.util.find_spec("xformers") is None:
         raise ConfigError("eval.attention=xformers but xformers is not installed (pip install -e '.[gpu]')")
+    if cfg.launcher == "slurm" and "workers" in sweep.overrides:
+        raise ConfigError(f"workers={cfg.workers} applies to the local launchers (inprocess, local); with "
+                          "launcher=slurm every job is a SLURM job (slurm.array_parallelism caps the eval array)")
     if cfg.launcher == "slurm" and shutil.which("sbatch") is None:
         raise ConfigError("launcher=slurm but no sbatch on PATH: run on a SLURM login node or use launcher=local")
     if not sweep.points and not sweep.recon and not sweep.speed:

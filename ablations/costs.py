@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from ablations.config import Config
+from ablations.engine.committed import ASSETS
+from ablations.engine.families import FAMILIES
 from ablations.engine.specs import (
     AutoencoderConfig,
     CacheJob,
@@ -34,6 +36,7 @@ from ablations.engine.specs import (
     latent_factor,
 )
 from ablations.graph import Graph, Job
+from ablations.inputs import VAE_WEIGHTS
 
 INCEPTION_GFLOPS = 11.5  # InceptionV3 at 299x299 (2 x 5.7 GMACs), counted once per scored image
 
@@ -67,7 +70,7 @@ def forward_gflops(spec: TrainJob, channels: int) -> float:
     if key in _FORWARD:
         return _FORWARD[key]
 
-    from ablations.engine.families import FAMILIES, factorization_of
+    from ablations.engine.families import factorization_of
     from ablations.engine.flops import count_forward_flops, meta_inputs
     from ablations.engine.train import stage_kwargs
 
@@ -91,8 +94,6 @@ def _vae(cfg: AutoencoderConfig) -> Any:
 
     import torch
     from diffusers import AutoencoderKL
-
-    from ablations.engine.committed import ASSETS
 
     if cfg.kind == "pixel":
         return None
@@ -143,7 +144,6 @@ def _sample_tflops(spec: SampleJob, job: Job) -> tuple[float, float]:
     autoencoder's floor), and its saved uint8 images."""
     import torch
 
-    from ablations.engine.families import FAMILIES
     from ablations.engine.flops import count_forward_flops, meta_inputs
 
     n, size = spec.sampling.n_samples, spec.data.image_size
@@ -215,3 +215,124 @@ def cluster_plan(g: Graph, cfg: Config) -> list[str]:
     lines.append(f"total: {sum(r.tflops for r in rows) / 1e3:.4g} PFLOP, {total:.4g} GPU-hours, "
                  f"{sum(r.disk_gb for r in rows):.4g} GB of target caches and samples")
     return lines
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Memory: how many jobs fit on one machine at once (the local pool's workers).
+
+# a job's process: torch, diffusers and the engine imported (0.88 GiB resident), and the smoke and tiny presets' jobs,
+# whose peaks measured 0.88-1.05 GiB (tiny's target cache the largest), rounded up
+PROCESS_GIB = 1.1
+
+
+def _file_gib(path: str | Path | None) -> float:
+    """The size of a weights file in GiB (0 when there is none to read)."""
+    try:
+        return Path(str(path)).stat().st_size / 2**30 if path else 0.0
+    except OSError:
+        return 0.0
+
+
+def _loaded_gib(autoencoder: AutoencoderConfig | None, features: str | None = None) -> float:
+    """GiB of the autoencoder's and the feature network's weights (their files' sizes; a small_kl autoencoder is
+    trained by the sweep and not counted)."""
+    gib = 0.0
+    if autoencoder is not None and autoencoder.kind == "frozen":
+        gib += _file_gib(ASSETS[autoencoder.frozen].location / VAE_WEIGHTS)
+    elif autoencoder is not None and autoencoder.kind == "pretrained":
+        gib += _file_gib(Path(str(autoencoder.path)) / VAE_WEIGHTS)
+    if features is not None:
+        gib += _file_gib(ASSETS[features].location if features in ASSETS else features)
+    return gib
+
+
+_NETWORK: dict[str, tuple[int, int]] = {}  # by network, as _FORWARD
+
+
+def _network(spec: TrainJob, channels: int) -> tuple[int, int]:
+    """A train job's stage network: its parameter count, and the bytes of every layer's output in one forward of one
+    latent (leaf modules, float32), what autograd keeps for the backward (meta device: shapes only)."""
+    import json
+
+    import torch
+
+    from ablations.engine.typed import to_data
+
+    key = json.dumps([spec.family, spec.stage, to_data(spec.network), to_data(spec.factorization), spec.prior_mode,
+                      spec.conditioning, spec.num_classes, channels])
+    if key in _NETWORK:
+        return _NETWORK[key]
+
+    from ablations.engine.families import factorization_of
+    from ablations.engine.flops import count_params, meta_inputs
+    from ablations.engine.train import stage_kwargs
+
+    family = FAMILIES[spec.family]
+    assert family.architecture is not None
+    arch = family.architecture()
+    outputs = [0]
+
+    def count(module: Any, inputs: Any, out: Any) -> None:
+        outputs[0] += sum(4 * t.numel() for t in (out if isinstance(out, tuple) else (out,))
+                          if isinstance(t, torch.Tensor))
+
+    with torch.device("meta"):
+        net = arch.build(**stage_kwargs(spec, factorization_of(spec.factorization), channels, arch)).eval()
+        for m in net.modules():
+            if not list(m.children()):
+                m.register_forward_hook(count)
+        with torch.no_grad():
+            net(*meta_inputs(net))
+    _NETWORK[key] = count_params(net), outputs[0]
+    return _NETWORK[key]
+
+
+def job_memory_gib(job: Job) -> float:
+    """A job's estimated peak resident memory in GiB: its process (PROCESS_GIB) plus its largest tensors, by kind.
+
+    - training: 20 bytes per parameter (float32 weights, gradients, AdamW's two moments, EMA) and, per image of a
+      batch, twice its layers' outputs (what autograd keeps, and as much again for the backward's temporaries);
+    - sample: its stages' float32 weights and the samples as uint8 (the real-image anchors: the train split);
+    - score: the samples and the reference images as uint8, and one batch of the feature network's input as float32
+      (Inception's 299 x 299, else the image size);
+    - target cache: one batch of images through the encoder (x 16 for its activations, as float32);
+    - speed: the paper-size networks' float32 weights;
+    - every job that loads the autoencoder or the feature network: their weights files' sizes.
+    """
+    from ablations.engine.specs import ReconJob, SpeedJob
+
+    spec, extra = job.spec, 0.0
+    if isinstance(spec, TrainJob):
+        (cache,) = [d for role, d in job.deps.items() if role.startswith("cache")][:1]
+        params, activations = _network(spec, latent_channels(cache.spec.autoencoder))
+        extra = 20 * params + spec.train.batch_size * 2 * activations
+    elif isinstance(spec, SampleJob):
+        stages = [d for role, d in job.deps.items() if role.startswith("train")]
+        pixels = 3 * spec.data.image_size ** 2
+        extra = (4 * sum(_network(d.spec, latent_channels(spec.autoencoder))[0] for d in stages)
+                 + (spec.sampling.n_samples + spec.data.train_size * (FAMILIES[spec.family].anchor is not None))
+                 * pixels)
+        if spec.network is not None:  # a pretrained network from its checkpoint
+            extra += _file_gib(spec.checkpoint) * 2**30
+        extra += _loaded_gib(spec.autoencoder) * 2**30
+    elif isinstance(spec, ScoreJob):
+        sampled = job.deps["samples"].spec
+        pixels = 3 * spec.data.image_size ** 2
+        side = 299 if spec.scoring.world == "inception" else spec.data.image_size
+        extra = ((sampled.sampling.n_samples + spec.data.ref_size) * pixels
+                 + spec.scoring.batch_size * 3 * side ** 2 * 4)
+        extra += _loaded_gib(None, spec.scoring.features if spec.scoring.world == "embedded" else None) * 2**30
+    elif isinstance(spec, CacheJob):
+        extra = spec.cache.batch_size * 3 * spec.data.image_size ** 2 * 4 * 16 + _loaded_gib(spec.autoencoder) * 2**30
+    elif isinstance(spec, ReconJob):
+        extra = _loaded_gib(spec.autoencoder) * 2**30
+    elif isinstance(spec, SpeedJob):
+        import torch
+
+        from ablations.engine.flops import count_params
+
+        family = FAMILIES[spec.family]
+        assert family.speed_network is not None
+        with torch.device("meta"):
+            extra = 4 * sum(count_params(family.speed_network(st)) for st in family.speed_plan)
+    return PROCESS_GIB + extra / 2**30

@@ -73,6 +73,10 @@ class Job:
         """The job's config.json."""
         return spec_record(self.kind, self.name, self.key, self.spec, {r: d.name for r, d in self.deps.items()}, code)
 
+    def needs(self, other: Job) -> bool:
+        """Whether this job depends on ``other``, directly or through other jobs."""
+        return any(d.key == other.key or d.needs(other) for d in self.deps.values())
+
 
 def code_version() -> str:
     """The git commit of the code, recorded beside every job."""
@@ -310,7 +314,7 @@ def write_manifest(g: Graph) -> Path:
     return path
 
 
-RUNNER_KEYS = ("launcher", "runs_dir")  # and slurm.*: where and how jobs run, not what they compute
+RUNNER_KEYS = ("launcher", "runs_dir", "workers")  # and slurm.*: where and how jobs run, not what they compute
 
 
 def runner_key(key: str) -> bool:

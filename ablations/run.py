@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -29,6 +30,7 @@ from ablations.config import (  # noqa: E402
     resolve,
 )
 from ablations.graph import Graph, check_overrides, plan, plan_summary, write_manifest  # noqa: E402
+from ablations.jobcall import Stopped, raise_stopped  # noqa: E402
 
 USAGE = """usage: python ablations/run.py sweep=NAME [preset=NAME] [key=value ...] [--dry-run] [--help]
 
@@ -37,7 +39,9 @@ presets: {presets}  (default: tiny)
 keys:    {keys}
 
 Values are YAML: sample.cfg=[1.4,1.0] train.lr=3e-4 seeds.train=[0,1,2] data.root=/datasets/imagenet launcher=slurm.
---dry-run prints the planned jobs (done / todo / redo: damaged outputs) and exits without running anything."""
+workers=N runs N jobs at once on this machine (default: as many as its cores and memory allow).
+--dry-run prints the planned jobs (done / todo / redo: damaged outputs) and how many run at once, and exits without
+running anything. Ctrl-C or SIGTERM stops every job (exit 130 or 143); the same command then continues."""
 
 
 def usage() -> str:
@@ -73,10 +77,26 @@ def parse_args(argv: list[str]) -> tuple[list[tuple[str, str]], bool]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command: exit code 0 (done), 1 (a job failed or the disk refused), 2 (bad input), 130 (Ctrl-C), 143
+    (SIGTERM); a signal stops every running job, and a rerun continues where it stopped."""
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
         print(usage())
         return 0
+    old = signal.signal(signal.SIGTERM, raise_stopped)
+    try:
+        return sweep_command(argv)
+    except KeyboardInterrupt as e:
+        sig = signal.SIGTERM if isinstance(e, Stopped) else signal.SIGINT
+        print(f"stopped by {sig.name}: the running jobs were stopped and none of them counts as done; run the same "
+              "command again to continue where it stopped", file=sys.stderr)
+        return 128 + sig
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def sweep_command(argv: list[str]) -> int:
+    """Parse, plan, and print the plan (--dry-run) or run it and write the report."""
     try:
         pairs, dry = parse_args(argv)
         cfg, sweep = resolve(pairs)
@@ -101,6 +121,11 @@ def main(argv: list[str] | None = None) -> int:
             from ablations.costs import cluster_plan
 
             print("\n".join(cluster_plan(graph, cfg)))
+        else:
+            from ablations.pool import workers
+
+            n, why = workers(cfg, [j for j in graph if not graph.done(j)])
+            print(f"workers: {n} ({why})")
         return 0
     from ablations.launch import run_graph
 

@@ -1,6 +1,5 @@
 """The ablation runner: command line, planning, skip-what-is-done, locks, and a smoke sweep end to end."""
 
-import contextlib
 import json
 import os
 import shutil
@@ -13,9 +12,9 @@ import numpy as np
 import pytest
 
 from ablations.config import resolve
-from ablations.engine.runfolder import JobLocked, job_lock, locked
+from ablations.engine.runfolder import JobLocked, job_lock
 from ablations.graph import plan
-from ablations.launch import next_job, prepare
+from ablations.jobcall import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = [sys.executable, str(ROOT / "ablations" / "run.py")]
@@ -161,28 +160,5 @@ def test_local_launcher_runs_the_graph_in_subprocesses(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     done = list((runs / "smoke").glob("*/metrics.json"))
     assert len(done) == 7 * 2 + 4 + 2 + 1 and any((runs / "smoke" / "_submitit").glob("*_log.out"))
-
-
-def test_runners_side_by_side_take_the_next_ready_job_instead_of_waiting(tmp_path):
-    cfg, s = resolve([("sweep", "cfg_scale0"), ("preset", "smoke"), ("runs_dir", str(tmp_path))])
-    jobs = list(plan(cfg, s))
-    for job in jobs:
-        prepare(job, "test")
-    ready = [j for j in jobs if not j.deps]
-    assert len(ready) >= 2, [j.name for j in ready]  # e.g. the target cache and the real-image floor
-
-    def busy(job):
-        return locked(job.run_dir)
-
-    assert next_job(jobs, {}, busy) is ready[0]  # graph order when nobody else is writing
-    with job_lock(ready[0].run_dir):  # another runner writes the first ready job
-        assert busy(ready[0]) and not busy(ready[1])
-        assert next_job(jobs, {}, busy) is ready[1]
-        with job_lock(ready[1].run_dir), contextlib.ExitStack() as stack:
-            for job in ready[2:]:
-                stack.enter_context(job_lock(job.run_dir))
-            assert next_job(jobs, {}, busy) is ready[0]  # every ready job busy: wait for the first
-    assert not busy(ready[0])
-    waiting = [j for j in jobs if j.deps]
-    failed = {d.key: "failed" for j in waiting for d in j.deps.values()}
-    assert next_job(waiting, failed, busy) is waiting[0]  # nothing ready: the first, to be skipped
+    n = min(len(os.sched_getaffinity(0)), len(done))  # several jobs submitted at once, as the cores allow
+    assert f"workers: {n} (" in r.stdout

@@ -99,7 +99,7 @@ def test_spec_literals_name_the_methods_choices():
 
 # Every configuration key, a valid value other than the tiny preset's, and the sweep in which it must change a job.
 # Keys that only steer the runner (where and how jobs are launched) change no job by design.
-RUNNER_KEYS = {"sweep", "preset", "launcher", "runs_dir"} | {k for k in KEYS if k.startswith("slurm.")}
+RUNNER_KEYS = {"sweep", "preset", "launcher", "runs_dir", "workers"} | {k for k in KEYS if k.startswith("slurm.")}
 CHANGES = {
     "device": ("cpu", "cfg_scale0"),
     "cpu_threads": (2, "cfg_scale0"),

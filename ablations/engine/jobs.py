@@ -8,6 +8,7 @@ maps a dependency's role (autoencoder, cache, train0, train1, ...) to its run fo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -312,13 +313,15 @@ class DependencyDamaged(RuntimeError):
     """A dependency's recorded output differs from what its job wrote; it is set aside to be recomputed."""
 
 
-def run(run_dir: str | Path, say: Log = print) -> dict[str, Any]:
+def run(run_dir: str | Path, say: Log = print, held: bool = False) -> dict[str, Any]:
     """Run the job whose spec is in ``run_dir/config.json``, unless it is done with intact outputs.
 
     Returns the job's metrics. The spec is read back into its dataclass; the dependencies' run folders are the
     folders named in config.json's ``deps``, beside this one, and the outputs this job loads from them are checked
-    against their recorded hashes first. Another runner holding the folder is waited for (``say`` tells the user),
-    after which its finished result is used. metrics.json is written last, with the sizes and hashes of the outputs.
+    against their recorded hashes first. The job takes the run folder's lock, waiting for another runner that holds
+    it (``say`` tells the user), after which its finished result is used; ``held``: the caller (the local runner,
+    which took the lock when it chose this job) holds it already. metrics.json is written last, with the sizes and
+    hashes of the outputs.
     """
     run_dir = Path(run_dir)
     done = run_dir / "metrics.json"
@@ -334,7 +337,7 @@ def run(run_dir: str | Path, say: Log = print) -> dict[str, Any]:
         torch.set_num_threads(spec.runtime.threads)
     if int(os.environ.get("RANK", "0")) > 0:  # a data-parallel peer: rank 0 holds the lock, writes log and metrics
         return JOBS[kind_of(spec)](spec, run_dir, deps, lambda _: None)
-    with runfolder.job_lock(run_dir, on_wait=say):
+    with contextlib.nullcontext() if held else runfolder.job_lock(run_dir, on_wait=say):
         if runfolder.done(run_dir):  # finished by another runner while we waited
             return read_json(done)
         if done.exists():

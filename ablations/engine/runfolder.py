@@ -20,7 +20,7 @@ import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from ablations.engine.io import file_sha256, read_json
 
@@ -137,18 +137,56 @@ class JobLocked(RuntimeError):
     """Another runner is writing this run folder right now."""
 
 
-def locked(run_dir: Path) -> bool:
-    """Whether another runner holds the run folder's lock right now (a probe: takes and drops it at once)."""
-    lock = run_dir / ".lock"
-    if not lock.is_file():
+def _stamp(fh: IO[str]) -> None:
+    """Write who holds a run folder's lock into its lock file (what a waiting runner shows)."""
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    fh.flush()
+
+
+def holder(run_dir: Path) -> str:
+    """Who holds the run folder's lock, as its lock file says ("another process" when it says nothing)."""
+    try:
+        return (run_dir / ".lock").read_text().strip() or "another process"
+    except OSError:
+        return "another process"
+
+
+def try_lock(run_dir: Path) -> IO[str] | None:
+    """Take the run folder's lock unless another runner holds it, without waiting: choosing a job and locking it is
+    one step. Returns the open lock file, which holds the lock until :func:`unlock` (or this process's exit, and
+    that of every process given this open file), or None when the lock is held elsewhere."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fh = open(run_dir / ".lock", "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        return None
+    _stamp(fh)
+    return fh
+
+
+def unlock(fh: IO[str]) -> None:
+    """Release a lock taken with :func:`try_lock`."""
+    with contextlib.suppress(OSError, ValueError):  # a full disk or an already closed file: the lock goes anyway
+        fh.seek(0)
+        fh.truncate()
+    fh.close()
+
+
+def holds(fd: int, run_dir: Path) -> bool:
+    """Whether the open file ``fd`` is the run folder's lock file and holds its lock: a job's process checks so the
+    lock its runner took and handed over (flock locks belong to the open file, which a child process can share)."""
+    try:
+        mine, there = os.fstat(fd), os.stat(run_dir / ".lock")
+        if (mine.st_dev, mine.st_ino) != (there.st_dev, there.st_ino):
+            return False
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a no-op on the open file that holds it; fails elsewhere
+    except OSError:
         return False
-    with open(lock, "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(fh, fcntl.LOCK_UN)
-        return False
+    return True
 
 
 @contextlib.contextmanager
@@ -165,16 +203,13 @@ def job_lock(run_dir: Path, wait: bool = True, on_wait: Any = None) -> Iterator[
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             fh.seek(0)
-            holder = fh.read().strip() or "another process"
+            who = fh.read().strip() or "another process"
             if not wait:
-                raise JobLocked(f"{run_dir} is being written by another runner ({holder})") from None
+                raise JobLocked(f"{run_dir} is being written by another runner ({who})") from None
             if on_wait is not None:
-                on_wait(f"waiting for another runner ({holder}) to finish {run_dir.name}")
+                on_wait(f"waiting for another runner ({who}) to finish {run_dir.name}")
             fcntl.flock(fh, fcntl.LOCK_EX)
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-        fh.flush()
+        _stamp(fh)
         try:
             yield
         finally:
