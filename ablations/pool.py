@@ -348,11 +348,15 @@ def _run_pool(cfg: Config, g: Graph, todo: list[Job], code: str) -> list[dict[st
             return
         board.failed += 1
         board.show(f"FAILED  {job.name}: {result['error']} (log: {result['log']})")
-        for dependent in [j for j in pending if j.needs(job)]:
-            pending.remove(dependent)
-            status[dependent.key] = "skipped"
-            board.show(f"skipped {dependent.name}: it needs {job.name}")
-            rows.append({"job": dependent.name, "status": "skipped", "error": f"{job.name} failed"})
+        damaged = [d for d in job.deps.values() if status.get(d.key) == "done" and not g.done(d)]  # set aside
+        for failed in [job, *damaged]:
+            status[failed.key] = "failed"
+            why = "failed" if failed is job else "was damaged and set aside (the next run recomputes it)"
+            for dependent in [j for j in pending if j.needs(failed)]:
+                pending.remove(dependent)
+                status[dependent.key] = "skipped"
+                board.show(f"skipped {dependent.name}: it needs {failed.name}, which {why}")
+                rows.append({"job": dependent.name, "status": "skipped", "error": f"{failed.name} {why}"})
 
     try:
         while pending or running:

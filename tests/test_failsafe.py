@@ -627,13 +627,18 @@ def test_a_corrupted_output_is_noticed_by_the_job_that_loads_it(finished, tmp_pa
     data = bytearray(ema.read_bytes())
     data[-5] ^= 0xFF  # same size: planning cannot see it
     ema.write_bytes(bytes(data))
-    evals = sorted(p for p in runs.glob("smoke/eval-msf-residual-*-t0-*") if "untrained" not in p.name)
-    shutil.rmtree(evals[0])
-    first = run_cli(*SMOKE, f"runs_dir={runs}", cwd=tmp_path)
-    assert first.returncode == 1 and "differs from what was written (sha256)" in first.stdout
+    points = sorted({p.name.rsplit("-", 1)[0].split("-", 1)[1] for p in runs.glob("smoke/sample-msf-residual-*-t0-*")
+                     if "untrained" not in p.name})[:2]  # two eval points of that stage: their sample and score jobs
+    for folder in [p for point in points for p in runs.glob(f"smoke/*-{point}-*")]:
+        shutil.rmtree(folder)
+    first = run_cli(*SMOKE, "workers=1", f"runs_dir={runs}", cwd=tmp_path)
+    assert first.returncode == 1 and first.stdout.count("differs from what was written (sha256)") == 1
+    # the other jobs that need the stage are skipped with the cause, never run against its set-aside record
+    assert "was damaged and set aside (the next run recomputes it)" in first.stdout, first.stdout[-3000:]
+    assert "damaged-2" not in first.stdout + first.stderr
     second = run_cli(*SMOKE, f"runs_dir={runs}", cwd=tmp_path)
     assert second.returncode == 0, second.stdout[-2000:]
-    assert "2 job(s) to run" in second.stdout  # the damaged stage, then the eval that needs it
+    assert "5 job(s) to run" in second.stdout  # the damaged stage, then the two points' sample and score jobs
 
 
 @pytest.mark.faults
