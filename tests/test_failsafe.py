@@ -340,8 +340,7 @@ CATALOGUE = [  # (arguments, the one line's expected content); {name} is a file 
     (["sweep=cfg_scale0", "runs_dir={text_txt}"], "is a file; expected a folder for the run folders"),
     (["sweep=cfg_scale0", "runs_dir={long_name}"], "bytes; this file system allows 255 (PC_NAME_MAX)"),
     (["sweep=cfg_scale0", "runs_dir={deep}"], "bytes; this file system allows 4095 (PC_PATH_MAX)"),
-    (["sweep=cfg_scale0", "runs_dir={fits_alone}"], "run folder 'eval-msf-residual-untrained-steps100_50-'... and "
-                                                    "the files its job writes would reach"),
+    (["sweep=cfg_scale0", "runs_dir={fits_alone}"], "the files its job writes would reach"),
 ]
 CUDA_CASES = ("device=cuda", "eval.compile=reduce-overhead")
 
@@ -452,8 +451,9 @@ def test_the_inception_weights_reach_torch_fidelity_only_as_our_own_copy(tmp_pat
 
 
 def report_runs(root: Path) -> Path:
-    """A finished eval and a finished training of the synthetic imagenet256 sweep (tests/_runfolders.py)."""
-    rf.write_run(root, "eval", "eval-one", rf.eval_metrics("msf", rf.MAIN_STEPS, rf.MAIN_CFG, 8.0, 0, 0))
+    """A finished eval point (its sample and score runs, listed by Table 2's manifest) and a finished training of
+    the synthetic imagenet256 sweep (tests/_runfolders.py)."""
+    rf.write_sweep(root, "cfg_scale0", {rf.MAIN: {(0, 0): 8.0}})
     rf.write_run(root, "train", "train-one", rf.train_metrics("msf", 0, 0, 0.5, "residual", rf.SCALES))
     return root
 
@@ -469,20 +469,19 @@ def drop_json(root: Path, kind: str, name: str, *keys: str) -> None:
 
 
 REPORTS = [  # (what is done to a finished runs folder, extra arguments, the one line's expected content)
-    (lambda r: edit_json(r, "eval", "metrics.json", fid="twelve"), [], "metrics.json: fid='twelve' is not a finite"),
-    (lambda r: edit_json(r, "eval", "metrics.json", fid=math.nan), [], "metrics.json: fid=nan is not a finite number"),
-    (lambda r: edit_json(r, "eval", "metrics.json", fid=math.inf), [], "metrics.json: fid=inf is not a finite number"),
-    (lambda r: edit_json(r, "eval", "metrics.json", fid=True), [], "metrics.json: fid=True is not a finite number"),
-    (lambda r: edit_json(r, "eval", "metrics.json", precision=-math.inf), [], "precision=-inf is not a finite"),
-    (lambda r: edit_json(r, "eval", "metrics.json", cfg=[math.nan, 1.0]), [], "cfg=[nan, 1.0] is not a finite"),
-    (lambda r: edit_json(r, "eval", "metrics.json", steps=["many", 50]), [], "steps=['many', 50] is not a finite"),
-    (lambda r: edit_json(r, "eval", "metrics.json", n_samples="500"), [], "n_samples='500' is not a finite number"),
+    (lambda r: edit_json(r, "score", "metrics.json", fid="twelve"), [], "metrics.json: fid='twelve' is not a finite"),
+    (lambda r: edit_json(r, "score", "metrics.json", fid=math.nan), [], "metrics.json: fid=nan is not a finite number"),
+    (lambda r: edit_json(r, "score", "metrics.json", fid=math.inf), [], "metrics.json: fid=inf is not a finite number"),
+    (lambda r: edit_json(r, "score", "metrics.json", fid=True), [], "metrics.json: fid=True is not a finite number"),
+    (lambda r: edit_json(r, "score", "metrics.json", precision=-math.inf), [], "precision=-inf is not a finite"),
+    (lambda r: edit_json(r, "score", "metrics.json", cfg=[math.nan, 1.0]), [], "cfg=[nan, 1.0] is not a finite"),
+    (lambda r: edit_json(r, "score", "metrics.json", steps=["many", 50]), [], "steps=['many', 50] is not a finite"),
+    (lambda r: edit_json(r, "score", "metrics.json", n_samples="500"), [], "n_samples='500' is not a finite number"),
     (lambda r: edit_json(r, "train", "metrics.json", final_loss="low"), [], "final_loss='low' is not a finite"),
     (lambda r: edit_json(r, "train", "metrics.json", sec_per_step=math.nan), [], "sec_per_step=nan is not a finite"),
-    (lambda r: next(r.glob("*/eval-*/metrics.json")).write_text("{"), [], "metrics.json: Expecting property name"),
-    (lambda r: next(r.glob("*/eval-*/metrics.json")).write_text("[]"), [], "metrics.json is not a JSON object"),
-    (lambda r: drop_json(r, "eval", "config.json", "spec", "deps"), [], "config.json lacks spec, deps"),
-    (lambda r: drop_json(r, "eval", "metrics.json", "fid"), [], "metrics.json lacks fid"),
+    (lambda r: next(r.glob("*/score-*/metrics.json")).write_text("{"), [], "metrics.json: Expecting property name"),
+    (lambda r: next(r.glob("*/score-*/metrics.json")).write_text("[]"), [], "metrics.json is not a JSON object"),
+    (lambda r: drop_json(r, "score", "metrics.json", "fid"), [], "metrics.json lacks fid"),
     (lambda r: (r / "out").write_text("a file"), ["--out", "{root}/out"], "/out is a file; expected a folder"),
     (lambda r: None, ["{root}/absent"], "not a directory: "),
     (lambda r: (r / "nothing").mkdir(), ["{root}/nothing"], "no run folder (config.json) in"),
@@ -576,8 +575,9 @@ def test_diverging_training_stops_keeps_finite_checkpoints_and_a_rerun_does_not_
         from safetensors.torch import load_file
 
         assert all(torch.isfinite(v).all() for v in load_file(str(tensors)).values()), tensors
-    evaluated = [p.parent.name for p in runs.rglob("eval-*/metrics.json")]
-    assert evaluated and all("untrained" in n or "real" in n for n in evaluated)  # none on a diverged stage
+    evaluated = [p.parent.name for p in runs.rglob("score-*/metrics.json")]
+    assert evaluated and all(any(w in n for w in ("untrained", "real", "reconstructed")) for n in evaluated)  # none
+    # on a diverged stage: only the anchors
     t0 = time.time()
     again = run_cli(*SMOKE, "train.lr=1e30", f"runs_dir={runs}", cwd=tmp_path)
     assert again.returncode == 1 and "a previous run; delete" in again.stdout
@@ -681,10 +681,10 @@ def test_a_full_disk_is_one_line_and_leaves_no_temporary_files(finished, tmp_pat
 
 @pytest.mark.faults
 def test_a_hand_edited_metric_stops_the_report_in_one_line_and_keeps_the_last_one(finished, tmp_path):
-    """"fid": "twelve" in a finished eval's metrics.json: every job is done, the report refuses that run folder in one
+    """"fid": "twelve" in a finished score's metrics.json: every job is done, the report refuses that run folder in one
     line naming the file and key (exit 1), and the last complete report stays in place."""
     runs = copy_runs(finished, tmp_path / "runs")
-    metrics = next(runs.glob("smoke/eval-msf-*/metrics.json"))
+    metrics = next(runs.glob("smoke/score-msf-*/metrics.json"))
     metrics.write_text(json.dumps({**json.loads(metrics.read_text()), "fid": "twelve"}))
     report = runs / "smoke" / "reports" / "cfg_scale1" / "report.md"
     before = report.read_bytes()
@@ -717,3 +717,88 @@ def test_no_debugger_prompt_in_a_terminal(tmp_path):
     proc.wait(timeout=60)
     os.close(main_fd)
     assert proc.returncode == 1 and b"(Pdb)" not in output
+
+
+@pytest.mark.faults
+def test_a_hand_edited_config_of_a_finished_training_is_redone_never_reported(finished, tmp_path):
+    # The broken case of the attack: batch_size 16 -> 999 and lr -> 0.5 in a finished training's config.json, then
+    # the sweep again. The folder no longer proves its spec: the dry-run calls it damaged, the run sets the edited
+    # record aside, trains again from the true spec, and the report never states the edited settings.
+    runs = copy_runs(finished, tmp_path / "runs")
+    (train,) = [p for p in runs.glob("smoke/train-msf-residual-*-s0-t0-*") if "untrained" not in p.name]
+    config = json.loads((train / "config.json").read_text())
+    config["spec"]["train"] |= {"batch_size": 999, "lr": 0.5}
+    (train / "config.json").write_text(json.dumps(config))
+    dry = run_cli(*SMOKE, f"runs_dir={runs}", "--dry-run", cwd=tmp_path)
+    assert f"redo  train        {train}" in dry.stdout, dry.stdout
+    again = run_cli(*SMOKE, "workers=1", f"runs_dir={runs}", cwd=tmp_path)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert json.loads((train / "config.json").read_text())["spec"]["train"]["batch_size"] == 16
+    assert (train / "config.json.damaged-1").is_file() and (train / "metrics.json.damaged-1").is_file()
+    assert (train / "log.txt").read_text().count("] start ") == 2  # trained again
+    report = (runs / "smoke" / "reports" / "cfg_scale1" / "report.md").read_text()
+    assert "999" not in report and "batch 16" in report
+
+
+@pytest.mark.faults
+def test_a_hand_edited_config_of_an_unfinished_job_is_rewritten_and_the_run_goes_on(tmp_path):
+    # A job that was planned (config.json written) but never finished, its spec edited: the runner rewrites the true
+    # spec (the edited one kept aside) instead of stopping the whole run.
+    runs = tmp_path / "runs"
+    cfg, sw = resolve_smoke(runs)
+    from ablations.graph import plan
+    from ablations.jobcall import prepare
+
+    job = next(j for j in plan(cfg, sw) if j.kind == "train")
+    prepare(job, "test")
+    config = json.loads((job.run_dir / "config.json").read_text())
+    config["spec"]["train"]["lr"] = 0.5
+    (job.run_dir / "config.json").write_text(json.dumps(config))
+    r = run_cli(*SMOKE, f"runs_dir={runs}", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert json.loads((job.run_dir / "config.json").read_text())["spec"]["train"]["lr"] == job.spec.train.lr
+    assert (job.run_dir / "config.json.damaged-1").is_file()
+
+
+def resolve_smoke(runs: Path):
+    from ablations.config import resolve
+
+    return resolve([tuple(a.split("=", 1)) for a in SMOKE] + [("runs_dir", str(runs))])  # type: ignore[misc]
+
+
+@pytest.mark.faults
+def test_a_finished_job_that_recorded_no_outputs_is_damaged_and_redone(finished, tmp_path):
+    # metrics.json of a training without the outputs its dependents load (ema.safetensors, model.json): not done, so
+    # the training runs again instead of its dependents failing on every rerun.
+    runs = copy_runs(finished, tmp_path / "runs")
+    (train,) = [p for p in runs.glob("smoke/train-msf-residual-*-s1-t0-*") if "untrained" not in p.name]
+    metrics = json.loads((train / "metrics.json").read_text())
+    (train / "metrics.json").write_text(json.dumps(metrics | {"outputs": {}}))
+    dry = run_cli(*SMOKE, f"runs_dir={runs}", "--dry-run", cwd=tmp_path)
+    assert f"redo  train        {train}" in dry.stdout and "1 to run (1 with damaged outputs)" in dry.stdout
+    again = run_cli(*SMOKE, f"runs_dir={runs}", cwd=tmp_path)
+    assert again.returncode == 0 and "1 job(s) to run" in again.stdout, again.stdout[-2000:]
+    assert "ema.safetensors" in json.loads((train / "metrics.json").read_text())["outputs"]
+
+
+@pytest.mark.faults
+def test_a_score_that_vanishes_mid_sweep_leaves_a_partial_report_and_exit_1(finished, tmp_path):
+    # A finished score's metrics.json is lost while the sweep runs (after planning counted it done): the run is not
+    # complete, so the report goes to NAME.partial (the last complete report is kept) and the exit code says so.
+    runs = copy_runs(finished, tmp_path / "runs")
+    scores = sorted(runs.glob("smoke/score-msf-residual-*-t0-*"))
+    lost, redone = scores[0], scores[-1]
+    sample = runs / "smoke" / json.loads((redone / "config.json").read_text())["deps"]["samples"]
+    shutil.rmtree(sample)  # one job to run, so that the sweep takes a moment
+    proc = subprocess.Popen([*RUN, *SMOKE, "workers=1", f"runs_dir={runs}"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    deadline = time.time() + 300
+    while not (sample / "log.txt").is_file() and time.time() < deadline:
+        time.sleep(0.05)
+    (lost / "metrics.json").unlink()
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 1, out[-2000:] + err[-2000:]
+    reports = runs / "smoke" / "reports"
+    assert (reports / "cfg_scale1.partial" / "report.md").is_file()
+    assert (reports / "cfg_scale1" / "report.md").read_text() == (
+        finished / "smoke" / "reports" / "cfg_scale1" / "report.md").read_text()
