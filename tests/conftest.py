@@ -1,6 +1,12 @@
-"""Shared test settings and fixtures: the hypothesis profiles (here and only here) and imagenet256's stand-in inputs.
+"""Shared test settings and fixtures: the test tiers, the hypothesis profiles (here and only here), one torch thread,
+and imagenet256's stand-in inputs.
 
-`ci` (the default) keeps the property suite fast; `thorough` is for a local deep run:
+Tiers: `pytest -q -m "not e2e"` is the fast tier (every unit test, under 2 minutes on 2 cores). End-to-end tests carry
+`e2e`: those that run a whole sweep, a subprocess of ablations/run.py or of another command that trains or samples, a
+real training of more than a few steps, or the SLURM cluster; every test of the slow, faults, numeric, slurm and
+rehearsal groups gets `e2e` here. The default `pytest -q` runs the unit tests and the e2e tests outside those groups.
+
+`ci` (the default hypothesis profile) keeps the property suite fast; `thorough` is for a local deep run:
     HYPOTHESIS_PROFILE=thorough pytest -q tests/test_factorize.py
 """
 
@@ -15,6 +21,26 @@ from PIL import Image
 # The networks in the tests are tiny: one intra-op thread is as fast as two on a quiet 2-core machine and avoids the
 # thread thrashing (up to 100x slower) seen when other processes share the cores. Subprocesses set their own.
 torch.set_num_threads(1)
+
+E2E_GROUPS = ("slow", "faults", "numeric", "slurm", "rehearsal")
+
+
+@pytest.hookimpl(tryfirst=True)  # before the -m selection reads the marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test of an end-to-end group is end to end."""
+    for item in items:
+        if any(item.get_closest_marker(group) for group in E2E_GROUPS):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Back to one intra-op thread after a test whose code set another count (the asset builders set 2, a job its
+    cpu_threads): the next tests would otherwise thrash on a shared machine."""
+    yield
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+
 
 settings.register_profile(
     "ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True

@@ -54,7 +54,9 @@ def image_set(root: Path, classes: int = 2, train: int = 12, ref: int = 6, size:
     return root
 
 
-def test_the_builder_writes_a_pair_for_ones_own_images_with_its_floors(tmp_path):
+def test_the_builder_writes_a_pair_for_ones_own_images_with_its_floors(tmp_path, monkeypatch):
+    # the builder's two torch threads (its command's choice) run 5-10x slower than one on a busy 2-core machine
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
     images = image_set(tmp_path / "images")
     out = tmp_path / "out"
     result = build_for_images(images, out, size=16, log=lambda _: None, ae_steps=3, cnn_steps=3)
@@ -76,6 +78,7 @@ def run_builder(*args: str) -> subprocess.CompletedProcess:
                           cwd=ROOT, timeout=300)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("layout, message", [
     ("missing", "is not a folder: --images needs DIR/train/<class>/ and DIR/ref/<class>/"),
     ("no_ref", "is not a folder: --images needs"),
@@ -94,6 +97,7 @@ def test_the_builder_refuses_a_bad_image_set_in_one_line_and_writes_nothing(tmp_
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.e2e
 def test_the_builder_never_overwrites(tmp_path):
     (tmp_path / "out").mkdir()
     r = run_builder("--images", str(image_set(tmp_path / "images")), str(tmp_path / "out"))

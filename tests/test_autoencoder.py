@@ -126,6 +126,7 @@ def test_train_small_autoencoder_is_deterministic_and_sets_the_scaling_factor():
     assert ae.scaling_factor == pytest.approx(1.0 / latents.std().item(), rel=1e-6)
 
 
+@pytest.mark.e2e
 def test_small_autoencoder_learns_to_reconstruct():
     ae = train_small_autoencoder(EmbeddedDataset(), TINY, torch.Generator().manual_seed(0), log=lambda _: None)
     x = to_float(EmbeddedDataset("ref", length=64).make_batch(range(64))[0])

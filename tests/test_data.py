@@ -126,6 +126,7 @@ def _fit_classifier(x_train, y_train, x_test, y_test, seed: int = 0, steps: int 
         return (net(x_test).argmax(1) == y_test).float().mean().item()
 
 
+@pytest.mark.e2e
 def test_classes_are_separable_but_not_from_the_coarse_view_alone():
     x_train, y_train = EmbeddedDataset("train", length=2000).make_batch(range(2000))
     x_test, y_test = EmbeddedDataset("ref", length=500).make_batch(range(500))

@@ -211,6 +211,7 @@ class SingleScaleSource:
         return [self.x1[i]], self.labels[i]
 
 
+@pytest.mark.e2e
 def test_a_few_training_steps_reduce_the_loss_and_the_stage_reloads(tmp_path):
     source = SingleScaleSource()
     # the shared tiny recipe (tests/_ddp_worker.py) on DiMR-tiny's single scale

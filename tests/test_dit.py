@@ -377,6 +377,7 @@ def test_unknown_conditioning_is_rejected():
         DiT(**TINY, conditioning="film")  # type: ignore[arg-type]
 
 
+@pytest.mark.e2e
 def test_an_msf_stage_with_tdln_trains_through_model_overrides(tmp_path):
     source = MemorySource()  # stage 1 of a 4 -> 8 residual factorization: the TD-LN stage also takes the prior
     overrides = dict(depth=2, hidden_size=32, num_heads=2, conditioning="tdln")

@@ -390,6 +390,7 @@ def test_the_helps_own_example_and_scientific_notation_are_accepted(runs, capsys
     assert "override train.lr=0.0001" in out and "override msf.steps=[1000, 500]" in out
 
 
+@pytest.mark.e2e
 def test_a_real_process_exits_2_with_one_line(tmp_path):
     r = subprocess.run([*RUN, "sweep=cfg_scale0", "train.lr=nan", f"runs_dir={tmp_path}"], capture_output=True,
                        text=True)
@@ -424,6 +425,7 @@ def test_a_crafted_pickle_given_as_any_weights_key_runs_nothing(args, message, f
     assert not Path(files["marker"]).exists(), "a user's file ran code"
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("weights", ["crafted_pkl", "crafted_pt"])
 def test_the_refusal_of_a_crafted_pickle_is_the_only_line_on_stderr(weights, files, tmp_path):
     """torch's unpickler warns about a plain pickle's protocol: no warning reaches the user, only the refusal."""

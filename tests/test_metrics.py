@@ -429,6 +429,7 @@ def quadrant_batch(g: torch.Generator, n: int = 32, size: int = 8) -> tuple[torc
     return (x * 255).to(torch.uint8), y
 
 
+@pytest.mark.e2e
 def test_classifier_learns_a_synthetic_task_and_is_seeded():
     def train(seed, steps):
         return train_classifier(quadrant_batch, 4, steps, torch.Generator().manual_seed(seed), lambda s: None, width=8)

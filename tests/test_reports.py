@@ -31,7 +31,7 @@ from ablations.config import PRESETS_DIR, load_sweep, load_yaml, point_config, s
 from ablations.engine.families import ANCHOR_FAMILIES, FAMILIES
 from ablations.graph import reported, setting_of
 from ablations.run import main as run_main
-from reports import paper
+from reports import figures, paper
 from reports.build import build_report, main
 from reports.claims import (
     CONTRADICTED,
@@ -214,6 +214,19 @@ def built(tmp_path_factory):
     root = rf.make_runs(base / "runs")
     result = build_report([root], base / "out")
     return root, result, Path(result["markdown"]).read_text(encoding="utf-8")
+
+
+@pytest.fixture
+def unrendered(monkeypatch):
+    """Figures drawn but not rendered to pixels (an empty PNG file), for tests of a rebuilt report's tables, claims
+    and run listing: rendering is two thirds of a build's time. The figures themselves are checked on ``built``."""
+
+    def save(fig, out_dir: Path, name: str, title: str) -> figures.Plot:
+        path = out_dir / f"{name}.png"
+        path.touch()
+        return figures.Plot(name, title, path)
+
+    monkeypatch.setattr(figures, "_save", save)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -767,7 +780,7 @@ def marked_claims(root: Path, result: dict, md: str) -> set[str]:
     return marked
 
 
-def test_claims_mark_deciding_differences_smaller_than_the_autoencoders_margin(built, tmp_path):
+def test_claims_mark_deciding_differences_smaller_than_the_autoencoders_margin(built, tmp_path, unrendered):
     # The margin is 1.5 FID: Table 4's -0.2 and Fig. 2's -0.48 are marked, Tables 2-3's +2 and the speed claim's
     # -3.5 are not, nor the loss claim (a loss ratio, no FID difference) although its 0.25 is smaller.
     root, result, md = built
@@ -1167,7 +1180,7 @@ def test_trend_readings(ours, theirs, reading):
     assert compare_trends(ours, theirs, ("a", "b")) == reading
 
 
-def test_a_stand_in_with_reversed_trends_is_set_beside_ours(built, tmp_path):
+def test_a_stand_in_with_reversed_trends_is_set_beside_ours(built, tmp_path, unrendered):
     root, _, _ = built
     stand_in = tmp_path / "digits"
     shutil.copytree(root, stand_in)
@@ -1260,7 +1273,7 @@ def test_publish_thins_stats_keeping_the_first_and_last_records(tmp_path):
     assert max(np.diff(positions)) <= 2 * 1000 / MAX_STATS  # evenly spread
 
 
-def test_published_metadata_regenerates_the_reports_tables(built, tmp_path):
+def test_published_metadata_regenerates_the_reports_tables(built, tmp_path, unrendered):
     # Publishing copies every manifest beside the run metadata; the report rebuilt from the published folder alone
     # has every table of the published report, which has every table of the report of the full run folders.
     root, result, md = built
@@ -1306,6 +1319,7 @@ def real_msf(root: Path, **match) -> list[dict]:
     return evals(root, **(base | match))
 
 
+@pytest.mark.e2e
 def test_every_sweep_of_the_smoke_preset_reports_every_table_and_figure(smoke_sweeps):
     root, result, md = smoke_sweeps
     for sweep in SWEEP_NAMES:  # each sweep's own report, built by the runner at its end
@@ -1336,6 +1350,7 @@ def test_every_sweep_of_the_smoke_preset_reports_every_table_and_figure(smoke_sw
     assert listed(root) == {p.name for p in root.glob("score-*")}  # every score run a sweep planned, and only those
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("table_id", sorted(REAL_SWEEPS))
 def test_real_sweep_tables_parse_back_to_their_run_folders(smoke_sweeps, table_id):
     root, _, md = smoke_sweeps
@@ -1353,6 +1368,7 @@ def test_real_sweep_tables_parse_back_to_their_run_folders(smoke_sweeps, table_i
         assert df.loc[SEEDS_ROW, column] == f"{n_train} x {n_sample}"
 
 
+@pytest.mark.e2e
 def test_real_table1_factorization_resolution_speed_and_train_tables_parse_back(smoke_sweeps):
     root, _, md = smoke_sweeps
     t1 = parse_md_table(md, "Table 1")
@@ -1450,7 +1466,7 @@ def test_committed_report_tables_regenerate_from_committed_metadata(tmp_path, pu
     assert md_tables(Path(rebuilt["markdown"]).read_text(encoding="utf-8")) == committed
 
 
-def test_a_hand_edited_config_is_left_out_and_never_reported(tmp_path, built):
+def test_a_hand_edited_config_is_left_out_and_never_reported(tmp_path, built, unrendered):
     # A finished training whose config.json was edited by hand (batch 64 -> 999, lr -> 0.5) no longer hashes to the
     # key its folder is named by: the report leaves it out, names it as damaged, and never states the edited setting.
     root = tmp_path / "runs"

@@ -25,6 +25,7 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([*RUN, *args], capture_output=True, text=True, cwd=cwd, timeout=900)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -61,6 +62,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.e2e
 def test_slurm_without_sbatch_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     r = subprocess.run([*RUN, "sweep=cfg_scale0", "launcher=slurm"], capture_output=True, text=True, cwd=tmp_path,
@@ -68,6 +70,7 @@ def test_slurm_without_sbatch_is_a_clear_error(tmp_path, monkeypatch):
     assert r.returncode == 2 and "no sbatch on PATH" in r.stderr
 
 
+@pytest.mark.e2e
 def test_help_lists_sweeps_presets_and_keys(tmp_path):
     r = run_cli("--help", cwd=tmp_path)
     assert r.returncode == 0
@@ -108,6 +111,7 @@ def test_lock_prevents_two_writers(tmp_path):
                 pass
 
 
+@pytest.mark.e2e
 def test_smoke_sweep_end_to_end_then_nothing_recomputed(tmp_path):
     """The whole graph on the smoke preset; a second run recomputes nothing; a lost node is redone alone."""
     runs = tmp_path / "runs"
@@ -150,6 +154,7 @@ def test_smoke_sweep_end_to_end_then_nothing_recomputed(tmp_path):
     assert all(stamps[p] == (p / "metrics.json").stat().st_mtime_ns for p in folders if p != lost)
 
 
+@pytest.mark.e2e
 def test_local_launcher_runs_the_graph_in_subprocesses(tmp_path):
     """launcher=local: submitit's LocalExecutor, one subprocess per job, same run folders as in process: 5 CFG
     points and the two floors (real images, their reconstructions), a sample and a score job each, the ceiling

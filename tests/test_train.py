@@ -82,6 +82,7 @@ def target_cache(tmp_path_factory):
     return build_cache(root, dataset, ae, factorization, shard_size=48, flip="none", log=QUIET), factorization
 
 
+@pytest.mark.e2e
 def test_loss_decreases_on_a_target_cache_and_the_final_stage_reloads(target_cache, tmp_path):
     cache, factorization = target_cache
     metrics = train(tiny_config(steps=60, ckpt_every=30), cache, factorization, tmp_path, log=QUIET)
@@ -171,6 +172,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.e2e
 def test_two_process_gloo_replicas_stay_identical(tmp_path):
     port, steps = str(_free_port()), 6
     procs = []
@@ -188,6 +190,7 @@ def test_two_process_gloo_replicas_stay_identical(tmp_path):
     assert r0["model/final_layer.linear.weight"].abs().sum() > 0  # zero at initialisation (adaLN-Zero)
 
 
+@pytest.mark.e2e
 def test_sigkill_at_a_random_step_then_resume_is_bit_exact(tmp_path):
     steps, delay = 40, "0.03"  # the delay per batch keeps the run alive long enough to be killed mid-way
     kill_at = random.randint(9, 30)  # not a multiple of ckpt_every (4) in general: some steps are redone
