@@ -145,6 +145,15 @@ def test_smoke_sweep_end_to_end_then_nothing_recomputed(tmp_path):
     assert again.returncode == 0 and "0 job(s) to run" in again.stdout
     assert time.time() - t0 < 60
     assert stamps == {p: (p / "metrics.json").stat().st_mtime_ns for p in folders}  # nothing rewritten
+    # where the time went: each kind's jobs measured (one process's wall time), the sums those of metrics.json
+    dry = run_cli("sweep=cfg_scale1", *SMOKE, f"runs_dir={runs}", "--dry-run", cwd=tmp_path)
+    seconds = {k: [json.loads((p / "metrics.json").read_text())["job_seconds"] for p, kk in zip(folders, kinds,
+                                                                                             strict=True) if kk == k]
+               for k in set(kinds)}
+    for kind, values in seconds.items():
+        assert all(v > 0 for v in values)
+        line = next(x for x in dry.stdout.splitlines() if x.startswith(f"  time {kind} "))
+        assert f"{len(values)} measured, {sum(values):.0f} s" in line, (line, values)
 
     lost = evals[-1]
     shutil.rmtree(lost)

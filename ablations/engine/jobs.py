@@ -356,7 +356,10 @@ def run(run_dir: str | Path, say: Log = print, held: bool = False) -> dict[str, 
                 log_fh.flush()
 
             log(f"start {record['name']}")
+            t0 = time.time()
             metrics = JOBS[kind_of(spec)](spec, run_dir, deps, log)
+            seconds = time.time() - t0
             log(f"done {record['name']}")
-        write_json(done, {"kind": record["kind"], **metrics, "outputs": runfolder.record_outputs(run_dir)})
+        write_json(done, {"kind": record["kind"], **metrics, "job_seconds": seconds,
+                          "outputs": runfolder.record_outputs(run_dir)})
         return metrics
