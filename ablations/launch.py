@@ -72,14 +72,26 @@ class _NoAccounting(logging.Filter):
 
 def _run_slurm(cfg: Config, g: Graph, todo: list[Job], folder: Path, progress: Progress,
                code: str) -> list[dict[str, Any]]:
-    """Submit the graph to SLURM: afterok dependencies, eval points as one array; then wait and report."""
+    """Submit the graph to SLURM: afterok dependencies, jobs of one kind that wait on the same jobs as one array
+    (so a failed job holds back only the arrays that need it, and those are cancelled); then wait and report."""
     for handler in logging.getLogger("submitit").handlers:
         handler.addFilter(_NoAccounting())
     jobs: dict[str, submitit.Job] = {}
 
+    def waits_on(job: Job) -> tuple[str, ...]:
+        return tuple(sorted({jobs[d.key].job_id for d in job.deps.values() if d.key in jobs}))
+
     def after(planned: list[Job]) -> dict[str, Any]:
-        ids = sorted({jobs[d.key].job_id for j in planned for d in j.deps.values() if d.key in jobs})
+        ids = sorted({i for j in planned for i in waits_on(j)})
         return {"dependency": "afterok:" + ":".join(ids)} if ids else {}
+
+    def submit_kind(kind: str) -> None:
+        """The jobs of one kind, one array per set of jobs they wait on: an array's afterok covers all its tasks."""
+        groups: dict[tuple[str, ...], list[Job]] = {}
+        for job in [j for j in todo if j.kind == kind]:
+            groups.setdefault(waits_on(job), []).append(job)
+        for batch in groups.values():
+            submit(batch)
 
     def submit(batch: list[Job]) -> None:
         """One job, or several of one kind as a job array, after their dependencies."""
@@ -102,11 +114,11 @@ def _run_slurm(cfg: Config, g: Graph, todo: list[Job], folder: Path, progress: P
         prepare(job, code)
     for job in [j for j in todo if j.kind == "autoencoder"]:
         submit([job])
-    submit([j for j in todo if j.kind == "cache"])  # the cache's parts (all caches of the sweep) as one array
+    submit_kind("cache")  # the caches' parts
     for job in [j for j in todo if j.kind not in ("autoencoder", "cache", "sample", "score")]:  # graph order
         submit([job])
-    submit([j for j in todo if j.kind == "sample"])  # the eval points' samples as one array
-    submit([j for j in todo if j.kind == "score"])  # and their scores as another
+    submit_kind("sample")  # the eval points' samples: one array per trained model
+    submit_kind("score")  # and their scores
     rows, pending, shown = [], list(todo), 0.0
     while pending:
         for job in [j for j in pending if jobs[j.key].done()]:

@@ -61,7 +61,7 @@ def test_smoke_graph_on_slurm_with_array_and_requeued_training(tmp_path):
     out.append(rest)
     text = "".join(out)
     assert proc.returncode == 0, text[-4000:]
-    assert re.search(r"submitted \d+ eval job\(s\) as array \d+", text), text[-2000:]
+    assert re.search(r"submitted \d+ sample job\(s\) as array \d+", text), text[-2000:]  # one per trained model
     log = (run_dir / "log.txt").read_text()
     assert "resumed from" in log, log[-2000:]  # the requeued job picked up its checkpoint
 
