@@ -15,7 +15,7 @@ import importlib.util
 import itertools
 import os
 import shutil
-from dataclasses import dataclass, field, make_dataclass
+from dataclasses import dataclass, field, fields, make_dataclass
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -50,9 +50,9 @@ RENAMED = {  # keys of earlier versions -> their names now
     "train.steps": "msf.steps",
     "train.seed": "seeds.train",
     "eval.seeds": "seeds.sample",
-    "baseline.dit_flow_steps": "baseline.dit_flow.steps",
-    "baseline.dimr_steps": "baseline.dimr.steps",
-    "baseline.dit_xl2_checkpoint": "baseline.dit_xl2.checkpoint",
+    **{f"baseline.{name}_{key}": f"baseline.{name}.{key}"  # the flat baseline section: its own keys
+       for name, f in FAMILIES.items() if f.section is not None
+       for key in sorted({x.name for x in fields(f.section())} - {x.name for x in fields(StageConfig)})},
 }
 
 

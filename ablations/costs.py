@@ -26,6 +26,7 @@ from typing import Any
 from ablations.config import Config
 from ablations.engine.committed import ASSETS
 from ablations.engine.families import FAMILIES
+from ablations.engine.runfolder import AUTOENCODER_FLOOR
 from ablations.engine.specs import (
     AutoencoderConfig,
     CacheJob,
@@ -150,7 +151,7 @@ def _sample_tflops(spec: SampleJob, job: Job) -> tuple[float, float]:
     disk = n * 3 * size * size / 1e9
     family = FAMILIES[spec.family]
     if family.anchor:  # real images (nothing to compute), or their reconstructions
-        coded = family.anchor == "autoencoder"
+        coded = family.anchor == AUTOENCODER_FLOOR
         return n * coded * (_vae_gflops(spec.autoencoder, size, "encode") +
                             _vae_gflops(spec.autoencoder, size, "decode")) / 1e3, disk
     per_sample = _vae_gflops(spec.autoencoder, size, "decode")

@@ -181,7 +181,7 @@ def plan(cfg: Config, sweep: Sweep) -> Graph:
         caches = {f"cache{i}" if n > 1 else "cache": g.add(
             f"{fac.name}-{_x(fac.scales)}" + (f"-part{i}of{n}" if n > 1 else ""),
             CacheJob(pcfg.data, pcfg.autoencoder, fac, pcfg.cache, i, ae_inputs, runtime), ae_deps) for i in range(n)}
-        tag = ("-tdln" if conditioning == "tdln" else "") + ("-untrained" if untrained else "")
+        tag = ("-tdln" if conditioning == "tdln" else "") + (f"-{runfolder.CEILING}" if untrained else "")
         return {
             f"train{i}": g.add(
                 f"{model}-{fac.name}-{_x(fac.scales)}{tag}-s{i}-t{seed}",
@@ -242,8 +242,8 @@ def plan(cfg: Config, sweep: Sweep) -> Graph:
                     run_names(evaluated(name, cfg, {}, None, sample_seed, False), None, sample_seed))
         seed = cfg.seeds.train[0]  # untrained adaLN-Zero stages output zero velocity: one seed shows the ceiling
         untrained = evaluated(METHOD, cfg, trained(METHOD, cfg, seed, untrained=True), seed, cfg.seeds.sample[0],
-                              False, "-untrained")
-        anchors["untrained"] = [run_names(untrained, seed, cfg.seeds.sample[0])]
+                              False, f"-{runfolder.CEILING}")
+        anchors[runfolder.CEILING] = [run_names(untrained, seed, cfg.seeds.sample[0])]
     if sweep.recon:
         for fac_name in get_args(Factorization):
             fac = FactorizationSpec(fac_name, cfg.msf.scales, cfg.msf.mode)

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ablations.engine.io import read_json, read_jsonl
+from ablations.engine.runfolder import AUTOENCODER_FLOOR, CEILING, REAL_FLOOR
 from reports.claims import Arm, SeedPair
 
 REQUIRED_CONFIG = ("kind", "name", "spec", "deps")
@@ -45,9 +46,8 @@ PROTOCOL = ("preset", "dataset", "world", "feature_extractor", "n_samples", "n_r
             "device", "dtype")
 SETTING = MODEL_KEYS + PROTOCOL  # an eval group: runs with all of these equal (all but the seeds and measurements)
 SAME_EVAL = ("preset", "dataset", "world", "feature_extractor", "n_samples", "n_ref")  # FIDs comparable across models
-REAL, AUTOENCODER, UNTRAINED = "real", "autoencoder", "untrained"  # the anchors of every table
-ANCHORS = {REAL: "floor: real images", AUTOENCODER: "floor: autoencoder reconstructions",
-           UNTRAINED: "ceiling: untrained MSF"}
+ANCHORS = {REAL_FLOOR: "floor: real images", AUTOENCODER_FLOOR: "floor: autoencoder reconstructions",  # every table's
+           CEILING: "ceiling: untrained MSF"}
 
 
 @dataclass(frozen=True)
@@ -257,7 +257,7 @@ class Group:
 
     @property
     def anchor(self) -> str | None:
-        """None for a model, REAL for the floor row, UNTRAINED for the ceiling row."""
+        """None for a model, REAL_FLOOR for the floor row, CEILING for the ceiling row."""
         return self.setting.get("anchor")
 
 
@@ -274,7 +274,7 @@ def same_eval(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 def anchor_group(groups: Sequence[Group], anchor: str, like: dict[str, Any] | None) -> Group | None:
-    """The floor (REAL) or ceiling (UNTRAINED) group scored like ``like``, preferring the most equal settings
+    """The floor (REAL_FLOOR) or ceiling (CEILING) group scored like ``like``, preferring the most equal settings
     (Tables 1-5 anchor rows)."""
     found = [g for g in groups if g.anchor == anchor and (like is None or same_eval(g.setting, like))]
     if not found:

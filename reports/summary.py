@@ -8,7 +8,7 @@ from typing import Any
 
 from reports.claims import CONTRADICTED, SUPPORTED, UNRESOLVED, Verdict
 from reports.render import Block, Bullets
-from reports.runs import AUTOENCODER, REAL, Group, Run, anchor_group, seeds_text
+from reports.runs import AUTOENCODER_FLOOR, REAL_FLOOR, Group, Run, anchor_group, seeds_text
 from reports.tables import MISSING, Table, autoencoder_share, fmt, value_text
 
 PAPER_SCALE = {  # the paper's setup (Secs. 4, 4.1, 4.2; Table 1 caption)
@@ -102,7 +102,7 @@ def share_summary(msf: Group | None, groups: Sequence[Group]) -> list[str]:
     if msf is None or share is None:
         return []
     fids = [g.stat("fid") if g is not None else None
-            for g in (msf, *(anchor_group(groups, a, msf.setting) for a in (REAL, AUTOENCODER)))]
+            for g in (msf, *(anchor_group(groups, a, msf.setting) for a in (REAL_FLOOR, AUTOENCODER_FLOOR)))]
     model, real, coded = (MISSING if st is None else fmt(st.mean, "fid") for st in fids)
     floors = (f"MSF(cfg=1.4) scores FID {model}, held-out real images {real} and their autoencoder reconstructions "
               f"{coded}")

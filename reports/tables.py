@@ -18,7 +18,18 @@ import numpy as np
 
 from reports import paper
 from reports.claims import TREND_RULE, Interval, Verdict, paired
-from reports.runs import ANCHORS, AUTOENCODER, REAL, UNTRAINED, Group, Run, Stat, anchor_group, done, seeds_short
+from reports.runs import (
+    ANCHORS,
+    AUTOENCODER_FLOOR,
+    CEILING,
+    REAL_FLOOR,
+    Group,
+    Run,
+    Stat,
+    anchor_group,
+    done,
+    seeds_short,
+)
 from reports.sweeps import KEY_TITLES, Point, Series, SweepView, point_value, value_text, view_for
 
 MISSING = "—"
@@ -90,15 +101,15 @@ def seeds_cell(g: Group | None) -> str:
 
 def setting_text(s: dict[str, Any]) -> str:
     """A short description of one eval setting: model, factorization, scales, steps, CFG, solver, preset."""
-    if s.get("anchor") == REAL:
+    if s.get("anchor") == REAL_FLOOR:
         return f"real held-out images, {s['preset']} n={s['n_samples']}"
-    if s.get("anchor") == AUTOENCODER:
+    if s.get("anchor") == AUTOENCODER_FLOOR:
         return f"the same images through the autoencoder, {s['preset']} n={s['n_samples']}"
     parts = [s["model"], s["factorization"]] if len(s.get("scales") or ()) > 1 else [s["model"]]
     parts += [s["conditioning"]] if s.get("conditioning") not in (None, "adaln_zero") else []
     parts += [f"scales {value_text('scales', s['scales'])}", f"steps {value_text('steps', s['steps'])}",
               f"cfg {value_text('cfg', s['cfg'])}", s["solver"], f"{s['preset']} n={s['n_samples']}"]
-    if s.get("anchor") == UNTRAINED:
+    if s.get("anchor") == CEILING:
         parts.insert(0, "untrained")
     return ", ".join(map(str, parts))
 
@@ -116,7 +127,7 @@ def describe(groups: Sequence[Group]) -> str:
 
 def anchors_of(groups: Sequence[Group], like: dict[str, Any] | None) -> list[tuple[str, Group | None]]:
     """The two floors and the ceiling (label, group or None) scored like ``like`` (Tables 1-5 anchors)."""
-    return [(ANCHORS[a], anchor_group(groups, a, like)) for a in (REAL, AUTOENCODER, UNTRAINED)]
+    return [(ANCHORS[a], anchor_group(groups, a, like)) for a in (REAL_FLOOR, AUTOENCODER_FLOOR, CEILING)]
 
 
 ANCHOR_NOTE = (f"Floors: held-out real images scored as if generated, and the same images through the run's "
@@ -130,7 +141,7 @@ def autoencoder_share(model: Group | None, groups: Sequence[Group]) -> float | N
     if model is None:
         return None
     fid = model.stat("fid")
-    real, coded = (anchor_group(groups, a, model.setting) for a in (REAL, AUTOENCODER))
+    real, coded = (anchor_group(groups, a, model.setting) for a in (REAL_FLOOR, AUTOENCODER_FLOOR))
     floor, ae = (g.stat("fid") if g is not None else None for g in (real, coded))
     if fid is None or floor is None or ae is None or not fid.mean > floor.mean:
         return None
@@ -442,7 +453,7 @@ def autoencoder_margin(model: Group | None, groups: Sequence[Group]) -> float | 
     """FID(autoencoder floor) - FID(real floor) scored like ``model``: what the autoencoder alone costs."""
     if model is None:
         return None
-    real, coded = (anchor_group(groups, a, model.setting) for a in (REAL, AUTOENCODER))
+    real, coded = (anchor_group(groups, a, model.setting) for a in (REAL_FLOOR, AUTOENCODER_FLOOR))
     stats = [g.stat("fid") if g is not None else None for g in (real, coded)]
     return None if stats[0] is None or stats[1] is None else stats[1].mean - stats[0].mean
 

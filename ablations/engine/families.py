@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ablations.engine.runfolder import AUTOENCODER_FLOOR, REAL_FLOOR
 from ablations.engine.specs import (
     FactorizationSpec,
     PretrainedBaseline,
@@ -128,8 +129,8 @@ class ModelFamily:
         speed_plan: its networks at the paper's sizes, steps and CFG (Table 1, Sec. 4.2); empty: not timed.
         speed_network: a random-weight network of one speed stage.
         speed_sampler: the whole latent sampler over the speed plan's networks.
-        anchor: for the anchors made of real images, the anchor they are (``real``: the floor, ``autoencoder``: the
-            autoencoder's floor); None for a model.
+        anchor: for the anchors made of real images, the anchor they are (REAL_FLOOR: the floor, AUTOENCODER_FLOOR:
+            the autoencoder's floor); None for a model.
         paper_row: the row of the paper's Table 1 that the family reproduces at a sweep point's CFG scales, if any.
         speed_rank: its place among the baselines of the speed claim (Table 1 'Time'): the lowest ranked one
             evaluated alike is compared with MSF; None: never.
@@ -165,10 +166,12 @@ class ModelFamily:
 # Trained families (msf, dit_flow, dimr): stages trained by engine/train.py, sampled by Algorithm 3.
 
 
-def _load_trained(
+def trained_loader(
     architecture: Callable[[], Architecture],
 ) -> Callable[[SampleJob, dict[str, Path], Autoencoder, torch.device], Loaded]:
-    """The eval-time loader of a family trained by the harness: its train jobs' EMA weights, Algorithm 3."""
+    """The eval-time loader of a family trained by the harness: its train jobs' EMA weights, Algorithm 3; a
+    multi-scale family's loaded model records its stages' conditioning and keeps the MSF model for the base /
+    residual / sum figure."""
 
     def load(job: SampleJob, deps: dict[str, Path], ae: Autoencoder, device: torch.device) -> Loaded:
         from ablations.engine.evaluate import compiled, msf_sampler
@@ -191,9 +194,9 @@ def _load_trained(
                   for st, h in zip(stages, fac.scales.sizes, strict=True)]
         assert job.sample is not None, "a trained family is sampled at an eval point's sample settings"
         sampler = msf_sampler(msf, job.sample.steps, job.sample.cfg, job.sample.solver, device)
-        conditioning = train0.conditioning if job.family == "msf" else None
-        return Loaded(sampler, gflops, count_params(msf) / 1e6, fac.name, list(fac.scales.sizes), conditioning,
-                      msf if job.family == "msf" else None)
+        multi_scale = FAMILIES[job.family].multi_scale
+        return Loaded(sampler, gflops, count_params(msf) / 1e6, fac.name, list(fac.scales.sizes),
+                      train0.conditioning if multi_scale else None, msf if multi_scale else None)
 
     return load
 
@@ -316,7 +319,7 @@ FAMILIES: dict[str, ModelFamily] = {
     for f in (
         ModelFamily(
             name=METHOD,
-            load=_load_trained(dit_architecture),
+            load=trained_loader(dit_architecture),
             architecture=dit_architecture,
             multi_scale=True,
             speed_plan=(SpeedStage("MSF-stage1", 24, False, 100, 1.4), SpeedStage("MSF-stage2", 32, True, 50, 1.0)),
@@ -326,14 +329,14 @@ FAMILIES: dict[str, ModelFamily] = {
         ),
         ModelFamily(
             name="dit_flow",
-            load=_load_trained(dit_architecture),
+            load=trained_loader(dit_architecture),
             architecture=dit_architecture,
             section=lambda: TrainedBaseline(depth=6, hidden_size=128),
             speed_rank=1,  # not timed at the paper's size (it is DiT-XL/2's network under a flow sampler)
         ),
         ModelFamily(
             name="dimr",
-            load=_load_trained(dimr_architecture),
+            load=trained_loader(dimr_architecture),
             architecture=dimr_architecture,
             section=lambda: TrainedBaseline(size="DiMR-tiny"),
             speed_plan=(SpeedStage("DiMR-XL/2R", 32, False, 250, 1.5),),  # our flow sampler at DiT-XL/2's steps
@@ -353,8 +356,8 @@ FAMILIES: dict[str, ModelFamily] = {
             paper_row=lambda cfg: "DiT-XL/2 [38]",
             speed_rank=0,
         ),
-        ModelFamily(name="real", load=_load_real, anchor="real"),  # held-out real images: every table's floor
-        ModelFamily(name="reconstructed", load=_load_reconstructed, anchor="autoencoder"),  # the same, through E, D
+        ModelFamily(name="real", load=_load_real, anchor=REAL_FLOOR),  # held-out real images: every table's floor
+        ModelFamily(name="reconstructed", load=_load_reconstructed, anchor=AUTOENCODER_FLOOR),  # the same, via E, D
     )
 }
 SPEED_FAMILIES = tuple(name for name, f in FAMILIES.items() if f.speed_plan)  # the speed sweep's rows

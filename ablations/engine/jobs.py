@@ -134,9 +134,9 @@ def sample_job(spec: SampleJob, run_dir: Path, deps: dict[str, Path], log: Log) 
     """One eval point's images: N samples (Algorithm 3 + decode), saved once as uint8 in ADM's npz layout, with
     counted GFLOPs per image and (for one seed per setting) the time per 64 images (Sec. 4.2).
 
-    The anchors of every table are sampled alike: held-out real images (family ``real``, the floor), the same images
-    through the run's autoencoder (``reconstructed``, the autoencoder's floor), and an MSF whose stages were trained
-    for 0 steps (the ceiling); ``anchor`` says which.
+    The anchors of every table are sampled alike: held-out real images (the floor), the same images through the
+    run's autoencoder (the autoencoder's floor), both families whose registry entry names the anchor, and an MSF
+    whose stages were trained for 0 steps (the ceiling); ``anchor`` says which.
     """
     s, e = spec.sample, spec.sampling
     device = device_of(spec.runtime)
@@ -147,7 +147,7 @@ def sample_job(spec: SampleJob, run_dir: Path, deps: dict[str, Path], log: Log) 
     decode = (lambda x: x) if model.decoded else ae.decode  # noqa: E731
     train_steps = [read_spec(read_json(deps[f"train{i}"] / "config.json")).steps
                    for i in range(len(model.scales or [])) if f"train{i}" in deps] or None
-    anchor = family.anchor or ("untrained" if train_steps and not any(train_steps) else None)
+    anchor = family.anchor or (runfolder.CEILING if train_steps and not any(train_steps) else None)
 
     # ---- samples: labels spread evenly over the classes, one seed per sample
     n, num_classes = e.n_samples, spec.data.num_classes

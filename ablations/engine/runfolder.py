@@ -33,6 +33,9 @@ REQUIRED = {  # outputs without which a finished job of a kind is damaged, whate
 }
 BOOKKEEPING = {"config.json", "log.txt", "metrics.json", ".lock", "diverged.json"}
 SKIPPED_DIRS = {"checkpoints"}  # intermediate: a training job checks its own checkpoints when it resumes
+# the anchors of every table as a sample run records them (metrics.json "anchor"): held-out real images (the floor),
+# the same images through the run's autoencoder (the autoencoder's floor), the method's stages untrained (the ceiling)
+REAL_FLOOR, AUTOENCODER_FLOOR, CEILING = "real", "autoencoder", "untrained"
 
 
 def output_files(run_dir: Path) -> list[Path]:

@@ -165,13 +165,26 @@ def check_fields(obj: Any, prefix: str = "") -> None:
                     raise TypedDataError(f"{key}={value!r}: expected {expected}")
 
 
+def _default(f: dataclasses.Field[Any]) -> Any:
+    """A field's default value (made by its factory), or MISSING."""
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
 def from_data(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
-    """A dataclass from a (partial) mapping: missing fields take their defaults, unknown ones are errors."""
+    """A dataclass from a (partial) mapping: missing fields take their defaults, unknown ones are errors. A partial
+    mapping for a section whose default is a dataclass value fills its missing fields from that value (a model
+    family's section, e.g., defaults to the family's own network), not from the section type's defaults."""
     types_ = field_types(cls)
     unknown = [k for k in data if k not in types_]
     if unknown:
         raise TypedDataError(f"unknown key {prefix + '.' if prefix else ''}{unknown[0]}")
-    kwargs = {k: coerce(v, types_[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
+    given = dict(data)
+    for f in dataclasses.fields(cls):
+        if isinstance(given.get(f.name), dict) and dataclasses.is_dataclass(default := _default(f)):
+            given[f.name] = {**to_data(default), **given[f.name]}
+    kwargs = {k: coerce(v, types_[k], f"{prefix}.{k}" if prefix else k) for k, v in given.items()}
     obj = cls(**kwargs)
     check_fields(obj, prefix)
     return obj
