@@ -13,6 +13,7 @@ import copy
 import difflib
 import importlib.util
 import itertools
+import json
 import os
 import shutil
 from dataclasses import dataclass, field, fields, make_dataclass
@@ -366,6 +367,12 @@ def validate(cfg: Config, sweep: Sweep) -> None:
             inputs.classifier_file("eval.features", cfg.eval.features)
         except inputs.InputError as e:
             raise ConfigError(f"{e}; or name a frozen network: {', '.join(ASSETS)}") from None
+    for key, name in (("autoencoder.frozen", cfg.autoencoder.frozen if cfg.autoencoder.kind == "frozen" else None),
+                      ("eval.features", cfg.eval.features if cfg.eval.world == "embedded" else None)):
+        size = trained_size(name) if name else None
+        if size is not None and size != cfg.data.image_size:
+            raise ConfigError(f"{key}={name} was trained on {size} px images but data.image_size="
+                              f"{cfg.data.image_size}; build one for this size (python -m ablations.engine.assets)")
     if cfg.eval.world != "inception":
         for key in ("inception_weights", "reference_npz"):
             if getattr(cfg.eval, key):
@@ -433,6 +440,18 @@ def this_machine(cfg: Config) -> None:
             needs = "device=cuda" if cfg.device == "cuda" else "eval.compile=reduce-overhead (device=auto)"
             raise ConfigError(f"{needs} but this machine has no CUDA device (launcher={cfg.launcher} runs the jobs "
                               "here); use device=cpu, or launcher=slurm for GPU nodes")
+
+
+def trained_size(name: str) -> int | None:
+    """The image size a frozen network or a features file (as the own-image builder writes it) was trained on."""
+    if name in ASSETS:
+        return ASSETS[name].image_size
+    metadata = (inputs.safetensors_header("eval.features", Path(name)).get("__metadata__") or {}).get("metadata")
+    try:
+        size = json.loads(metadata or "{}").get("image_size")
+        return int(size) if size is not None else None
+    except (ValueError, TypeError, AttributeError):  # metadata written by another tool: its size is not known
+        return None
 
 
 def check_paths(cfg: Config, sweep: Sweep) -> None:

@@ -126,6 +126,8 @@ def files(tmp_path_factory) -> dict[str, str]:
         save_file(net.state_dict(), d / "features_other.safetensors", metadata={"config": json.dumps(
             {"num_classes": 4, "width": 16})})
         save_file(net.state_dict(), d / "features_badconfig.safetensors", metadata={"config": "{width: 8"})
+        save_file(net.state_dict(), d / "features_16px.safetensors", metadata={  # as the own-image builder writes
+            "config": json.dumps({"num_classes": 4, "width": 8}), "metadata": json.dumps({"image_size": "16"})})
     (d / "vae_other" / "config.json").write_text((d / "vae" / "config.json").read_text())
     shutil.copytree(d / "vae", d / "vae_garbage")
     (d / "vae_garbage" / "diffusion_pytorch_model.safetensors").write_bytes(b"\xff" * 64)
@@ -293,6 +295,10 @@ CATALOGUE = [  # (arguments, the one line's expected content); {name} is a file 
     (["sweep=cfg_scale0", "eval.features={features_other_safetensors}"],
      "does not fit the EmbeddedClassifier of its config {{\"num_classes\": 4, \"width\": 16}}: 25 of another shape "
      "(first 'trunk.0.0.weight': [8, 3, 3, 3], expected [16, 3, 3, 3])"),
+    (["sweep=cfg_scale0", "eval.features={features_16px_safetensors}"],
+     "eval.features={features_16px_safetensors} was trained on 16 px images but data.image_size=32"),
+    (["sweep=cfg_scale0", "preset=digits", "data.image_size=64", "msf.scales=[12,16]"],
+     "autoencoder.frozen=digits-ae was trained on 32 px images but data.image_size=64"),
     (["sweep=cfg_scale0", "eval.features={features_badconfig_safetensors}"],
      "its header's config '{{width: 8' does not build an EmbeddedClassifier"),
     (["sweep=cfg_scale0", "eval.inception_weights={text_txt}"], "eval.world=embedded ignores it"),

@@ -46,8 +46,8 @@ def test_every_job_of_the_paper_path_finishes(rehearsal):
     assert dry.returncode == 0 and "cluster plan:" in dry.stdout and "GPU-hours" in dry.stdout, dry.stdout[-2000:]
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     kinds = {m["kind"] for m in metrics(runs).values()}
-    assert kinds == {"cache", "train", "eval"}
-    assert re.search(r"submitted 4 cache job\(s\) as array", r.stdout) and "eval job(s) as array" in r.stdout
+    assert kinds == {"cache", "train", "sample", "score"}
+    assert re.search(r"submitted 4 cache job\(s\) as array", r.stdout) and "sample job(s) as array" in r.stdout
 
 
 def test_jobs_ran_as_configured(rehearsal):
@@ -55,19 +55,20 @@ def test_jobs_ran_as_configured(rehearsal):
     for name, m in metrics(runs).items():
         if m["kind"] == "train" and m["steps"]:
             assert (m["device"], m["dtype"], m["world_size"]) == ("cpu", "bfloat16", 2), name
-        if m["kind"] == "eval":
+        if m["kind"] == "sample":
             assert m["device"].startswith("cpu") and m["dtype"] == "float32" and m["world_size"] == 1, name
+        if m["kind"] == "score":
             assert m["world"] == "inception" and m["feature_extractor"].startswith("inception-v3-compat@"), name
             assert m["reference"] == "adm/VIRTUAL_imagenet256_labeled", name
         if m["kind"] == "cache":
             assert m["device"].startswith("cpu") and m["items"] == 2 * 24, name  # half of 48 JPEGs, flipped
-    models = {m["model"] for m in metrics(runs).values() if m["kind"] == "eval"}
+    models = {m["model"] for m in metrics(runs).values() if m["kind"] == "score"}
     assert models == {"msf", "dit_flow", "dimr", "dit_xl2", "real"}
 
 
 def test_samples_are_written_in_adms_format(rehearsal):
     runs, _, _ = rehearsal
-    (npz,) = list(runs.glob("eval-dit_xl2-*/samples.npz"))
+    (npz,) = list(runs.glob("sample-dit_xl2-*/samples.npz"))
     with np.load(npz, allow_pickle=False) as z:
         assert z["arr_0"].dtype == np.uint8 and z["arr_0"].shape == (16, 256, 256, 3)
 

@@ -152,8 +152,10 @@ def test_the_memory_estimate_counts_weights_optimiser_and_images(tmp_path):
             net = arch.build(**stage_kwargs(small.spec, factorization_of(small.spec.factorization), 4, arch))
             assert (job_memory_gib(small) - PROCESS_GIB) * 2**30 >= 20 * count_params(net)
             assert job_memory_gib(large) > job_memory_gib(small)
-        if small.kind == "eval":
+        if small.kind == "score":  # the samples and the reference images
             assert (job_memory_gib(large) - PROCESS_GIB) * 2**30 >= (100000 + 64) * 3 * 32 * 32
+        if small.kind == "sample" and small.spec.sample is not None:
+            assert (job_memory_gib(large) - PROCESS_GIB) * 2**30 >= 100000 * 3 * 32 * 32
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -277,14 +279,16 @@ def test_a_failing_job_skips_its_dependents_and_nothing_else(tmp_path):
     assert len(failed) == 2, r.stdout
     for name, log in failed:
         assert log == str(runs / "smoke" / name / "log.txt") and "Traceback" in Path(log).read_text()
-    skipped = re.findall(r"skipped (eval-\S+): it needs (train-\S+)$", r.stdout, re.M)
-    evals = [p.name for p in (runs / "smoke").iterdir() if p.name.startswith("eval-msf-residual-steps")]
-    assert sorted(n for n, _ in skipped) == sorted(set(n for n, _ in skipped)) and len(skipped) == 5
-    assert {need for _, need in skipped} <= {name for name, _ in failed} and not evals
+    skipped = re.findall(r"skipped ((?:sample|score)-\S+): it needs (\S+), which failed$", r.stdout, re.M)
+    points = [p.name for p in (runs / "smoke").iterdir() if p.name.startswith(("sample-msf-residual-steps",
+                                                                             "score-msf-residual-steps"))]
+    assert sorted(n for n, _ in skipped) == sorted(set(n for n, _ in skipped)) and len(skipped) == 10
+    assert {need for _, need in skipped} <= {name for name, _ in failed} and not points
     finished = sorted(p.parent.name.rsplit("-", 1)[0] for p in (runs / "smoke").glob("*/metrics.json"))
-    assert finished == ["cache-residual-4x8", "eval-msf-residual-untrained-steps100_50-cfg1.4_1.0-t0-seed0",
-                        "eval-real-single-seed0", "train-msf-residual-4x8-untrained-s0-t0",
-                        "train-msf-residual-4x8-untrained-s1-t0"]
+    assert finished == sorted(["cache-residual-4x8", "train-msf-residual-4x8-untrained-s0-t0",
+                               "train-msf-residual-4x8-untrained-s1-t0"] + [
+        f"{kind}-{point}" for kind in ("sample", "score") for point in (
+            "msf-residual-untrained-steps100_50-cfg1.4_1.0-t0-seed0", "real-seed0", "reconstructed-seed0")])
 
 
 @pytest.mark.e2e
@@ -301,7 +305,7 @@ def test_a_signal_stops_every_job_then_a_rerun_continues(sig, n, code, serial, t
     seen = ""
     for line in proc.stdout:
         seen += line
-        if "] running eval-msf-residual-steps" in line:
+        if "] running sample-msf-residual-steps" in line:
             break
     t0 = time.time()
     proc.send_signal(sig)

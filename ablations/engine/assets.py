@@ -10,11 +10,15 @@ which trains it from scratch on the CPU (deterministic on one machine; another C
 is why the weights are committed rather than retrained).
 
 ============  ==================================================================================================
+photos-cnn    the default world's feature network: the CNN on crops of the 10 photos at 32 px (dataset seed 7,
+              other crops than the experiments' seed 0)
+photos-ae     the tiny preset's small AutoencoderKL (f=2, 8 channels: 16x16x8 latents) on the photos' crops
 embedded-cnn  the embedded world's feature network (its "Inception"): ablations/engine/classifier.py's CNN on all
               20 classes of the embedded set at 32 px (dataset seed 7, disjoint from the experiments' seed 0)
 digits-cnn    the same CNN on the handwritten digits' train split (the real-image stand-in's feature network)
-embedded-ae   the tiny preset's small AutoencoderKL (f=4, 4 channels) on the embedded set at 32 px, in diffusers'
-              folder format (config.json + diffusion_pytorch_model.safetensors), loaded like the SD VAE
+embedded-ae   the smoke preset's small AutoencoderKL (f=4, 4 channels) on the embedded set at 32 px (tiny's
+              before the photos), in diffusers' folder format (config.json and
+              diffusion_pytorch_model.safetensors), loaded like the SD VAE; so are the other two
 digits-ae     the same autoencoder on the digits' train split (the embedded one reconstructs digits at 13 dB)
 ============  ==================================================================================================
 """
@@ -112,12 +116,12 @@ def build_embedded_ae(out: Path, log: Callable[[str], None] = print) -> None:
 
 
 def photo_ae_recipe() -> SmallAEConfig:
-    """The photos' autoencoder: f=2 (block_out_channels 32, 64), 4 latent channels, the small recipe otherwise.
+    """The photos' autoencoder: f=2 (block_out_channels 32, 64), 8 latent channels, 4500 steps.
 
     Chosen by its floor (results/README.md): at f=4 a pixel loss blurs the texture the feature network keys on."""
     from ablations.engine.autoencoders import SmallAEConfig
 
-    return SmallAEConfig(block_out_channels=(32, 64))
+    return SmallAEConfig(block_out_channels=(32, 64), latent_channels=8, steps=4500)
 
 
 def build_photos_cnn(out: Path, log: Callable[[str], None] = print, steps: int = 2000) -> None:
@@ -128,7 +132,7 @@ def build_photos_cnn(out: Path, log: Callable[[str], None] = print, steps: int =
     from ablations.engine.classifier import accuracy, save_classifier, train_classifier
     from ablations.engine.data import PHOTOS, PhotosDataset
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     train = PhotosDataset("train", 32, len(PHOTOS), seed=7, length=50_000)
     ref = PhotosDataset("ref", 32, len(PHOTOS), seed=7, length=4000)
 
@@ -148,7 +152,7 @@ def build_photos_ae(out: Path, log: Callable[[str], None] = print) -> None:
     from ablations.engine.autoencoders import save_autoencoder, train_small_autoencoder
     from ablations.engine.data import PHOTOS, PhotosDataset
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     train = PhotosDataset("train", 32, len(PHOTOS), seed=0, length=20_000)
     ae = train_small_autoencoder(train, photo_ae_recipe(), torch.Generator().manual_seed(0), log)
     ae.name = "photos-ae"
@@ -254,7 +258,8 @@ def build_for_images(images: Path, out: Path, size: int = 32, log: Callable[[str
               **floors}
     out.mkdir(parents=True)
     save_autoencoder(ae, out / "autoencoder")
-    save_classifier(classifier, out / "features.safetensors", {"accuracy_ref": f"{acc:.4f}", "images": str(images)})
+    save_classifier(classifier, out / "features.safetensors",
+                    {"accuracy_ref": f"{acc:.4f}", "images": str(images), "image_size": str(size)})
     (out / "floors.json").write_text(json.dumps(result, indent=1))
     return result
 

@@ -1,5 +1,5 @@
-"""Autoencoders as files: the small KL autoencoder's training, saving and loading, pretrained diffusers VAE
-folders, and the one place that works out an autoencoder's down-sampling factor from its configuration.
+"""Autoencoders as files: the small KL autoencoder's training, saving and loading, and pretrained diffusers VAE
+folders (an autoencoder's down-sampling factor is worked out from its configuration in specs.py, latent_factor).
 
 The model code (encode / decode with the scaling factor) is msf/autoencoder.py; everything here reads or writes
 files. A VAE folder is loaded from safetensors only: a folder without its config or its safetensors weights is an

@@ -22,6 +22,7 @@ class Asset:
     path: str  # relative to WEIGHTS: the file whose bytes are hashed
     sha256: str
     folder: bool = False  # the asset is the folder holding ``path`` (diffusers' format)
+    image_size: int = 32  # the size of the images it was trained on: a preset must use the same
 
     @property
     def location(self) -> Path:
@@ -33,10 +34,14 @@ class Asset:
 ASSETS: dict[str, Asset] = {
     a.name: a
     for a in (
+        Asset("photos-cnn", "photos-cnn.safetensors",
+              "6d8d988956af4c6f4a1ff9b0b3f881030ebb5e3b37ff41306feb1dc1b2a4f433"),
         Asset("embedded-cnn", "embedded-cnn.safetensors",
               "459ece67076eb4ebcd5627e92f06ba5801a139bc75caad376b0c8eab189e4304"),
         Asset("digits-cnn", "digits-cnn.safetensors",
               "dce3af6cfb222ff7614b0930502932cd4ea45191c928083669f0f9810bca1916"),
+        Asset("photos-ae", "photos-ae/diffusion_pytorch_model.safetensors",
+              "b8d077f92e5e497eb6b26b198c9ccc11ba6a02bd22e03da57e7ee2d1b30bd7a4", folder=True),
         Asset("embedded-ae", "embedded-ae/diffusion_pytorch_model.safetensors",
               "e8794e2d4f76e7f5d20413b06a6185fd541435c774730ed83e0b38b9313e064e", folder=True),
         Asset("digits-ae", "digits-ae/diffusion_pytorch_model.safetensors",
