@@ -24,11 +24,11 @@ from ablations.run import main
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = [sys.executable, str(ROOT / "ablations" / "run.py")]
-SMOKE = ["sweep=cfg_scale1", "preset=smoke"]  # 12 jobs of a few seconds each
+SMOKE = ["sweep=cfg_scale1", "preset=smoke"]  # 21 jobs of a few seconds each
 # wall-clock measurements: the only values of metrics.json (and of a training's stats.jsonl) that two runs of the same
 # job may differ in; everything else, the hashes of every other output included, must be equal
 TIMING = {"seconds", "images_per_s", "sample_time_per_64_s", "sec_per_step", "data_wait_frac", "img_per_s",
-          "data_wait_s"}
+          "data_wait_s", "job_seconds"}
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -263,7 +263,7 @@ def test_parallel_equals_serial(serial, tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "workers: 2 (given)" in r.stdout and overlap(r.stdout) == 2
     parallel, reference = results(runs), results(serial)
-    assert len(reference) == 12 and parallel == reference
+    assert len(reference) == 21 and parallel == reference
 
 
 @pytest.mark.e2e
@@ -327,7 +327,7 @@ def test_a_signal_stops_every_job_then_a_rerun_continues(sig, n, code, serial, t
     assert all(runfolder.done(runs / "smoke" / name) for name in finished)
     again = run_cli(*SMOKE, f"workers={n}", f"runs_dir={runs}", cwd=tmp_path)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert f"{12 - len(finished)} job(s) to run" in again.stdout
+    assert f"{21 - len(finished)} job(s) to run" in again.stdout
     assert results(runs) == results(serial)
 
 
