@@ -277,6 +277,7 @@ def resolve(argv_pairs: list[tuple[str, str]]) -> tuple[Config, Sweep]:
     validate(cfg, sweep)
     for point in sweep.points:
         validate_point(point_config(cfg, point), point.get("model", METHOD), sweep)
+    fits_image_size(cfg)
     return cfg, sweep
 
 
@@ -367,12 +368,6 @@ def validate(cfg: Config, sweep: Sweep) -> None:
             inputs.classifier_file("eval.features", cfg.eval.features)
         except inputs.InputError as e:
             raise ConfigError(f"{e}; or name a frozen network: {', '.join(ASSETS)}") from None
-    for key, name in (("autoencoder.frozen", cfg.autoencoder.frozen if cfg.autoencoder.kind == "frozen" else None),
-                      ("eval.features", cfg.eval.features if cfg.eval.world == "embedded" else None)):
-        size = trained_size(name) if name else None
-        if size is not None and size != cfg.data.image_size:
-            raise ConfigError(f"{key}={name} was trained on {size} px images but data.image_size="
-                              f"{cfg.data.image_size}; build one for this size (python -m ablations.engine.assets)")
     if cfg.eval.world != "inception":
         for key in ("inception_weights", "reference_npz"):
             if getattr(cfg.eval, key):
@@ -442,6 +437,17 @@ def this_machine(cfg: Config) -> None:
                               "here); use device=cpu, or launcher=slurm for GPU nodes")
 
 
+def fits_image_size(cfg: Config) -> None:
+    """The committed autoencoder and feature network (or a features file that records its size) were trained on
+    images of ``data.image_size``."""
+    for key, name in (("autoencoder.frozen", cfg.autoencoder.frozen if cfg.autoencoder.kind == "frozen" else None),
+                      ("eval.features", cfg.eval.features if cfg.eval.world == "embedded" else None)):
+        size = trained_size(name) if name else None
+        if size is not None and size != cfg.data.image_size:
+            raise ConfigError(f"{key}={name} was trained on {size} px images but data.image_size="
+                              f"{cfg.data.image_size}; build one for this size (python -m ablations.engine.assets)")
+
+
 def trained_size(name: str) -> int | None:
     """The image size a frozen network or a features file (as the own-image builder writes it) was trained on."""
     if name in ASSETS:
@@ -485,8 +491,10 @@ def check_paths(cfg: Config, sweep: Sweep) -> None:
         build = FAMILIES[name].checkpoint_network
         if build is not None:
             section = section_of(cfg, name)
+            net = section.network
+            shape = net.size or f"depth {net.depth}, width {net.hidden_size}, patch {net.patch_size}"
             inputs.checkpoint(f"baseline.{name}.checkpoint", section.checkpoint, FAMILIES[name].checkpoint_name,
-                              partial(build, section.network), f"baseline.{name}")
+                              partial(build, net), f"baseline.{name} ({shape})")
 
 
 def stage_of(cfg: Config, i: int) -> StageConfig:

@@ -172,7 +172,13 @@ def snapshot(root: Path) -> list[tuple[str, int, int]]:
 I256 = ["preset=imagenet256", "launcher=inprocess", "device=cpu", "data.num_classes=2",
         "eval.inception_weights={inception_pth}"]
 MAIN = ["sweep=main", *I256, "data.root={images}", "autoencoder.path={vae}"]
-SMALL_DIT = "baseline.dit_xl2={{size: '', depth: 1, hidden_size: 32, num_heads: 2}}"  # the rehearsal's layout
+
+
+def small_dit(checkpoint: str) -> str:
+    """The rehearsal's DiT layout with the checkpoint named by a fixture's file (formatted later)."""
+    return "baseline.dit_xl2={{size: '', depth: 1, hidden_size: 32, num_heads: 2, checkpoint: {" + checkpoint + "}}}"
+
+
 IMAGES = ["sweep=cfg_scale0", "data.name=imagefolder", "data.num_classes=2"]
 CIFAR = ["sweep=cfg_scale0", "data.name=cifar10"]
 INCEPTION = ["sweep=cfg_scale0", "eval.world=inception"]
@@ -213,7 +219,7 @@ CATALOGUE = [  # (arguments, the one line's expected content); {name} is a file 
     (["sweep=cfg_scale0", "data.train_size=0"], "data.train_size=0: expected a value > 0"),
     (["sweep=cfg_scale0", "data.ref_size=0"], "data.ref_size=0: expected at least 2 images"),
     (["sweep=cfg_scale0", "data.name=digits", "data.image_size=36"],
-     "not divisible by the autoencoder factor 4 times the patch size"),
+     "not divisible by the autoencoder factor 2 times the patch size 4"),
     (["sweep=steps_scale0", "sample.cfg=[.nan,1]"], "sample.cfg[0]=nan: expected a finite number"),
     (["sweep=steps_scale0", "sample.cfg=[.inf,1]"], "sample.cfg[0]=inf: expected a finite number"),
     (["sweep=cfg_scale0", "sample.steps=[1.5,50]"], "sample.steps[0]=1.5: expected an integer"),
@@ -241,8 +247,13 @@ CATALOGUE = [  # (arguments, the one line's expected content); {name} is a file 
     (["sweep=cfg_scale0", "data.ref_size=1e9"], "data.ref_size=1000000000: expected at least 2 images and at most"),
     (["sweep=cfg_scale0", "data.image_size=100000"], "data.image_size=100000: expected a value > 0 and at most 4,096"),
     (["sweep=cfg_scale0", "seeds.sample=[9223372036854775808]"], "expected an integer within 64 bits"),
-    (["sweep=cfg_scale0", "data.image_size=36"], "data.image_size=36: the embedded dataset draws 32 or 64 px images"),
-    (["sweep=cfg_scale0", "data.num_classes=30"], "data.num_classes=30: the embedded dataset has at most 20 classes"),
+    (["sweep=cfg_scale0", "preset=smoke", "data.image_size=48"],
+     "data.image_size=48: the embedded dataset draws 32 or 64 px images"),
+    (["sweep=cfg_scale0", "preset=smoke", "data.num_classes=30"],
+     "data.num_classes=30: the embedded dataset has at most 20 classes"),
+    (["sweep=cfg_scale0", "data.num_classes=30"], "data.num_classes=30: the photos dataset has at most 10 classes"),
+    (["sweep=cfg_scale0", "data.image_size=64", "msf.scales=[24,32]"], "data.image_size=64: photo crops are reduced "
+                                                                        "to 8-48 px"),
     (["sweep=cfg_scale0", "data.num_classes=1"], "data.num_classes=1: expected at least 2 classes"),
     # -- this machine, where a local launcher runs the jobs
     (["sweep=cfg_scale0", "cpu_threads=100000"], "cpu_threads=100000 but this machine gives this process"),
@@ -251,7 +262,7 @@ CATALOGUE = [  # (arguments, the one line's expected content); {name} is a file 
     (["sweep=cfg_scale0", "eval.compile=reduce-overhead"], "eval.compile=reduce-overhead (device=auto) but this "
                                                            "machine has no CUDA device"),
     # -- datasets: class folders against data.num_classes, every image's header, CIFAR-10's files
-    (["sweep=cfg_scale0", "data.root={empty}"], "data.root='{empty}' is set but data.name=embedded ignores it"),
+    (["sweep=cfg_scale0", "data.root={empty}"], "data.root='{empty}' is set but data.name=photos ignores it"),
     (["sweep=cfg_scale0", "data.name=imagefolder"], "data.name=imagefolder needs data.root=DIR"),
     ([*IMAGES, "data.root={empty}"], "has no class folders"),
     ([*IMAGES, "data.root={no_images}"], "data.num_classes=2 but {no_images} has 1 class folders"),
@@ -334,12 +345,12 @@ CATALOGUE = [  # (arguments, the one line's expected content); {name} is a file 
     ([*MAIN, "baseline.dit_xl2.checkpoint={text_txt}"],
      "is not a torch-saved file (expected the official DiT-XL-2-256x256.pt state dict)"),
     ([*MAIN, "baseline.dit_xl2.checkpoint={dit_pt}"],
-     "does not fit DiT-XL/2's layout as baseline.dit_xl2 configures it (DiT-XL/2): 291 of its 292 tensors missing"),
+     "does not fit the network baseline.dit_xl2 (DiT-XL/2) configures: 291 of its 292 tensors missing"),
     ([*MAIN, "baseline.dit_xl2.checkpoint={dit_small_pt}"],
-     "(DiT-XL/2): 270 of its 292 tensors missing (first 'blocks.1.attn.qkv.weight'); 21 of another shape"),
-    ([*MAIN, SMALL_DIT, "baseline.dit_xl2.checkpoint={dit_deeper_pt}"],
-     "(depth 1, width 32, patch 2): 10 tensors it does not have (first 'blocks.1."),
-    ([*MAIN, SMALL_DIT, "baseline.dit_xl2.checkpoint={dit_wider_pt}"], "of another shape (first 'pos_embed'"),
+     "(DiT-XL/2) configures: 270 of its 292 tensors missing (first 'blocks.1.attn.qkv.weight'); 21 of another shape"),
+    ([*MAIN, small_dit("dit_deeper_pt")],
+     "(depth 1, width 32, patch 2) configures: 10 tensors it does not have (first 'blocks.1."),
+    ([*MAIN, small_dit("dit_wider_pt")], "of another shape (first 'pos_embed'"),
     (["sweep=main", "baseline.dit_xl2.checkpoint={dit_pt}"], "changes no job of sweep=main at preset=tiny"),
     # -- the runs folder: writable, a folder, paths within the file system's limits (with the plan's run folders)
     (["sweep=cfg_scale0", "runs_dir=/proc/msf-runs"], "runs_dir='/proc/msf-runs': cannot write in /proc"),
@@ -369,9 +380,10 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(args, message, files, 
 def test_a_sound_command_passes_every_check(files, runs, capsys):
     """The checks refuse what is wrong, not what is unusual: every kind of input above, made right, is accepted."""
     ok = [[*IMAGES, "data.root={classes2}"], [*CIFAR, "data.root={cifar_ok}"],
-          [*VAE, "autoencoder.path={vae}", "data.image_size=64"],
+          [*VAE, "autoencoder.path={vae}", "data.name=embedded", "data.image_size=64", "msf.scales=[4,8]",
+           "eval.world=inception", "eval.inception_weights={inception_pth}"],  # a VAE at any size (f = 8)
           [*INCEPTION, "eval.inception_weights={inception_pth}", "eval.reference_npz={adm_npz}"],
-          [*MAIN, SMALL_DIT, "baseline.dit_xl2.checkpoint={dit_small_pt}"]]
+          [*MAIN, small_dit("dit_small_pt")]]
     for args in ok:
         assert main([*(a.format(**files) for a in args), f"runs_dir={runs}", "--dry-run"]) == 0, capsys.readouterr()
 
@@ -533,11 +545,12 @@ def test_a_published_copy_inside_the_runs_folder_counts_each_run_once(tmp_path):
     root = report_runs(tmp_path / "runs")
     publish(root / rf.PRESET, root / "published")
     found = find_run_dirs([root])
-    assert sorted(d.name for d in found) == sorted(d.name for d in (root / "published" / "runs").iterdir())
+    published = [d.name for d in (root / "published" / "runs").iterdir() if d.name != "_sweeps"]  # and manifests
+    assert sorted(d.name for d in found) == sorted(published)
     assert all("published" not in d.parts for d in found)  # the originals (with log.txt), not the copies
     md = Path(build_report([root], tmp_path / "out")["markdown"]).read_text(encoding="utf-8")
     t1 = md[md.index("Table T1"):]
-    assert t1.count("| train-one-") == 1 and "Run folders read: 2;" in md
+    assert t1.count("| train-train-one-") == 1 and "Run folders read: 3;" in md
 
 
 def test_the_readme_counts_the_catalogue():

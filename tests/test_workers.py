@@ -122,7 +122,8 @@ def test_auto_workers_follow_cores_threads_and_memory(tmp_path, monkeypatch):
     monkeypatch.setattr(pool.os, "sched_getaffinity", lambda pid: set(range(16)))
     monkeypatch.setattr(pool, "on_gpu", lambda cfg: False)
     monkeypatch.setattr(pool, "available_gib", lambda: 100.0)
-    assert workers(cfg, todo)[0] == 13  # 16 cores at 1 thread, but only 13 jobs
+    assert len(todo) == 23 and workers(cfg, todo)[0] == 16  # 16 cores at 1 thread
+    assert workers(cfg, todo[:13])[0] == 13  # only 13 jobs
     assert workers(cfg, todo[:5])[0] == 5
     assert workers(cfg.__class__(**{**cfg.__dict__, "cpu_threads": 4}), todo)[0] == 4  # 16 cores / 4 threads
     assert workers(cfg.__class__(**{**cfg.__dict__, "cpu_threads": 0}), todo)[0] == 1  # torch's default: every core
