@@ -37,7 +37,7 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         (["sweep=cfg_scale0", "train.steps=[1,1]"], "key 'train.steps' is now 'msf.steps'"),
         (["sweep=cfg_scale0", "msf.scales=[8,6]"], "strictly increasing"),
         (["sweep=cfg_scale0", "data.name=digits", "data.image_size=36"],
-         "not divisible by the autoencoder factor 4 times the patch size"),
+         "not divisible by the autoencoder factor 2 times the patch size 4"),
         (["sweep=cfg_scale0", "sample.steps=[0,50]"], "sample.steps=[0, 50]: expected a value > 0"),
         (["sweep=steps_scale0", "sample.cfg=[-1,1]"], "sample.cfg=[-1.0, 1.0]: expected a value >= 0"),
         (["sweep=cfg_scale0", "sample.cfg=[1,1]"], "sample.cfg is swept by sweep=cfg_scale0"),
