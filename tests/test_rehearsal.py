@@ -3,9 +3,10 @@ main sweep through a real SLURM cluster, every input a stand-in in its real form
 one-node cluster (.ci/slurm-up) and runs this with ``pytest -m rehearsal``; it skips where there is no sbatch.
 
 Checked: every job finishes; trainings ran as 2 SLURM tasks (DDP over gloo) in bf16 autocast, the cache as a job
-array of 2 parts decoding JPEGs in worker processes, the eval points as a job array; every job recorded the device,
-dtype and world size it was configured with; samples were written in ADM's npz format; the report was built and says
-that its Inception features come from random weights.
+array of 2 parts decoding JPEGs in worker processes, the eval points as a job array; both floors (real images, and
+real images through the VAE) were scored; every job recorded the device, dtype and world size it was configured with;
+samples were written in ADM's npz format; the report was built, says that its Inception features come from random
+weights, and states the autoencoder's margin.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def test_jobs_ran_as_configured(rehearsal):
         if m["kind"] == "cache":
             assert m["device"].startswith("cpu") and m["items"] == 2 * 24, name  # half of 48 JPEGs, flipped
     models = {m["model"] for m in metrics(runs).values() if m["kind"] == "score"}
-    assert models == {"msf", "dit_flow", "dimr", "dit_xl2", "real"}
+    assert models == {"msf", "dit_flow", "dimr", "dit_xl2", "real", "reconstructed"}  # with both floors
 
 
 def test_samples_are_written_in_adms_format(rehearsal):
@@ -77,3 +78,4 @@ def test_the_report_is_built_and_labelled(rehearsal):
     runs, _, _ = rehearsal
     report = (runs / "reports" / "main" / "report.md").read_text()
     assert "Table 1" in report and "not the official Inception weights" in report
+    assert "FID(autoencoder floor) - FID(real floor)" in report  # the SD VAE's floor, rehearsed
