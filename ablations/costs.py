@@ -110,21 +110,30 @@ def _vae(cfg: AutoencoderConfig) -> Any:
         return AutoencoderKL.from_config(config)
 
 
+_VAE_GFLOPS: dict[str, float] = {}  # by autoencoder, side and part: counted once per process
+
+
 def _vae_gflops(cfg: AutoencoderConfig, size: int, part: str) -> float:
     """GFLOPs of the VAE's encoder or decoder on one image of side ``size``."""
+    import json
+
     import torch
 
     from ablations.engine.flops import count_forward_flops
+    from ablations.engine.typed import to_data
 
-    vae = _vae(cfg)
-    if vae is None:
-        return 0.0
-    f = latent_factor(cfg)
-    with torch.device("meta"):
-        if part == "encode":
-            return count_forward_flops(vae.encoder, torch.empty(1, 3, size, size)) / 1e9
-        z = torch.empty(1, vae.config.latent_channels, size // f, size // f)
-        return count_forward_flops(vae.decoder, z) / 1e9
+    key = json.dumps([to_data(cfg), size, part])
+    if key not in _VAE_GFLOPS:
+        vae, f = _vae(cfg), latent_factor(cfg)
+        with torch.device("meta"):
+            if vae is None:
+                _VAE_GFLOPS[key] = 0.0
+            elif part == "encode":
+                _VAE_GFLOPS[key] = count_forward_flops(vae.encoder, torch.empty(1, 3, size, size)) / 1e9
+            else:
+                z = torch.empty(1, vae.config.latent_channels, size // f, size // f)
+                _VAE_GFLOPS[key] = count_forward_flops(vae.decoder, z) / 1e9
+    return _VAE_GFLOPS[key]
 
 
 def _cache(spec: CacheJob) -> tuple[float, float]:

@@ -264,7 +264,7 @@ def inventory(runs: Sequence[Run], groups: Sequence[Group], planned: Sequence[st
 
 def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, title: str | None = None,
                  unfinished: Sequence[str] = (), stand_in: Sequence[str | Path] = (),
-                 manifests: Sequence[str | Path] | None = None) -> dict[str, Any]:
+                 manifests: Sequence[str | Path] | None = None, figures: bool = True) -> dict[str, Any]:
     """Read run folders and write report.md, report.html and the figures into out_dir.
 
     Args:
@@ -276,6 +276,7 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, title: str
             ``preset=digits``): its verdicts go beside ours in Claims and its trends beside ours in Table D1.
         manifests: the sweep manifests that say which runs make which table (default: those found under
             ``run_dirs``, in ``*/_sweeps/``).
+        figures: draw the figures (most of a build's time); without, the report says that none were drawn.
 
     Returns:
         {"markdown", "html": paths, "figures": {name: path}, "missing_figures": {name: reason}, "tables": [ids],
@@ -325,20 +326,25 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, title: str
                  + ". Its verdicts stand beside ours in Claims."]
     tables += [speed_table(runs), speed_ratios(runs), train_table(runs)]
 
-    wanted: dict[str, tuple[Plot | None, str]] = {
-        **{k: (p, "no MSF eval for " + ("Tables 2-3" if k == "fig_cfg" else "Tables 4-5"))
-           for k, p in sweep_figures(views, out).items()},
-        "fig_loss": (plot_loss(runs, trains, out), "no train run with stats.jsonl"),
-        "fig_decomposition": (plot_recon_decomposition(runs, order, out), "no recon run with decomposition.npy"),
-        "fig_sample_decomposition": (plot_sample_decomposition(msf, out),
-                                     "no eval at the paper's MSF setting with decomposition.npy"),
-        "fig_compute": (plot_compute(views, out), "no eval with FID and GFLOPs or sampling time"),
-    }
-    grids = plot_grids(views, out)
-    plots = [p for p, _ in wanted.values() if p is not None] + grids
-    missing = {name: why for name, (p, why) in wanted.items() if p is None}
-    if not grids:
-        missing["fig_grid"] = "no eval of a sweep point with grid.npy"
+    plots: list[Plot] = []
+    missing: dict[str, str] = {}
+    if figures:
+        wanted: dict[str, tuple[Plot | None, str]] = {
+            **{k: (p, "no MSF eval for " + ("Tables 2-3" if k == "fig_cfg" else "Tables 4-5"))
+               for k, p in sweep_figures(views, out).items()},
+            "fig_loss": (plot_loss(runs, trains, out), "no train run with stats.jsonl"),
+            "fig_decomposition": (plot_recon_decomposition(runs, order, out), "no recon run with decomposition.npy"),
+            "fig_sample_decomposition": (plot_sample_decomposition(msf, out),
+                                         "no eval at the paper's MSF setting with decomposition.npy"),
+            "fig_compute": (plot_compute(views, out), "no eval with FID and GFLOPs or sampling time"),
+        }
+        grids = plot_grids(views, out)
+        plots = [p for p, _ in wanted.values() if p is not None] + grids
+        missing = {name: why for name, (p, why) in wanted.items() if p is None}
+        if not grids:
+            missing["fig_grid"] = "no eval of a sweep point with grid.npy"
+    figure_note = ("Not produced (data absent): " + (", ".join(f"{k} ({v})" for k, v in missing.items()) or "none")
+                   + "." if figures else "Not drawn: this report was built with --no-figures.")
 
     sections: list[Section] = [
         ("Summary", summary_blocks(verdicts, scale_table(groups, msf, trains, {r.name: r for r in done(runs, "cache")}),
@@ -346,8 +352,7 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, title: str
         ("Runs", list(inventory(runs, groups, unfinished, damaged))),
         ("Claims", [claims, *(f"Rule {i}: {rule}" for i, rule in enumerate(RULES, 1))]),
         ("Tables", list(tables)),
-        ("Figures", [*plots, "Not produced (data absent): "
-                     + (", ".join(f"{k} ({v})" for k, v in missing.items()) or "none") + "."]),
+        ("Figures", [*plots, figure_note]),
     ]
     write_text(out / "report.md", render_md(title, sections))
     write_text(out / "report.html", render_html(title, sections))
@@ -379,17 +384,19 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Command line: python reports/build.py RUN_DIR... [--out DIR] [--title TEXT]."""
+    """Command line: python reports/build.py RUN_DIR... [--out DIR] [--title TEXT] [--stand-in DIR] [--no-figures]."""
     parser = OneLineParser(description="Build the MSF report (Tables 1-5, figures, claims) from run folders.")
     parser.add_argument("run_dirs", nargs="+", help="run folders, or folders holding run folders")
     parser.add_argument("--out", help="output folder (default: report/ beside the run folders)")
     parser.add_argument("--title", help="report title")
     parser.add_argument("--stand-in", action="append", default=[], metavar="DIR",
                         help="run folders of the same sweeps on another dataset (e.g. runs/digits), set beside ours")
+    parser.add_argument("--no-figures", action="store_true",
+                        help="tables, claims and runs.csv only: draw no figure (a few seconds faster)")
     args = parser.parse_args(argv)
     try:
         result = build_report(args.run_dirs, args.out or default_out(args.run_dirs), args.title,
-                              stand_in=args.stand_in)
+                              stand_in=args.stand_in, figures=not args.no_figures)
     except ValueError as e:  # a missing or refused run folder, an --out that is a file
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -397,8 +404,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"error: {e.filename or args.out}: {e.strerror or e}", file=sys.stderr)
         sys.exit(1)
     missing = ", ".join(result["missing_figures"]) or "none"
-    print(f"wrote {result['markdown']} and {result['html']} from {result['runs']} run folders; "
-          f"{len(result['figures'])} figures, missing: {missing}")
+    drawn = f"{len(result['figures'])} figures, missing: {missing}" if not args.no_figures else "no figures drawn"
+    print(f"wrote {result['markdown']} and {result['html']} from {result['runs']} run folders; {drawn}")
 
 
 if __name__ == "__main__":

@@ -231,15 +231,20 @@ class Group:
     runs: list[Run]
     table: pd.DataFrame  # the tidy table the runs are rows of (indexed by run folder name)
     duplicates: list[Run] = field(default_factory=list)  # further runs with the same seeds: left out
+    _rows: tuple[tuple[str, ...], pd.DataFrame] | None = field(default=None, repr=False, compare=False)
 
     def values(self, key: str) -> dict[SeedPair, float]:
         """One metric per run that measured it, by (training seed, sampling seed), from the runs' table rows."""
         if key not in self.table.columns:
             return {}
-        rows = self.table.loc[[r.name for r in self.runs], ["train_seed", "sample_seed", key]]
-        rows = rows[rows[key].notna()]
+        names = tuple(r.name for r in self.runs)
+        if self._rows is None or self._rows[0] != names:  # the runs' rows, selected once while the runs stay
+            self._rows = names, self.table.loc[list(names)]
+        rows = self._rows[1]
+        keep = rows[key].notna().to_numpy()
         return {(None if pd.isna(t) else int(t), int(s)): float(v)
-                for t, s, v in zip(rows["train_seed"], rows["sample_seed"], rows[key], strict=True)}
+                for t, s, v in zip(rows["train_seed"].to_numpy()[keep], rows["sample_seed"].to_numpy()[keep],
+                                   rows[key].to_numpy()[keep], strict=True)}
 
     def stat(self, key: str) -> Stat | None:
         """Mean and std over runs of one metric; None when no run measured it."""

@@ -780,7 +780,7 @@ def marked_claims(root: Path, result: dict, md: str) -> set[str]:
     return marked
 
 
-def test_claims_mark_deciding_differences_smaller_than_the_autoencoders_margin(built, tmp_path, unrendered):
+def test_claims_mark_deciding_differences_smaller_than_the_autoencoders_margin(built, tmp_path):
     # The margin is 1.5 FID: Table 4's -0.2 and Fig. 2's -0.48 are marked, Tables 2-3's +2 and the speed claim's
     # -3.5 are not, nor the loss claim (a loss ratio, no FID difference) although its 0.25 is smaller.
     root, result, md = built
@@ -794,7 +794,7 @@ def test_claims_mark_deciding_differences_smaller_than_the_autoencoders_margin(b
     for m in evals(raised, anchor="autoencoder"):
         path = raised / m["run"] / "metrics.json"
         path.write_text(json.dumps(json.loads(path.read_text()) | {"fid": m["fid"] + 5.0}))
-    result2 = build_report([raised], tmp_path / "out")
+    result2 = build_report([raised], tmp_path / "out", figures=False)
     md2 = Path(result2["markdown"]).read_text(encoding="utf-8")
     assert [c["verdict"] for c in result2["claims"]] == [c["verdict"] for c in result["claims"]]
     assert marked_claims(raised, result2, md2) == set(EXPECTED_VERDICTS) - {
@@ -1060,6 +1060,9 @@ def test_cli_writes_report_beside_the_run_folders(tmp_path, capsys):
     t2 = parse_md_table(md, "Table 2").set_index("CFG scale 1")
     assert t2.loc["ours FID"].tolist().count("8.00") == 1 and t2.loc[SEEDS_ROW, "1.4"] == "1 x 1"  # one run: no '±'
     assert "**Table 3.**" not in md and "**Table F2.**" not in md  # tables of sweeps with a manifest only
+    main([str(root / rf.PRESET), "--out", str(tmp_path / "tables"), "--no-figures"])
+    assert capsys.readouterr().out.endswith("; no figures drawn\n") and not list((tmp_path / "tables").glob("*.png"))
+    assert md_tables((tmp_path / "tables" / "report.md").read_text(encoding="utf-8")) == md_tables(md)
 
 
 def test_unmeasured_metrics_show_as_missing(tmp_path):
@@ -1180,14 +1183,14 @@ def test_trend_readings(ours, theirs, reading):
     assert compare_trends(ours, theirs, ("a", "b")) == reading
 
 
-def test_a_stand_in_with_reversed_trends_is_set_beside_ours(built, tmp_path, unrendered):
+def test_a_stand_in_with_reversed_trends_is_set_beside_ours(built, tmp_path):
     root, _, _ = built
     stand_in = tmp_path / "digits"
     shutil.copytree(root, stand_in)
     for path in stand_in.glob("score-*/metrics.json"):  # the stand-in: another dataset whose every FID is negated
         m = json.loads(path.read_text())
         path.write_text(json.dumps(m | {"dataset": "digits", "fid": -m["fid"]}))
-    result = build_report([root], tmp_path / "out", stand_in=[stand_in])
+    result = build_report([root], tmp_path / "out", stand_in=[stand_in], figures=False)
     md = Path(result["markdown"]).read_text(encoding="utf-8")
     table = parse_md_table(md, "Table D1")
     row = table[table["Sweep"].str.startswith("Table 2")].iloc[0]
@@ -1232,7 +1235,7 @@ def test_a_stand_in_with_reversed_trends_is_set_beside_ours(built, tmp_path, unr
 # Publishing: metadata only, stats thinned, tables regenerate from the metadata
 
 
-def test_publish_refuses_an_existing_destination_or_no_manifest_and_writes_nothing(tmp_path):
+def test_publish_refuses_an_existing_destination_or_no_manifest_and_writes_nothing(tmp_path, unrendered):
     root = tmp_path / "runs"
     score = one_run(root)
     (tmp_path / "dest" / "runs").mkdir(parents=True)
@@ -1457,13 +1460,14 @@ def test_committed_report_tables_regenerate_from_committed_metadata(tmp_path, pu
             path.parent.name == MANIFESTS and path.suffix == ".json"), path
     for path in (published / "runs").rglob("stats.jsonl"):  # thinned by reports/publish.py
         assert len(path.read_text().splitlines()) <= MAX_STATS, path
-    rebuilt = build_report([published / "runs"], tmp_path, stand_in=[stand_in / "runs"] if stand_in else [])
+    rebuilt = build_report([published / "runs"], tmp_path, stand_in=[stand_in / "runs"] if stand_in else [],
+                           figures=False)
     committed = md_tables((published / "report.md").read_text(encoding="utf-8"))
     assert set(committed) >= tables
     assert md_tables(Path(rebuilt["markdown"]).read_text(encoding="utf-8")) == committed
 
 
-def test_a_hand_edited_config_is_left_out_and_never_reported(tmp_path, built, unrendered):
+def test_a_hand_edited_config_is_left_out_and_never_reported(tmp_path, built):
     # A finished training whose config.json was edited by hand (batch 64 -> 999, lr -> 0.5) no longer hashes to the
     # key its folder is named by: the report leaves it out, names it as damaged, and never states the edited setting.
     root = tmp_path / "runs"
@@ -1472,12 +1476,14 @@ def test_a_hand_edited_config_is_left_out_and_never_reported(tmp_path, built, un
     config = json.loads((train / "config.json").read_text())
     config["spec"]["train"] |= {"batch_size": 999, "lr": 0.5}
     (train / "config.json").write_text(json.dumps(config))
-    result = build_report([root / rf.PRESET], tmp_path / "out")
+    result = build_report([root / rf.PRESET], tmp_path / "out", figures=False)
     md = Path(result["markdown"]).read_text(encoding="utf-8")
     listed = md.split("## Runs")[1].split("## Claims")[0]
     assert f"{train.name}: {train / 'config.json'} does not hash to the key of {train.name}" in listed
     assert "999" not in md and train.name not in md.replace(listed, "")
     assert result["runs"] == built[1]["runs"] - 1
+    assert "Not drawn: this report was built with --no-figures." in md and not list((tmp_path / "out").glob("*.png"))
+    assert result["figures"] == result["missing_figures"] == {}
 
 
 def test_the_runs_table_holds_every_run_read_and_the_tables_numbers(built):

@@ -22,6 +22,7 @@ in-memory Dataset.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -185,6 +186,12 @@ def inception_extractor(
 def inception_layout() -> dict[str, tuple[int, ...]]:
     """The shape of every tensor of torch-fidelity's InceptionV3 state dict (what its weights file must hold), from the
     network built on the meta device: no weights are read or allocated."""
+    return dict(_inception_layout())
+
+
+@functools.cache
+def _inception_layout() -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """:func:`inception_layout`, built once per process."""
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
     class Layout(FeatureExtractorInceptionV3):
@@ -196,7 +203,7 @@ def inception_layout() -> dict[str, tuple[int, ...]]:
         torch.save({}, empty)  # torch-fidelity unpickles the file it is given: an empty one we wrote
         with torch.device("meta"):
             net = Layout(INCEPTION_NAME, ["2048"], feature_extractor_weights_path=str(empty))
-    return {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    return tuple((k, tuple(v.shape)) for k, v in net.state_dict().items())
 
 
 def embedded_extractor(classifier: EmbeddedClassifier | str | Path, device: torch.device) -> FeatureExtractor:

@@ -10,6 +10,7 @@ a string in scientific notation (YAML reads ``3e-4`` as a string), an int field 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import types
 import typing
@@ -26,8 +27,14 @@ class TypedDataError(ValueError):
 
 def field_types(cls: type) -> dict[str, Any]:
     """The resolved type of every field of a dataclass."""
+    return dict(_field_types(cls))
+
+
+@functools.cache
+def _field_types(cls: type) -> tuple[tuple[str, Any], ...]:
+    """:func:`field_types`, resolved once per class (resolving the annotations is most of a plan's time)."""
     hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+    return tuple((f.name, hints[f.name]) for f in dataclasses.fields(cls))
 
 
 def type_name(tp: Any) -> str:
@@ -61,19 +68,22 @@ def _number(value: Any) -> float | None:
 def coerce(value: Any, tp: Any, key: str) -> Any:
     """Check and convert a JSON/YAML value to the declared type ``tp`` of the dotted key ``key``."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
-    bad = TypedDataError(f"{key}={value!r}: expected {type_name(tp)}")
+
+    def bad() -> TypedDataError:
+        return TypedDataError(f"{key}={value!r}: expected {type_name(tp)}")
+
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):  # type: ignore[arg-type]
             return value
         if not isinstance(value, dict):
-            raise bad
+            raise bad()
         return from_data(tp, value, key)  # type: ignore[arg-type]
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
         if value is None:
-            raise bad
+            raise bad()
         return coerce(value, inner[0], key)
     if origin is typing.Literal:
         if value in args and type(value) is type(args[0]):
@@ -81,7 +91,7 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         raise TypedDataError(f"{key}={value!r} is not one of: {', '.join(map(str, args))}")
     if origin in (list, tuple):
         if not isinstance(value, list | tuple):
-            raise bad
+            raise bad()
         if origin is tuple and args[-1] is not Ellipsis:  # a fixed-length tuple, e.g. AdamW's betas
             if len(value) != len(args):
                 raise TypedDataError(f"{key}={value!r}: expected {len(args)} values")
@@ -90,7 +100,7 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise bad
+        raise bad()
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             if -INT64 <= value < INT64:
@@ -102,21 +112,21 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
                 raise TypedDataError(f"{key}={value!r}: expected an integer; beyond 2**53 a number in float notation "
                                      "is not exact (write its digits)")
             return int(x)
-        raise bad
+        raise bad()
     if tp is float:
         x = _number(value)
         if x is None:
-            raise bad
+            raise bad()
         if not math.isfinite(x):
             raise TypedDataError(f"{key}={value!r}: expected a finite number")
         return x
     if tp is str:
         if isinstance(value, str):
             return value
-        raise bad
+        raise bad()
     if origin is dict:
         if not isinstance(value, dict):
-            raise bad
+            raise bad()
         return {coerce(k, args[0], key): coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
     raise TypedDataError(f"{key}: unsupported type {tp}")
 
