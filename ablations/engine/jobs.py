@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ablations.engine import autoencoders, committed, runfolder
+from ablations.engine.allocator import keep_freed_memory
 from ablations.engine.cache import TargetCache, build_cache, part_stats
 from ablations.engine.data import dataset
 from ablations.engine.evaluate import (
@@ -335,6 +336,7 @@ def run(run_dir: str | Path, say: Log = print, held: bool = False) -> dict[str, 
     deps = {role: run_dir.parent / name for role, name in record["deps"].items()}
     if spec.runtime.threads > 0:
         torch.set_num_threads(spec.runtime.threads)
+    keep_freed_memory()  # glibc: freed tensors' memory reused, not mapped and zeroed again (a speed, not a result)
     if int(os.environ.get("RANK", "0")) > 0:  # a data-parallel peer: rank 0 holds the lock, writes log and metrics
         return JOBS[kind_of(spec)](spec, run_dir, deps, lambda _: None)
     with contextlib.nullcontext() if held else runfolder.job_lock(run_dir, on_wait=say):
