@@ -231,8 +231,8 @@ def cluster_plan(g: Graph, cfg: Config) -> list[str]:
 # Memory: how many jobs fit on one machine at once (the local pool's workers).
 
 # a job's process: torch, diffusers and the engine imported (0.88 GiB resident), and the smoke and tiny presets' jobs,
-# whose peaks measured 0.88-1.05 GiB (tiny's target cache the largest), rounded up
-PROCESS_GIB = 1.1
+# whose peaks measured 0.88-1.29 GiB with freed memory kept for reuse (allocator.py; tiny's target cache the largest)
+PROCESS_GIB = 1.3
 
 
 def _file_gib(path: str | Path | None) -> float:

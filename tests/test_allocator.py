@@ -50,8 +50,10 @@ def probe(mode: str) -> dict:
 def test_kept_memory_faults_no_page_in_and_changes_no_number():
     default, kept = probe("default"), probe("tuned")
     assert kept["tuned"] is True
-    assert kept["faults"] < 10, kept  # every tensor of a forward reuses memory freed by the one before
-    assert default["faults"] > 1000, default  # glibc's defaults map and zero megabytes again on every forward
+    # glibc's defaults map and zero megabytes again on every forward (measured over 16 processes: 4,600-10,100 pages
+    # per forward); kept, the tensors of a forward reuse memory freed by the one before (measured: 0-550 pages)
+    assert default["faults"] > 3000, default
+    assert kept["faults"] < 1500, kept
     assert kept["sha"] == default["sha"]  # bit-identical outputs
 
 

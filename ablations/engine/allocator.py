@@ -4,9 +4,9 @@ the kernel.
 By default glibc serves a block above its mmap threshold (128 KiB at first, raised as large blocks are freed) from a
 fresh mapping that it unmaps on free, and gives the heap's top back to the kernel once more than its trim threshold is
 free there. A sampling or training step allocates and frees tensors of the same few sizes, megabytes each, hundreds of
-times: each time the kernel maps them again and zeroes them page by page. A sample job of the tiny preset (250 images,
-batch 250) spent 8 of its 45 s in the kernel that way, and 1.2 s with the two thresholds below. Float results do not
-change: torch aligns every tensor itself, whichever allocator serves it.
+times: each time the kernel maps them again and zeroes them page by page. Sampling the 250 images of a tiny-preset
+sample job (batch 250) took 45 s, 8 of them in the kernel that way; with the two thresholds below, 1.3 s. Float
+results do not change: torch aligns every tensor itself, whichever allocator serves it.
 """
 
 from __future__ import annotations
