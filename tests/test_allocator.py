@@ -47,6 +47,7 @@ def probe(mode: str) -> dict:
     return json.loads(out.stdout.splitlines()[-1])
 
 
+@pytest.mark.e2e  # two fresh Python processes
 def test_kept_memory_faults_no_page_in_and_changes_no_number():
     default, kept = probe("default"), probe("tuned")
     assert kept["tuned"] is True
