@@ -1,5 +1,5 @@
-"""A job's process keeps freed memory for its next tensors (ablations/engine/allocator.py): no page is faulted in
-again once sampling is under way, and the numbers do not change."""
+"""A job's process keeps freed memory for its next tensors (ablations/engine/allocator.py): once sampling is under
+way, a step faults in a small fraction of the pages it faulted in before, and the numbers do not change."""
 
 from __future__ import annotations
 
