@@ -149,10 +149,11 @@ def output_to_devnull() -> Iterator[None]:
 
 
 def fork_context() -> Any:
-    """multiprocessing's forkserver, its server started (Ctrl-C ignored, no pipe of ours held) with the engine
-    imported there once."""
+    """multiprocessing's forkserver, its server started (Ctrl-C ignored, no pipe of ours held) with the engine and
+    the autoencoders' diffusers code (which the engine imports only where an autoencoder is built) imported there
+    once."""
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["__main__", "ablations.engine.jobs"])
+    ctx.set_forkserver_preload(["__main__", "ablations.engine.jobs", "diffusers.models.autoencoders.autoencoder_kl"])
     with held_back(ignore_sigint=True), output_to_devnull():
         forkserver.ensure_running()
     return ctx

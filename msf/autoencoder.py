@@ -10,11 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
-from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 from torch import Tensor
+
+if TYPE_CHECKING:  # diffusers takes seconds to import; a job that never decodes (training, scoring) does without it
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 
 
 class Autoencoder(Protocol):

@@ -164,3 +164,33 @@ def test_parsing_a_command_imports_no_model_code():
     code = "import sys, ablations.config, reports.build; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "False"
+
+
+
+@pytest.mark.e2e
+def test_jobs_that_build_no_autoencoder_run_without_diffusers(tmp_path):
+    """diffusers takes seconds to import (torch's compiler with it), paid again by every job's own process under
+    launcher=local or SLURM: a training job and a scoring job of the smoke preset, run in a fresh process, never import
+    it; the sample job of the autoencoder's reconstructions, run after them, does."""
+    from ablations.config import resolve
+    from ablations.engine import jobs
+    from ablations.graph import plan
+    from ablations.jobcall import prepare
+
+    cfg, sweep = resolve([("sweep", "cfg_scale1"), ("preset", "smoke"), ("runs_dir", str(tmp_path))])
+    g = plan(cfg, sweep)
+    named = {j.name: j for j in g}
+    real, recon = (named[g.manifest["anchors"][a][0]["score"]] for a in ("real", "autoencoder"))
+    train = next(j for j in g if j.kind == "train" and "cache" in j.deps)
+    for job in (train.deps["cache"], real.deps["samples"]):  # what they read, run here
+        prepare(job, "test")
+        jobs.run(job.run_dir)
+    order = (train, real, recon.deps["samples"])
+    for job in order:
+        prepare(job, "test")
+    code = ("import sys\nfrom ablations.engine import jobs\n"
+            "for d in sys.argv[1:]:\n    jobs.run(d)\n    print('diffusers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, *(str(j.run_dir) for j in order)], capture_output=True,
+                         text=True, cwd=ROOT, check=True)
+    assert out.stdout.split() == ["False", "False", "True"], out.stdout + out.stderr
+    assert all((j.run_dir / "metrics.json").exists() for j in order)

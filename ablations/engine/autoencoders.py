@@ -13,15 +13,17 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
-from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 from torch import Tensor
 
 from ablations.engine.committed import asset
 from ablations.engine.specs import AutoencoderConfig
 from msf.autoencoder import Autoencoder, KLAutoencoder, PixelAutoencoder
+
+if TYPE_CHECKING:  # imported where an autoencoder is built: jobs that never build one (training, scoring) do without it
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 
 Log = Callable[[str], None]
 META_FILE = "msf_autoencoder.json"
@@ -57,6 +59,8 @@ def load_pretrained_vae(
     With ``local_files_only`` (the default) no network call is made. Raises VAEWeightsNotFoundError with download
     instructions when the weights are missing.
     """
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+
     try:
         vae = AutoencoderKL.from_pretrained(
             str(name_or_path),
@@ -113,6 +117,8 @@ class SmallAEConfig:
         The posterior log-variance starts at ``logvar_init`` (bias of quant_conv's second half): at diffusers' 0 the
         unit-variance sampling noise swamps the small initial latents (measured: -3 dB after 500 steps).
         """
+        from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+
         n = len(self.block_out_channels)
         vae = AutoencoderKL(
             down_block_types=("DownEncoderBlock2D",) * n,
@@ -190,5 +196,7 @@ def load_autoencoder(directory: str | Path) -> KLAutoencoder:
     meta = directory / META_FILE
     if not meta.is_file():
         raise FileNotFoundError(f"no saved autoencoder in {directory} (missing {META_FILE})")
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+
     vae = AutoencoderKL.from_pretrained(directory, local_files_only=True, use_safetensors=True, low_cpu_mem_usage=False)
     return KLAutoencoder(vae, name=json.loads(meta.read_text())["name"])
