@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:  # diffusers takes seconds to import; a job that never decodes (training, scoring) does without it
+if TYPE_CHECKING:  # diffusers takes seconds to import: only whoever builds or loads a VAE needs it at run time
     from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 
 

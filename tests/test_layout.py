@@ -166,7 +166,6 @@ def test_parsing_a_command_imports_no_model_code():
     assert out.stdout.strip() == "False"
 
 
-
 @pytest.mark.e2e
 def test_jobs_that_build_no_autoencoder_run_without_diffusers(tmp_path):
     """diffusers takes seconds to import (torch's compiler with it), paid again by every job's own process under
