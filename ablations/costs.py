@@ -26,6 +26,7 @@ from typing import Any
 from ablations.config import Config
 from ablations.engine.committed import ASSETS
 from ablations.engine.families import FAMILIES
+from ablations.engine.io import read_json
 from ablations.engine.runfolder import AUTOENCODER_FLOOR
 from ablations.engine.specs import (
     AutoencoderConfig,
@@ -188,22 +189,27 @@ def is_training(job: Job) -> bool:
     return isinstance(job.spec, TrainJob) and job.spec.steps > 0
 
 
+def job_work(job: Job) -> tuple[float, float]:
+    """(Counted TFLOPs, disk GB) of one job (see the module docstring); (0, 0) for the kinds not counted."""
+    if isinstance(job.spec, TrainJob):
+        (cache,) = [d for role, d in job.deps.items() if role.startswith("cache")][:1]
+        return train_tflops(job.spec, latent_channels(cache.spec.autoencoder)), 0.0
+    if isinstance(job.spec, CacheJob):
+        return _cache(job.spec)
+    if isinstance(job.spec, SampleJob):
+        return _sample_tflops(job.spec, job)
+    if isinstance(job.spec, ScoreJob):
+        return _score_tflops(job), 0.0
+    return 0.0, 0.0
+
+
 def job_cost(job: Job, cfg: Config) -> Cost:
     """The cluster-plan row of one job (see the module docstring)."""
     s = cfg.slurm
     train = is_training(job)
     nodes = s.nodes if train else 1
     gpus = nodes * (s.gpus_per_node if train else min(1, s.gpus_per_node))
-    tflops, disk = 0.0, 0.0
-    if isinstance(job.spec, TrainJob):
-        (cache,) = [d for role, d in job.deps.items() if role.startswith("cache")][:1]
-        tflops = train_tflops(job.spec, latent_channels(cache.spec.autoencoder))
-    elif isinstance(job.spec, CacheJob):
-        tflops, disk = _cache(job.spec)
-    elif isinstance(job.spec, SampleJob):
-        tflops, disk = _sample_tflops(job.spec, job)
-    elif isinstance(job.spec, ScoreJob):
-        tflops = _score_tflops(job)
+    tflops, disk = job_work(job)
     gpu_hours = tflops / (s.gpu_tflops * s.mfu) / 3600
     return Cost(job.name, nodes, gpus, s.timeout_min / 60, tflops, gpu_hours, disk)
 
@@ -225,6 +231,65 @@ def cluster_plan(g: Graph, cfg: Config) -> list[str]:
     lines.append(f"total: {sum(r.tflops for r in rows) / 1e3:.4g} PFLOP, {total:.4g} GPU-hours, "
                  f"{sum(r.disk_gb for r in rows):.4g} GB of target caches and samples")
     return lines
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Time on this machine: what the finished jobs took, and what the jobs left will take at the same rate.
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def estimate_seconds(tflops: float, family: str | None,
+                     measured: list[tuple[float, str | None, float]]) -> float | None:
+    """A job's time from the finished jobs of its kind, each (counted TFLOPs, family, job_seconds): its counted
+    TFLOPs at their median seconds per TFLOP, over its own family's jobs when one was measured (the uncounted norms
+    and element-wise work differ by family: DiMR's seconds per TFLOP are about twice the DiTs'), so a job with nothing
+    to count (an untrained network, real images) takes no time; for a kind whose work is not counted (speed,
+    reconstruction, autoencoder jobs), the median of its measured times; None when nothing of the kind was measured."""
+    if not measured:
+        return None
+    counted = [(f, s / t) for t, f, s in measured if t > 0]
+    if not counted:
+        return _median([s for _, _, s in measured])
+    return tflops * _median([rate for f, rate in counted if f == family] or [rate for _, rate in counted])
+
+
+def time_per_kind(g: Graph) -> list[str]:
+    """Where a sweep's time goes, for --dry-run: per job kind, the measured seconds of its finished jobs
+    (metrics.json's job_seconds, one process's wall time), and the jobs left as :func:`estimate_seconds` puts them."""
+    lines = []
+    for kind in dict.fromkeys(j.kind for j in g):
+        jobs = [j for j in g if j.kind == kind]
+        measured = []
+        for j in jobs:
+            seconds = float(read_json(j.run_dir / "metrics.json").get("job_seconds", "nan")) if g.done(j) else math.nan
+            if math.isfinite(seconds):
+                measured.append((job_work(j)[0], _family(j), seconds))
+        left = [j for j in jobs if not g.done(j)]
+        line = f"  time {kind:6s} {len(jobs):3d} job(s)"
+        if measured:
+            total, median = sum(s for *_, s in measured), _median([s for *_, s in measured])
+            line += f": {len(measured)} measured, {_duration(total)} (median {median:.1f} s)"
+            if left:
+                estimate = sum(estimate_seconds(job_work(j)[0], _family(j), measured) or 0.0 for j in left)
+                line += (f"; {len(left)} to run, about {_duration(estimate)} (their counted FLOPs at the measured "
+                         "seconds per TFLOP of their family, else of their kind)")
+        elif left:
+            line += f": {len(left)} to run, none measured yet"
+        lines.append(line)
+    return lines
+
+
+def _family(job: Job) -> str | None:
+    """The model family a job computes with (a score job: its samples'), for its seconds per TFLOP."""
+    spec = job.deps["samples"].spec if isinstance(job.spec, ScoreJob) else job.spec
+    return getattr(spec, "family", None)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from ablations.config import (
 from ablations.engine import runfolder
 from ablations.engine.committed import ASSETS
 from ablations.engine.families import ANCHOR_FAMILIES, FAMILIES, METHOD, SPEED_FAMILIES
-from ablations.engine.io import read_json, write_json
+from ablations.engine.io import write_json
 from ablations.engine.specs import (
     AutoencoderJob,
     CacheJob,
@@ -354,27 +353,3 @@ def plan_summary(g: Graph) -> list[dict[str, Any]]:
         return "redo" if (job.run_dir / "metrics.json").exists() else "todo"  # redo: a damaged spec or outputs
 
     return [{"kind": j.kind, "name": j.name, "status": status(j), "run_dir": str(j.run_dir)} for j in g]
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
-
-
-def time_per_kind(g: Graph) -> list[str]:
-    """Where a sweep's time goes, for --dry-run: per job kind, the measured seconds of its finished jobs
-    (metrics.json's job_seconds, one process's wall time) and the jobs left at their median."""
-    lines = []
-    for kind in dict.fromkeys(j.kind for j in g):
-        jobs = [j for j in g if j.kind == kind]
-        seconds = [float(read_json(j.run_dir / "metrics.json").get("job_seconds", "nan")) for j in jobs if g.done(j)]
-        seconds = sorted(x for x in seconds if math.isfinite(x))
-        left = sum(not g.done(j) for j in jobs)
-        line = f"  time {kind:6s} {len(jobs):3d} job(s)"
-        if seconds:
-            median = seconds[len(seconds) // 2]
-            line += f": {len(seconds)} measured, {_duration(sum(seconds))} (median {median:.1f} s)"
-            line += f"; {left} to run, about {_duration(left * median)} at that median" if left else ""
-        else:
-            line += f": {left} to run, none measured yet"
-        lines.append(line)
-    return lines

@@ -29,7 +29,7 @@ from ablations.config import (  # noqa: E402
     load_sweep,
     resolve,
 )
-from ablations.graph import Graph, check_overrides, plan, plan_summary, time_per_kind, write_manifest  # noqa: E402
+from ablations.graph import Graph, check_overrides, plan, plan_summary, write_manifest  # noqa: E402
 from ablations.jobcall import Stopped, raise_stopped  # noqa: E402
 
 USAGE = """usage: python ablations/run.py sweep=NAME [preset=NAME] [key=value ...] [--dry-run] [--help]
@@ -117,10 +117,10 @@ def sweep_command(argv: list[str]) -> int:
         redo = sum(r["status"] == "redo" for r in rows)
         print(f"{len(rows)} job(s): {len(rows) - todo} done, {todo} to run" +
               (f" ({redo} with damaged outputs)" if redo else ""))
+        from ablations.costs import cluster_plan, time_per_kind
+
         print("\n".join(time_per_kind(graph)))
         if cfg.launcher == "slurm":
-            from ablations.costs import cluster_plan
-
             print("\n".join(cluster_plan(graph, cfg)))
         else:
             from ablations.pool import workers
