@@ -248,10 +248,11 @@ def _median(values: list[float]) -> float:
 def estimate_seconds(tflops: float, family: str | None,
                      measured: list[tuple[float, str | None, float]]) -> float | None:
     """A job's time from the finished jobs of its kind, each (counted TFLOPs, family, job_seconds): its counted
-    TFLOPs at their median seconds per TFLOP, over its own family's jobs when one was measured (the uncounted norms
-    and element-wise work differ by family: DiMR's seconds per TFLOP are about twice the DiTs'), so a job with nothing
-    to count (an untrained network, real images) takes no time; for a kind whose work is not counted (speed,
-    reconstruction, autoencoder jobs), the median of its measured times; None when nothing of the kind was measured."""
+    TFLOPs at their median seconds per TFLOP, over its own family's jobs when one was measured (the norms and
+    element-wise work left uncounted differ by family: per TFLOP, a tiny DiMR training took 1.8 times as long as a
+    flow DiT's), so a job with nothing to count (an untrained network, real images) takes no time; for a kind whose
+    work is not counted (speed, reconstruction, autoencoder jobs), the median of its measured times; None when nothing
+    of the kind was measured."""
     if not measured:
         return None
     counted = [(f, s / t) for t, f, s in measured if t > 0]

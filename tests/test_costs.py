@@ -75,9 +75,9 @@ def test_a_job_left_is_estimated_at_its_own_familys_rate_else_its_kinds():
 
 
 def test_the_dry_run_puts_the_baselines_trainings_at_their_counted_flops(tmp_path, monkeypatch):
-    # Table 1 on the tiny preset: its DiMR trainings count 1.7x the flow DiT's FLOPs and, measured, took twice the
-    # seconds per TFLOP; the median time of the MSF stages (about 1 to 2 minutes) said 6.5 minutes for six trainings
-    # of 10 to 30 minutes.
+    # Table 1 on the tiny preset: its DiMR trainings count 1.7x the flow DiT's FLOPs and took 1.8x its seconds per
+    # TFLOP (measured: 57 against 32); the median time of the MSF stages (1 to 2.5 minutes) said 6.5 minutes for six
+    # trainings of 9 to 28 minutes.
     cfg, sweep = resolve([("sweep", "main"), ("runs_dir", str(tmp_path))])
     g = plan(cfg, sweep)
     trains = [j for j in g if j.kind == "train" and j.spec.steps]
