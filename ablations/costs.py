@@ -279,8 +279,8 @@ def time_per_kind(g: Graph) -> list[str]:
             line += f": {len(measured)} measured, {_duration(total)} (median {median:.1f} s)"
             if left:
                 estimate = sum(estimate_seconds(job_work(j)[0], _family(j), measured) or 0.0 for j in left)
-                line += (f"; {len(left)} to run, about {_duration(estimate)} (their counted FLOPs at the measured "
-                         "seconds per TFLOP of their family, else of their kind)")
+                line += (f"; {len(left)} to run, about {_duration(estimate)} at their family's measured seconds per "
+                         "counted TFLOP, else their kind's")
         elif left:
             line += f": {len(left)} to run, none measured yet"
         lines.append(line)
