@@ -263,21 +263,20 @@ def estimate_seconds(tflops: float, family: str | None,
 
 def time_per_kind(g: Graph) -> list[str]:
     """Where a sweep's time goes, for --dry-run: per job kind, the measured seconds of its finished jobs
-    (metrics.json's job_seconds, one process's wall time), and the jobs left as :func:`estimate_seconds` puts them."""
+    (metrics.json's job_seconds, one process's wall time), and the jobs left as :func:`estimate_seconds` puts them
+    (FLOPs are counted only then: counting the autoencoder's imports diffusers, seconds)."""
     lines = []
     for kind in dict.fromkeys(j.kind for j in g):
         jobs = [j for j in g if j.kind == kind]
-        measured = []
-        for j in jobs:
-            seconds = float(read_json(j.run_dir / "metrics.json").get("job_seconds", "nan")) if g.done(j) else math.nan
-            if math.isfinite(seconds):
-                measured.append((job_work(j)[0], _family(j), seconds))
+        done = [(j, float(read_json(j.run_dir / "metrics.json").get("job_seconds", "nan"))) for j in jobs if g.done(j)]
+        done = [(j, s) for j, s in done if math.isfinite(s)]
         left = [j for j in jobs if not g.done(j)]
         line = f"  time {kind:6s} {len(jobs):3d} job(s)"
-        if measured:
-            total, median = sum(s for *_, s in measured), _median([s for *_, s in measured])
-            line += f": {len(measured)} measured, {_duration(total)} (median {median:.1f} s)"
+        if done:
+            total, median = sum(s for _, s in done), _median([s for _, s in done])
+            line += f": {len(done)} measured, {_duration(total)} (median {median:.1f} s)"
             if left:
+                measured = [(job_work(j)[0], _family(j), s) for j, s in done]
                 estimate = sum(estimate_seconds(job_work(j)[0], _family(j), measured) or 0.0 for j in left)
                 line += (f"; {len(left)} to run, about {_duration(estimate)} at their family's measured seconds per "
                          "counted TFLOP, else their kind's")
