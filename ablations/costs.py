@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import median_high
 from typing import Any
 
 from ablations.config import Config
@@ -241,10 +242,6 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
-def _median(values: list[float]) -> float:
-    return sorted(values)[len(values) // 2]
-
-
 def estimate_seconds(tflops: float, family: str | None,
                      measured: list[tuple[float, str | None, float]]) -> float | None:
     """A job's time from the finished jobs of its kind, each (counted TFLOPs, family, job_seconds): its counted
@@ -257,8 +254,8 @@ def estimate_seconds(tflops: float, family: str | None,
         return None
     counted = [(f, s / t) for t, f, s in measured if t > 0]
     if not counted:
-        return _median([s for _, _, s in measured])
-    return tflops * _median([rate for f, rate in counted if f == family] or [rate for _, rate in counted])
+        return median_high([s for _, _, s in measured])
+    return tflops * median_high([rate for f, rate in counted if f == family] or [rate for _, rate in counted])
 
 
 def time_per_kind(g: Graph) -> list[str]:
@@ -268,12 +265,14 @@ def time_per_kind(g: Graph) -> list[str]:
     lines = []
     for kind in dict.fromkeys(j.kind for j in g):
         jobs = [j for j in g if j.kind == kind]
-        done = [(j, float(read_json(j.run_dir / "metrics.json").get("job_seconds", "nan"))) for j in jobs if g.done(j)]
+        finished = {j.key: g.done(j) for j in jobs}
+        done = [(j, float(read_json(j.run_dir / "metrics.json").get("job_seconds", "nan"))) for j in jobs
+                if finished[j.key]]
         done = [(j, s) for j, s in done if math.isfinite(s)]
-        left = [j for j in jobs if not g.done(j)]
+        left = [j for j in jobs if not finished[j.key]]
         line = f"  time {kind:6s} {len(jobs):3d} job(s)"
         if done:
-            total, median = sum(s for _, s in done), _median([s for _, s in done])
+            total, median = sum(s for _, s in done), median_high([s for _, s in done])
             line += f": {len(done)} measured, {_duration(total)} (median {median:.1f} s)"
             if left:
                 measured = [(job_work(j)[0], _family(j), s) for j, s in done]
