@@ -33,6 +33,7 @@ TABLE_IDS = {  # the sweep file's `table:` -> the report's table
     "fig2": "Table F2",
     "resolutions": "Table R1",
     "conditioning": "Table C1",
+    "cfg_wide": "Table G1",
     "speed": "Table S1",
 }
 KEY_TITLES = {"model": "Model", "cfg": "CFG", "steps": "Steps", "factorization": "Factorization",
