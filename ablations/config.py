@@ -132,6 +132,7 @@ class Sweep:
     models: list[str]  # families (ablations/engine/families.py)
     recon: bool = False  # factorization reconstruction jobs (Fig. 2)
     speed: bool = False  # timing/FLOP jobs at the paper's sizes
+    reference: int | None = None  # the point a points table pairs the others with, when not the preset's own setting
     overrides: dict[str, Any] = field(default_factory=dict)  # command-line keys that replaced preset/base values
 
 
@@ -211,9 +212,18 @@ def _name(kind: str, name: str, directory: Path) -> Path:
     return directory / f"{name}.yaml"
 
 
+SWEEP_FILE_KEYS = ("description", "table", "models", "base", "grid", "points", "reference", "recon", "speed",
+                   "by_preset")
+PRESET_BLOCK_KEYS = ("base", "grid", "points")
+
+
 def load_sweep(name: str, preset: str) -> tuple[Sweep, dict[str, Any]]:
-    """Read ``sweeps/NAME.yaml``: its description, models, eval points (``points`` and/or ``grid``) and base block."""
+    """Read ``sweeps/NAME.yaml``: its description, models, eval points (``points`` and/or ``grid``), base block and
+    optional ``reference`` (the settings of the point a points table pairs the others with)."""
     raw = load_yaml(_name("sweep", name, SWEEPS_DIR))
+    _known_keys(f"sweep {name}", raw, SWEEP_FILE_KEYS)
+    for block_preset, block in raw.get("by_preset", {}).items():
+        _known_keys(f"sweep {name}, by_preset {block_preset}", block, PRESET_BLOCK_KEYS)
     by_preset = raw.get("by_preset", {}).get(preset, {})
     grid = by_preset.get("grid", raw.get("grid", {}))
     points = list(by_preset.get("points", raw.get("points", [])))
@@ -232,9 +242,31 @@ def load_sweep(name: str, preset: str) -> tuple[Sweep, dict[str, Any]]:
         models=models,
         recon=bool(raw.get("recon", False)),
         speed=bool(raw.get("speed", False)),
+        reference=_reference(name, raw.get("reference"), points),
     )
     base = {**raw.get("base", {}), **by_preset.get("base", {})}
     return sweep, base
+
+
+def _known_keys(where: str, block: Any, known: tuple[str, ...]) -> None:
+    """A sweep file's mapping holds only the keys the loader reads: a misspelled one would be ignored."""
+    if not isinstance(block, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(block).__name__}")
+    unknown = [k for k in block if k not in known]
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} in its file; expected one of {', '.join(known)}")
+
+
+def _reference(name: str, reference: Any, points: list[dict[str, Any]]) -> int | None:
+    """The index of the one point whose settings include every key and value of the sweep file's ``reference``."""
+    if reference is None:
+        return None
+    if not isinstance(reference, dict) or not reference:
+        raise ConfigError(f"sweep {name}: reference must map settings to values, e.g. {{sample.cfg: [1.5]}}")
+    found = [i for i, p in enumerate(points) if all(k in p and p[k] == v for k, v in reference.items())]
+    if len(found) != 1:
+        raise ConfigError(f"sweep {name}: reference {reference} matches {len(found)} of its points; expected one")
+    return found[0]
 
 
 def typed(data: dict[str, Any]) -> Config:
@@ -278,6 +310,11 @@ def resolve(argv_pairs: list[tuple[str, str]]) -> tuple[Config, Sweep]:
     validate(cfg, sweep)
     for point in sweep.points:
         validate_point(point_config(cfg, point), point.get("model", METHOD), sweep)
+    if sweep.points:  # every table's ceiling: untrained MSF stages sampled at the sweep's own settings
+        try:
+            validate_point(cfg, METHOD, sweep)
+        except ConfigError as e:
+            raise ConfigError(f"the ceiling (untrained {METHOD}, sampled at the sweep's own settings): {e}") from None
     fits_image_size(cfg)
     return cfg, sweep
 

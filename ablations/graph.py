@@ -256,8 +256,8 @@ def plan(cfg: Config, sweep: Sweep) -> Graph:
         "sweep": sweep.name, "table": sweep.table, "description": sweep.description, "preset": cfg.preset,
         "overrides": {k: v for k, v in sweep.overrides.items() if not runner_key(k)},
         "config": {k: v for k, v in to_data(cfg).items() if not runner_key(k)},
-        "points": points, "reference": next((i for i, p in enumerate(points) if p["setting"] == default
-                                             and own_values(sweep.points[i], cfg)), None),
+        "points": points, "reference": sweep.reference if sweep.reference is not None else next(
+            (i for i, p in enumerate(points) if p["setting"] == default and own_values(sweep.points[i], cfg)), None),
         "anchors": anchors, "other": {kind: [j.name for j in g if j.kind == kind] for kind in ("recon", "speed")},
     }
     return g
