@@ -128,7 +128,8 @@ def _arms(view: SweepView | None) -> dict[float, Any]:
 
 def speed_pair(msf: Group | None, views: Sequence[SweepView]) -> tuple[Timed, Timed] | None:
     """MSF at the paper's setting vs the baseline ranked first for the speed claim (DiT-XL/2, else the flow DiT:
-    ablations/engine/families.py) among those scored alike and timed (Table 1)."""
+    ablations/engine/families.py) among Table 1's points scored alike and timed (another sweep's point of the same
+    model, e.g. at another CFG, is not Table 1's setting) (Table 1)."""
 
     def timed(g: Group) -> Timed | None:
         """A group's FID per run and mean sampling time, if it was timed."""
@@ -141,7 +142,7 @@ def speed_pair(msf: Group | None, views: Sequence[SweepView]) -> tuple[Timed, Ti
     t_msf = timed(msf) if msf is not None else None
     if msf is None or t_msf is None:
         return None
-    ranked = sorted(((p.speed_rank, g.setting["model"], g) for v in views for s in v.series
+    ranked = sorted(((p.speed_rank, g.setting["model"], g) for v in views if v.table == "1" for s in v.series
                      for i, g in s.groups.items() if (p := s.points[i]).speed_rank is not None), key=lambda x: x[:2])
     for _, _, g in ranked:
         t = timed(g) if same_eval(g.setting, msf.setting) else None

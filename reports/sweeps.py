@@ -34,6 +34,7 @@ TABLE_IDS = {  # the sweep file's `table:` -> the report's table
     "resolutions": "Table R1",
     "conditioning": "Table C1",
     "cfg_wide": "Table G1",
+    "cfg_wide_flow": "Table G2",
     "speed": "Table S1",
 }
 KEY_TITLES = {"model": "Model", "cfg": "CFG", "steps": "Steps", "factorization": "Factorization",

@@ -283,8 +283,19 @@ def sweep_points() -> dict[str, list[tuple[dict[str, Any], Point]]]:
             "residual", "residual_latent_base", "latent_resize", "image_resize"))],
         "resolutions": [(own(p, "scales", "cfg", "steps"), p) for p in resolutions],
         "conditioning": [(own(p, "conditioning"), p) for p in (msf(conditioning=c) for c in ("adaln_zero", "tdln"))],
+        "cfg_wide": [(own(p, "cfg"), p) for p in (msf(cfg=(c, 1.0)) for c in (1.4, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0))],
+        "cfg_wide_flow": [(own(p, "cfg", "steps"), p) for p in (("dit_flow", (250,), (c,), *BASELINE_POINT[2:])
+                                                               for c in (1.5, 2.0, 2.5, 3.0, 4.0))],
         "speed": [],
     }
+
+
+def reference_of(sweep: str, points: list[tuple[dict[str, Any], Point]]) -> int | None:
+    """The point a sweep's points table pairs the others with: the one its file names (cfg_wide_flow: Table 1's CFG
+    1.5), else the one at the preset's own settings."""
+    if sweep == "cfg_wide_flow":
+        return 0
+    return next((i for i, (_, p) in enumerate(points) if setting_of(p) == setting_of(MAIN)), None)
 
 
 def eval_points() -> dict[Point, float]:
@@ -550,7 +561,7 @@ def make_runs(root: Path) -> Path:
         for explicit, point in points:
             runs = [run_entry(world.point_run(point, t, s)[3], t, s) for t, s in seeds_of(point)]
             listed.append({"explicit": explicit, "setting": setting_of(point), "runs": runs, **roles(point)})
-        reference = next((i for i, (_, p) in enumerate(points) if setting_of(p) == setting_of(MAIN)), None)
+        reference = reference_of(sweep, points)
         other = {"recon": recon if sweep == "factorization" else [], "speed": speed if sweep == "speed" else []}
         write_manifest(root, manifest(sweep, listed, anchors if points else {}, config(sweep), seeds_overrides(),
                                       reference, other))
@@ -598,6 +609,6 @@ def write_sweep(root: Path, sweep: str, measured: dict[Point, dict[tuple[int | N
                         for t in ((None,) if point[0] == "dit_xl2" else train_seeds) for s in sample_seeds],
                **roles(point)}
               for explicit, point in points]
-    reference = next((i for i, (_, p) in enumerate(points) if setting_of(p) == setting_of(MAIN)), None)
+    reference = reference_of(sweep, points)
     return write_manifest(root, manifest(sweep, listed, {}, config(sweep, train_seeds, sample_seeds),
                                          seeds_overrides(train_seeds, sample_seeds), reference))

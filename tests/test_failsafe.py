@@ -377,6 +377,50 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(args, message, files, 
     assert not Path(files["marker"]).exists(), "a user's file ran code"
 
 
+FLOW_POINTS = "grid: {model: [dit_flow], sample.steps: [[250]], sample.cfg: [[1.5], [2.0], [2.5]]}\n"
+SWEEP_FILES = [  # a sweep file's mistakes: each would otherwise be ignored or fail later
+    ("description: x\ngrids: {sample.cfg: [[1.2, 1.0]]}\n",
+     "sweep mine: unknown key 'grids' in its file; expected one of description, table, models"),
+    ("by_preset: {tiny: {pionts: []}}\ngrid: {sample.cfg: [[1.2, 1.0]]}\n",
+     "sweep mine, by_preset tiny: unknown key 'pionts' in its file; expected one of base, grid, points"),
+    (FLOW_POINTS + "reference: {sample.cfg: [9.0]}\n",
+     "sweep mine: reference {'sample.cfg': [9.0]} matches 0 of its points; expected one"),
+    (FLOW_POINTS + "reference: 2\n", "sweep mine: reference must map settings to values"),
+    ("base: {sample.steps: [250]}\ngrid: {model: [dit_flow], sample.cfg: [[1.5], [2.0]]}\n",
+     "the ceiling (untrained msf, sampled at the sweep's own settings): sample.steps=[250] has 1 entries but model "
+     "msf has 2 scale(s)"),
+]
+
+
+@pytest.mark.parametrize("text, message", SWEEP_FILES, ids=[m[:50] for _, m in SWEEP_FILES])
+def test_a_sweep_files_mistake_is_one_line_exit_2(text, message, runs, tmp_path, monkeypatch, capsys):
+    from ablations import config
+
+    (tmp_path / "sweeps").mkdir()
+    (tmp_path / "sweeps" / "mine.yaml").write_text(text)
+    monkeypatch.setattr(config, "SWEEPS_DIR", tmp_path / "sweeps")
+    before = snapshot(runs)
+    assert main(["sweep=mine", f"runs_dir={runs}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert snapshot(runs) == before
+
+
+def test_a_sweep_files_reference_names_the_point_its_table_pairs_with(tmp_path, monkeypatch):
+    """``reference`` picks the one point whose settings include it, whatever the order of the points; without it the
+    reference is the point at the preset's own settings (none here: the flow DiT has no MSF default)."""
+    from ablations import config
+    from ablations.graph import plan
+
+    (tmp_path / "sweeps").mkdir()
+    monkeypatch.setattr(config, "SWEEPS_DIR", tmp_path / "sweeps")
+    for reference, index in (("{sample.cfg: [2.5]}", 2), ("{sample.cfg: [1.5], sample.steps: [250]}", 0),
+                             (None, None)):
+        (tmp_path / "sweeps" / "mine.yaml").write_text(FLOW_POINTS + (f"reference: {reference}\n" if reference else ""))
+        cfg, sweep = config.resolve([("sweep", "mine"), ("runs_dir", str(tmp_path / "runs"))])
+        assert sweep.reference == index and plan(cfg, sweep).manifest["reference"] == index
+
+
 def test_a_sound_command_passes_every_check(files, runs, capsys):
     """The checks refuse what is wrong, not what is unusual: every kind of input above, made right, is accepted."""
     ok = [[*IMAGES, "data.root={classes2}"], [*CIFAR, "data.root={cifar_ok}"],

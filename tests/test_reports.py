@@ -433,9 +433,9 @@ def test_speed_rule(msf, base, verdict):
 # The report from the synthetic imagenet256 sweep
 
 ALL_TABLES = ["Table 1", "Table 2", "Table 3", "Table 4", "Table 5", "Table F2", "Table F1", "Table R1", "Table C1",
-              "Table S1", "Table S2", "Table T1", "Claims"]
+              "Table G1", "Table G2", "Table S1", "Table S2", "Table T1", "Claims"]
 SWEEP_FILES = ("main", "cfg_scale0", "cfg_scale1", "steps_scale0", "steps_scale1", "factorization", "resolutions",
-               "conditioning")  # the sweeps with points: each gets a sample-grid figure
+               "conditioning", "cfg_wide", "cfg_wide_flow")  # the sweeps with points: each gets a sample-grid figure
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP_NAMES = sorted(p.stem for p in (ROOT / "ablations" / "sweeps").glob("*.yaml"))
 
@@ -455,6 +455,8 @@ def planned(sweep: str, preset: str = rf.PRESET) -> tuple[Any, list[dict], int |
     points = [{"explicit": reported(p, p.get("model", "msf")),
                "setting": setting_of(point_config(cfg, p), p.get("model", "msf"))} for p in sweep_.points]
     default = setting_of(cfg, "msf")
+    if sweep_.reference is not None:  # the point the sweep file names
+        return sweep_, points, sweep_.reference
     return sweep_, points, next((i for i, p in enumerate(points) if p["setting"] == default), None)
 
 
@@ -1065,6 +1067,26 @@ def test_cli_writes_report_beside_the_run_folders(tmp_path, capsys):
     assert md_tables((tmp_path / "tables" / "report.md").read_text(encoding="utf-8")) == md_tables(md)
 
 
+def test_the_speed_claim_pairs_msf_with_table_1s_baseline_only(tmp_path):
+    """The flow DiT timed at another CFG (Table G2's 2.0) is not Table 1's baseline: with no main sweep the speed
+    claim has none; once the main sweep lists the flow DiT at 1.5, the claim pairs MSF with that point."""
+    root = tmp_path / "runs"
+    timed = {"sample_time_per_64_s": 10.0}
+    rf.write_point(root, rf.MAIN, {(0, 0): 8.0}, timed)
+    rf.write_point(root, ("dit_flow", (250,), (2.0,), *rf.BASELINE_POINT[2:]), {(0, 0): 7.0}, timed)
+    rf.write_sweep(root, "cfg_scale0", {})
+    rf.write_sweep(root, "cfg_wide_flow", {})
+
+    def speed_claim() -> dict:
+        result = build_report([root / rf.PRESET], tmp_path / "out", figures=False)
+        return next(c for c in result["claims"] if c["claim"].startswith("MSF is 2x faster"))
+
+    assert speed_claim()["evidence"] == "no MSF and baseline evals with FID and timing evaluated alike"
+    rf.write_point(root, ("dit_flow", *rf.BASELINE_POINT), {(0, 0): 9.0}, timed)
+    rf.write_sweep(root, "main", {})
+    assert "dit_flow, scales 32, steps 250, cfg 1.5," in speed_claim()["evidence"]
+
+
 def test_unmeasured_metrics_show_as_missing(tmp_path):
     score = one_run(tmp_path, ("main", "cfg_scale0"), fid=None)
     edit_metrics(score, is_mean=None, sample_time_per_64_s=None)  # schema: null when not measured
@@ -1420,6 +1442,30 @@ def test_real_table1_factorization_resolution_speed_and_train_tables_parse_back(
     assert float(cond.loc["tdln", "Params (M)"]) < float(cond.loc["adaln_zero", "Params (M)"])  # no adaLN MLPs
     train = parse_md_table(md, "Table T1")
     assert len(train) == len(metrics_where(root, kind="train"))
+
+
+@pytest.mark.e2e
+def test_real_guidance_range_tables_parse_back(smoke_sweeps):
+    """Tables G1 and G2 (sweeps cfg_wide, cfg_wide_flow): a row per CFG of the sweep file, each with its runs' FID;
+    MSF's rows paired with the preset's own CFG (1.4, shared with Table 2), the flow DiT's with the one its file names
+    (1.5, Table 1's)."""
+    root, _, md = smoke_sweeps
+    g1 = parse_md_table(md, "Table G1").set_index("CFG")
+    cfgs = [1.4, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0]
+    labels = [f"{c:.1f}/1.0" if round(c, 1) == c else f"{c:g}/1.0" for c in cfgs]
+    assert list(g1.index) == [*labels, FLOOR, AE_FLOOR, CEILING]
+    for c, label in zip(cfgs, labels, strict=True):
+        found = real_msf(root, steps=[100, 50], cfg=[c, 1.0])
+        assert len(found) == 1, label  # one training seed, one sampling seed at the smoke preset
+        assert_cell_matches(g1.loc[label, "FID ours"], fids(found))
+    assert g1.loc["1.4/1.0", "FID - FID(1.4/1.0) [95% CI]"] == "reference (1.4/1.0)"
+    g2 = parse_md_table(md, "Table G2").set_index("CFG")  # the flow DiT's (sweep cfg_wide_flow), paired with 1.5
+    assert list(g2.index) == ["1.5", "2.0", "2.5", "3.0", "4.0", FLOOR, AE_FLOOR, CEILING]
+    for label in g2.index[:-3]:
+        found = evals(root, model="dit_flow", steps=[10], cfg=[float(label)])
+        assert len(found) == 1, label
+        assert_cell_matches(g2.loc[label, "FID ours"], fids(found))
+    assert g2.loc["1.5", "FID - FID(1.5) [95% CI]"] == "reference (1.5)"
 
 
 def slash_text(values: list[int]) -> str:
