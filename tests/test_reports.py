@@ -1404,7 +1404,7 @@ def test_real_table1_factorization_resolution_speed_and_train_tables_parse_back(
         assert_cell_matches(row["FID ours"], fids(real_msf(root, steps=[100, 50], cfg=[cfg0, 1.0])))
     for model in ("dit_flow", "dimr"):
         row = t1[t1["Model"] == f"{model} (ours)"].iloc[0]
-        assert_cell_matches(row["FID ours"], fids(evals(root, model=model)))
+        assert_cell_matches(row["FID ours"], fids(evals(root, model=model, cfg=[1.5])))  # Table 1: CFG 1.5
 
     fid = parse_md_table(md, "Table F2").set_index("Factorization")
     recon = parse_md_table(md, "Table F1").set_index("Factorization")
