@@ -222,9 +222,12 @@ def load_sweep(name: str, preset: str) -> tuple[Sweep, dict[str, Any]]:
     optional ``reference`` (the settings of the point a points table pairs the others with)."""
     raw = load_yaml(_name("sweep", name, SWEEPS_DIR))
     _known_keys(f"sweep {name}", raw, SWEEP_FILE_KEYS)
-    for block_preset, block in raw.get("by_preset", {}).items():
+    blocks = raw.get("by_preset", {})
+    if not isinstance(blocks, dict):
+        raise ConfigError(f"sweep {name}: by_preset must map preset names to blocks of {', '.join(PRESET_BLOCK_KEYS)}")
+    for block_preset, block in blocks.items():
         _known_keys(f"sweep {name}, by_preset {block_preset}", block, PRESET_BLOCK_KEYS)
-    by_preset = raw.get("by_preset", {}).get(preset, {})
+    by_preset = blocks.get(preset, {})
     grid = by_preset.get("grid", raw.get("grid", {}))
     points = list(by_preset.get("points", raw.get("points", [])))
     if grid:

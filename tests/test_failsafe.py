@@ -386,6 +386,9 @@ SWEEP_FILES = [  # a sweep file's mistakes: each would otherwise be ignored or f
     (FLOW_POINTS + "reference: {sample.cfg: [9.0]}\n",
      "sweep mine: reference {'sample.cfg': [9.0]} matches 0 of its points; expected one"),
     (FLOW_POINTS + "reference: 2\n", "sweep mine: reference must map settings to values"),
+    ("by_preset: [tiny]\n" + FLOW_POINTS, "sweep mine: by_preset must map preset names to blocks of base, grid"),
+    ("by_preset: {tiny: [1]}\n" + FLOW_POINTS, "sweep mine, by_preset tiny: expected a mapping, got list"),
+    ("", "sweep mine has no eval points at preset tiny"),
     ("base: {sample.steps: [250]}\ngrid: {model: [dit_flow], sample.cfg: [[1.5], [2.0]]}\n",
      "the ceiling (untrained msf, sampled at the sweep's own settings): sample.steps=[250] has 1 entries but model "
      "msf has 2 scale(s)"),
